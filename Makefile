@@ -1,0 +1,127 @@
+# The pipeline graph. Targets are files; phony verbs only name groups of files.
+#   make all                      # demo data -> folds -> train-cnn -> stack -> thresholds -> submit -> report
+#   make all CONFIG=configs/x.toml
+#   make help
+SHELL := /bin/bash
+.DELETE_ON_ERROR:
+.SUFFIXES:
+.SECONDEXPANSION:
+.DEFAULT_GOAL := help
+
+CONFIG ?= configs/demo.toml
+NAME := $(basename $(notdir $(CONFIG)))
+BUILD ?= build/$(NAME)
+FOLDS ?= folds/$(NAME).csv
+SUBMISSIONS ?= submissions
+VENV ?= .venv
+SYS_PYTHON ?= python3
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+CFG := $(BUILD)/config
+export PYTHONHASHSEED := 0
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+# Resolve the config at parse time (standard-library Python only): writes one JSON per
+# stage section, rewritten only when that section changes, and vars.mk with the backbones.
+ifeq ($(filter help clean-all,$(MAKECMDGOALS)),)
+_resolve := $(shell $(SYS_PYTHON) -m stages.resolve_config --config $(CONFIG) --out-dir $(CFG) 2>&1)
+ifneq ($(.SHELLSTATUS),0)
+$(error $(_resolve))
+endif
+include $(CFG)/vars.mk
+endif
+
+FOLD_IDS := $(shell seq 0 $$(( $(or $(N_FOLDS),1) - 1 )))
+PREDS := $(foreach b,$(BACKBONES),$(foreach k,$(FOLD_IDS),$(BUILD)/preds/$(b).fold$(k).npz))
+TRAIN_LABELS := $(TRAIN_DIR)/labels.csv
+SUBMISSION := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).csv
+SUBMISSION_LABELS := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).labels.csv
+bb = $(word 1,$(subst .fold, ,$(1)))
+fold = $(word 2,$(subst .fold, ,$(1)))
+
+# Code each stage runs: editing it re-runs that stage (and what follows), nothing else.
+CODE_DATA := pipeline/config.py pipeline/data.py stages/common.py
+CODE_TRAIN := $(CODE_DATA) pipeline/train.py pipeline/backbones.py pipeline/losses.py stages/train_cnn.py
+CODE_STACK := $(CODE_DATA) pipeline/select.py pipeline/stack.py pipeline/metrics.py stages/stack.py
+CODE_THRESH := $(CODE_DATA) pipeline/thresholds.py pipeline/metrics.py stages/thresholds.py
+CODE_SUBMIT := $(CODE_DATA) pipeline/submit.py stages/submit.py
+CODE_REPORT := $(CODE_DATA) pipeline/report.py pipeline/metrics.py pipeline/thresholds.py stages/report.py
+
+.PHONY: help all install demo-data folds train-cnn stack thresholds submit report test lint \
+        bench clean clean-all
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@echo "  variables: CONFIG=$(CONFIG)  BUILD=build/<config name>  DASK_SCHEDULER=tcp://host:port"
+
+all: report ## the whole chain on CONFIG (default: the demo), then print where the results are
+	@echo "submission: $(SUBMISSION)"
+	@echo "report:     $(BUILD)/report/index.html"
+	@$(PY) -m stages.report --summary $(BUILD)/report/metrics.json
+
+install: $(INSTALLED) ## create .venv and install the package with its dependencies
+
+$(INSTALLED): setup.cfg pyproject.toml
+	$(SYS_PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo-data: $(if $(DEMO_DIR),$(TRAIN_LABELS)) ## generate the demo data set (data/demo)
+
+ifneq ($(DEMO_DIR),)
+$(TRAIN_LABELS) $(TEST_DIR)/test.csv &: $(CFG)/demo.json pipeline/demo.py stages/demo_data.py | $(INSTALLED)
+	$(PY) -m stages.demo_data $(DEMO_ARGS)
+endif
+
+folds: $(FOLDS) ## labels.csv -> folds CSV (iterative stratification, made once)
+
+$(FOLDS): $(TRAIN_LABELS) $(CFG)/folds.json pipeline/folds.py stages/folds.py | $(INSTALLED)
+	$(PY) -m stages.folds --config $(CONFIG) --out $@
+
+train-cnn: $(PREDS) ## every backbone x every fold: per-epoch OOF + test predictions
+
+$(BUILD)/preds/%.npz: $(CFG)/backbone.$$(call bb,$$*).json $(FOLDS) $(TRAIN_LABELS) $(CODE_TRAIN) | $(INSTALLED)
+	$(PY) -m stages.train_cnn --config $(CONFIG) --backbone $(call bb,$*) --fold $(call fold,$*) \
+	  --folds $(FOLDS) --work-dir $(BUILD)/cnn/$* --out $@
+
+stack: $(BUILD)/stack/stacked.npz ## top-N epoch selection -> per-label XGBoost (grid + early stopping)
+
+$(BUILD)/stack/stacked.npz: $(PREDS) $(CFG)/stack.json $(CFG)/thresholds.json $(CODE_STACK) | $(INSTALLED)
+	$(PY) -m stages.stack --config $(CONFIG) --preds $(PREDS) --out $@
+
+thresholds: $(BUILD)/thresholds.json ## greedy per-label threshold search on the stacked OOF
+
+$(BUILD)/thresholds.json: $(BUILD)/stack/stacked.npz $(CFG)/thresholds.json $(CODE_THRESH) | $(INSTALLED)
+	$(PY) -m stages.thresholds --config $(CONFIG) --stacked $< --out $@
+
+submit: $(SUBMISSION) ## per-fold votes -> majority vote -> validated CSV in submissions/
+
+$(SUBMISSION) $(SUBMISSION_LABELS) &: $(BUILD)/stack/stacked.npz $(BUILD)/thresholds.json $(CFG)/submit.json $(CODE_SUBMIT) | $(INSTALLED)
+	$(PY) -m stages.submit --config $(CONFIG) --stacked $(BUILD)/stack/stacked.npz \
+	  --thresholds $(BUILD)/thresholds.json --out $(SUBMISSION) --out-labels $(SUBMISSION_LABELS)
+
+report: $(BUILD)/report/index.html ## build/<name>/report/index.html + metrics.json
+
+$(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD)/thresholds.json $(BUILD)/stack/stacked.npz $(PREDS) $(CODE_REPORT) | $(INSTALLED)
+	$(PY) -m stages.report --config $(CONFIG) --folds $(FOLDS) --preds $(PREDS) \
+	  --stacked $(BUILD)/stack/stacked.npz --thresholds $(BUILD)/thresholds.json \
+	  --submission $(SUBMISSION) --out-dir $(BUILD)/report
+
+test: $(INSTALLED) ## the test suite (what CI runs)
+	$(PY) -m pytest -q
+
+lint: $(INSTALLED) ## ruff check + format check
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+bench: bench-thresholds ## every benchmark (JSON under build/bench/)
+
+bench-thresholds: $(INSTALLED) ## vectorised vs naive threshold search, 50,000 x 50
+	$(PY) -m benchmarks.bench_thresholds --out build/bench/thresholds.json
+
+clean: ## remove this config's build outputs (keeps data, folds and the venv)
+	rm -rf $(BUILD)
+
+clean-all: ## remove build/, data/, the venv and generated folds
+	rm -rf build data $(VENV) folds/*.csv

@@ -1,0 +1,286 @@
+"""One TOML file -> frozen dataclasses; unknown or mistyped keys are errors.
+
+Standard library only (``tomllib``), so the Makefile can resolve a config with the bare
+system Python before the virtualenv exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images and labels are.
+
+    ``train_dir`` holds ``labels.csv`` + ``images/``; ``test_dir`` holds ``test.csv`` +
+    ``images/`` (or just images). ``test_truth`` is an optional labels file for the test
+    set, used only by the report to score the final submission.
+    """
+
+    train_dir: str
+    test_dir: str
+    test_truth: str = ""
+    image_size: int = 64
+    id_column: str = "image"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Parameters of the generated demo data set (``make demo-data``)."""
+
+    out_dir: str = "data/demo"
+    n_train: int = 3000
+    n_test: int = 600
+    size: int = 64
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FoldsConfig:
+    n_folds: int = 5
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """One base model trained on every fold.
+
+    ``weights``: ``"imagenet"``, ``"none"`` or a path to a local ``.weights.h5``/``.keras``.
+    """
+
+    name: str
+    weights: str = "none"
+    epochs: int = 6
+    batch_size: int = 64
+    lr_max: float = 3e-3
+    lr_min: float = 3e-4
+    head_layers: int = 1
+    head_units: int = 256
+    width: int = 32
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings shared by every backbone's training."""
+
+    backbones: tuple[BackboneConfig, ...]
+    loss: str = "bce"
+    pos_weight: float = 3.0
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
+    keep_fraction: float = 0.8
+    rare_threshold: float = 0.05
+    rare_upsample: int = 2
+    tta_flip: bool = True
+    seed: int = 7
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Epoch selection + per-label XGBoost grid (DESIGN steps 5-6)."""
+
+    top_n: int = 10
+    corr_threshold: float = 0.9
+    n_folds: int = 5
+    eta: tuple[float, ...] = (0.05, 0.1)
+    max_depth: tuple[int, ...] = (2, 3)
+    min_child_weight: tuple[int, ...] = (1, 3)
+    n_estimators: int = 400
+    early_stopping_rounds: int = 30
+    n_jobs: int = 1
+    seed: int = 11
+
+
+@dataclass(frozen=True)
+class ThresholdConfig:
+    beta: float = 2.0
+    step: float = 0.01
+    average: str = "macro"
+
+
+@dataclass(frozen=True)
+class SubmitConfig:
+    """``tie``: what a fold-vote tie gives (``positive`` or ``negative``)."""
+
+    tie: str = "positive"
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig
+    train: TrainConfig
+    name: str = "run"
+    demo: DemoConfig = field(default_factory=DemoConfig)
+    folds: FoldsConfig = field(default_factory=FoldsConfig)
+    stack: StackConfig = field(default_factory=StackConfig)
+    thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
+    submit: SubmitConfig = field(default_factory=SubmitConfig)
+
+    def backbone(self, name: str) -> BackboneConfig:
+        for b in self.train.backbones:
+            if b.name == name:
+                return b
+        known = ", ".join(b.name for b in self.train.backbones)
+        raise ValueError(f"backbone {name!r} is not in the config's [[train.backbones]] ({known})")
+
+
+_CHOICES = {
+    "train.loss": ("bce", "weighted_bce", "focal"),
+    "thresholds.average": ("macro", "micro", "samples"),
+    "submit.tie": ("positive", "negative"),
+}
+_RANGES = {
+    "data.image_size": (16, 4096),
+    "folds.n_folds": (2, 100),
+    "train.keep_fraction": (0.05, 1.0),
+    "train.rare_threshold": (0.0, 1.0),
+    "train.rare_upsample": (1, 100),
+    "train.pos_weight": (0.0, 1000.0),
+    "stack.top_n": (1, 1000),
+    "stack.corr_threshold": (0.0, 1.0),
+    "stack.n_folds": (2, 100),
+    "thresholds.beta": (0.01, 100.0),
+    "thresholds.step": (1e-4, 0.5),
+    "backbones.epochs": (1, 10000),
+    "backbones.batch_size": (1, 65536),
+    "backbones.head_layers": (0, 10),
+}
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; build nested dataclasses."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"config: [{where}] must be a table, got {type(value).__name__}")
+        return _build(tp, value, where)
+    if origin is tuple:
+        (inner, _ellipsis) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ValueError(f"config: {where} must be a list, got {value!r}")
+        return tuple(_convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"unsupported annotation at {where}")
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"config: {where} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"config: {where} must be an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"config: {where} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"config: {where} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {tp!r} at {where}")
+
+
+def _build(cls: type, raw: dict, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        known = ", ".join(sorted(fields))
+        raise ValueError(
+            f"config: unknown key {prefix}{unknown[0]!r} (known keys here: {known}); "
+            "check the spelling"
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ValueError(f"config: missing required key {key!r}")
+            continue
+        value = _convert(raw[name], hints[name], key)
+        rkey = f"backbones.{name}" if where.startswith("train.backbones[") else key
+        if rkey in _RANGES:
+            lo, hi = _RANGES[rkey]
+            if not lo <= value <= hi:
+                raise ValueError(f"config: {key} = {value!r} is outside [{lo}, {hi}]")
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise ValueError(f"config: {key} = {value!r}; choose one of {_CHOICES[key]}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def config_from_dict(raw: dict) -> Config:
+    """Build a validated :class:`Config` from a parsed TOML dict."""
+    cfg = _build(Config, raw, "")
+    names = [b.name for b in cfg.train.backbones]
+    if not names:
+        raise ValueError("config: [[train.backbones]] needs at least one backbone")
+    if len(set(names)) != len(names):
+        raise ValueError(f"config: backbone names must be unique, got {names}")
+    if cfg.stack.top_n < 1:
+        raise ValueError("config: stack.top_n must be >= 1")
+    for key in ("eta", "max_depth", "min_child_weight"):
+        if not getattr(cfg.stack, key):
+            raise ValueError(f"config: stack.{key} grid must not be empty")
+    return cfg
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config file; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from exc
+    try:
+        return config_from_dict(raw)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from exc
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain JSON-able form of a config (dataclasses -> dicts, tuples -> lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def config_hash(obj: Any) -> str:
+    """Short stable hash of a config (or section), used in file names."""
+    blob = json.dumps(to_dict(obj), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def section_payloads(cfg: Config) -> dict[str, dict]:
+    """The resolved config split by what each stage depends on.
+
+    Make rebuilds a stage only when its own section file changes, so editing ``[stack]``
+    does not retrain the CNNs.
+    """
+    common = {"name": cfg.name, "data": to_dict(cfg.data)}
+    out = {
+        "folds": {**common, "folds": to_dict(cfg.folds)},
+        "demo": {"demo": to_dict(cfg.demo)},
+        "stack": {"stack": to_dict(cfg.stack)},
+        "thresholds": {"thresholds": to_dict(cfg.thresholds)},
+        "submit": {"submit": to_dict(cfg.submit), "thresholds": to_dict(cfg.thresholds)},
+    }
+    shared_train = {k: v for k, v in to_dict(cfg.train).items() if k != "backbones"}
+    for b in cfg.train.backbones:
+        out[f"backbone.{b.name}"] = {**common, "train": shared_train, "backbone": to_dict(b)}
+    return out

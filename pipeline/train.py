@@ -1,0 +1,289 @@
+"""Fold training: data feed from image files, per-epoch OOF + test predictions, resume.
+
+One call of :func:`train_fold` trains one (backbone, fold) job. After every epoch it
+predicts the held-out fold and the test set (with horizontal-flip TTA), saves them, and
+checkpoints model + optimizer, so a killed job restarts at its last finished epoch and
+gives the same predictions as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data import atomic_path, load_image, save_npz_atomic
+
+log = logging.getLogger(__name__)
+
+
+def epoch_indices(
+    y: np.ndarray,
+    seed: int,
+    epoch: int,
+    keep_fraction: float = 0.8,
+    rare_threshold: float = 0.05,
+    rare_upsample: int = 2,
+) -> np.ndarray:
+    """Which training rows one epoch sees, in order; deterministic per (seed, epoch).
+
+    Rows positive for a rare label (prevalence below ``rare_threshold``) are repeated
+    ``rare_upsample`` times and always kept; the other rows are randomly down-sampled to
+    ``keep_fraction`` (the seed's 80%), a fresh draw each epoch.
+    """
+    rng = np.random.default_rng([seed, epoch, 17])
+    known = ~np.isnan(y)
+    prevalence = np.nansum(y, axis=0) / np.maximum(known.sum(axis=0), 1)
+    rare = prevalence < rare_threshold
+    is_rare_row = (np.nan_to_num(y[:, rare], nan=0.0) > 0).any(axis=1) if rare.any() else None
+    if is_rare_row is None:
+        is_rare_row = np.zeros(len(y), dtype=bool)
+    common = np.flatnonzero(~is_rare_row)
+    keep = common[rng.random(len(common)) < keep_fraction]
+    rare_rows = np.repeat(np.flatnonzero(is_rare_row), rare_upsample)
+    order = np.concatenate([keep, rare_rows])
+    rng.shuffle(order)
+    return order
+
+
+def augment_image(img: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
+    """Random ±10% stretch, random crop back to ``size`` and horizontal flip."""
+    import cv2
+
+    sx, sy = rng.uniform(1.0, 1.2, size=2)  # stretch up to +20% then crop: net ±10% aspect
+    w, h = max(size, round(size * sx)), max(size, round(size * sy))
+    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+    x0 = int(rng.integers(0, w - size + 1))
+    y0 = int(rng.integers(0, h - size + 1))
+    img = img[y0 : y0 + size, x0 : x0 + size]
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+    return np.ascontiguousarray(img)
+
+
+def make_feed(
+    paths: list[Path],
+    y: np.ndarray | None,
+    size: int,
+    batch_size: int,
+    order: np.ndarray | None = None,
+    augment_seed: int | None = None,
+    flip: bool = False,
+    workers: int = 2,
+):
+    """A ``keras.utils.PyDataset`` that decodes images from disk batch by batch.
+
+    Training feeds pass ``order`` (from :func:`epoch_indices`) and ``augment_seed``;
+    prediction feeds keep file order and may flip every image (TTA).
+    """
+    import keras
+
+    class ImageFeed(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
+            self.order = np.arange(len(paths)) if order is None else order
+            self.y = None if y is None else np.nan_to_num(y, nan=-1.0).astype(np.float32)
+
+        def __len__(self):
+            return int(np.ceil(len(self.order) / batch_size))
+
+        def __getitem__(self, b):
+            rows = self.order[b * batch_size : (b + 1) * batch_size]
+            batch = np.empty((len(rows), size, size, 3), dtype=np.float32)
+            for i, r in enumerate(rows):
+                img = load_image(paths[r], size)
+                if augment_seed is not None:
+                    rng = np.random.default_rng([augment_seed, b, i])
+                    img = augment_image(img, rng, size)
+                if flip:
+                    img = img[:, ::-1]
+                batch[i] = img
+            if self.y is None:
+                return (batch,)
+            return batch, self.y[rows]
+
+    return ImageFeed()
+
+
+def predict_paths(model, paths: list[Path], size: int, batch_size: int, tta_flip: bool):
+    """Sigmoid outputs for images in file order; mean with the mirrored image if TTA."""
+    p = model.predict(make_feed(paths, None, size, batch_size), verbose=0)
+    if tta_flip:
+        p = (p + model.predict(make_feed(paths, None, size, batch_size, flip=True), verbose=0)) / 2
+    return p.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """Everything one (backbone, fold) training job needs; paths are absolute or cwd-relative."""
+
+    backbone: str
+    fold: int
+    train_paths: list[Path]
+    train_y: np.ndarray
+    val_ids: np.ndarray
+    val_paths: list[Path]
+    test_ids: np.ndarray
+    test_paths: list[Path]
+    labels: tuple[str, ...]
+    image_size: int
+    epochs: int
+    batch_size: int
+    lr_min: float
+    lr_max: float
+    loss: str = "bce"
+    pos_weight: float = 3.0
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
+    weights: str = "none"
+    head_layers: int = 1
+    head_units: int = 256
+    width: int = 32
+    keep_fraction: float = 0.8
+    rare_threshold: float = 0.05
+    rare_upsample: int = 2
+    tta_flip: bool = True
+    seed: int = 0
+
+
+def _checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
+    found = []
+    for p in work_dir.glob("ckpt_epoch*.keras"):
+        try:
+            found.append((int(p.stem.removeprefix("ckpt_epoch")), p))
+        except ValueError:
+            continue
+    return sorted(found)
+
+
+def _compile(model, job: FoldJob, steps_per_epoch: int):
+    import keras
+
+    from pipeline.losses import MaskedMultiLabelLoss, TriangularCyclicLR
+
+    schedule = TriangularCyclicLR(job.lr_min, job.lr_max, half_cycle_steps=steps_per_epoch)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=schedule),
+        loss=MaskedMultiLabelLoss(job.loss, job.pos_weight, job.focal_gamma, job.focal_alpha),
+        jit_compile=False,
+    )
+
+
+def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict:
+    """Train one fold job, resuming from ``work_dir``; write the per-epoch predictions file.
+
+    Output ``out_path`` (.npz): ``labels``, ``val_ids``, ``test_ids``, ``epochs``,
+    ``oof`` (E, n_val, L), ``test`` (E, n_test, L), ``loss`` (E,).
+    """
+    import keras
+
+    from pipeline.backbones import build_model
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(job.seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+    ckpts = _checkpoints(work_dir)
+    steps = int(
+        np.ceil(
+            len(
+                epoch_indices(
+                    job.train_y,
+                    job.seed,
+                    0,
+                    job.keep_fraction,
+                    job.rare_threshold,
+                    job.rare_upsample,
+                )
+            )
+            / job.batch_size
+        )
+    )
+    if ckpts:
+        start, path = ckpts[-1]
+        model = keras.saving.load_model(path, compile=True)
+        log.info("%s fold %d: resuming after epoch %d (%s)", job.backbone, job.fold, start, path)
+    else:
+        start = 0
+        model = build_model(
+            job.backbone,
+            len(job.labels),
+            job.image_size,
+            job.weights,
+            job.head_layers,
+            job.head_units,
+            job.width,
+            seed=job.seed,
+        )
+        _compile(model, job, steps)
+    for epoch in range(start + 1, job.epochs + 1):
+        t0 = time.perf_counter()
+        order = epoch_indices(
+            job.train_y, job.seed, epoch, job.keep_fraction, job.rare_threshold, job.rare_upsample
+        )
+        feed = make_feed(
+            job.train_paths,
+            job.train_y,
+            job.image_size,
+            job.batch_size,
+            order=order,
+            augment_seed=job.seed * 100_003 + epoch,
+        )
+        hist = model.fit(feed, epochs=epoch, initial_epoch=epoch - 1, verbose=0, shuffle=False)
+        loss = float(hist.history["loss"][-1])
+        t_train = time.perf_counter() - t0
+        oof = predict_paths(model, job.val_paths, job.image_size, 256, job.tta_flip)
+        test = predict_paths(model, job.test_paths, job.image_size, 256, job.tta_flip)
+        save_npz_atomic(
+            work_dir / f"preds_epoch{epoch:03d}.npz", oof=oof, test=test, loss=np.float32(loss)
+        )
+        ckpt = work_dir / f"ckpt_epoch{epoch:03d}.keras"
+        tmp = atomic_path(ckpt)
+        model.save(tmp)
+        os.replace(tmp, ckpt)
+        for e, old in _checkpoints(work_dir):
+            if e < epoch:
+                old.unlink(missing_ok=True)
+        log.info(
+            "%s fold %d epoch %d/%d: loss %.4f, %.0f img/s train, %.1fs total",
+            job.backbone,
+            job.fold,
+            epoch,
+            job.epochs,
+            loss,
+            len(order) / t_train,
+            time.perf_counter() - t0,
+        )
+    oofs, tests, losses = [], [], []
+    for epoch in range(1, job.epochs + 1):
+        with np.load(work_dir / f"preds_epoch{epoch:03d}.npz") as z:
+            oofs.append(z["oof"])
+            tests.append(z["test"])
+            losses.append(float(z["loss"]))
+    save_npz_atomic(
+        out_path,
+        labels=np.array(job.labels),
+        val_ids=np.asarray(job.val_ids).astype(str),
+        test_ids=np.asarray(job.test_ids).astype(str),
+        epochs=np.arange(1, job.epochs + 1),
+        oof=np.stack(oofs),
+        test=np.stack(tests),
+        loss=np.array(losses, dtype=np.float32),
+    )
+    summary = {
+        "backbone": job.backbone,
+        "fold": job.fold,
+        "epochs": job.epochs,
+        "final_loss": losses[-1],
+    }
+    (work_dir / "done.json").write_text(json.dumps(summary))
+    return summary

@@ -1,0 +1,45 @@
+"""Helpers shared by the stage CLIs: logging set-up and error reporting."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+
+def setup_logging() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(
+        level=os.environ.get("LOGLEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def cli(body: Callable[[], None]) -> int:
+    """Run a stage body; turn expected input errors into one clear line and exit code 2."""
+    setup_logging()
+    try:
+        body()
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def group_pred_files(paths) -> dict:
+    """``build/x/preds/<backbone>.fold<k>.npz`` files -> {backbone: [files by fold]}."""
+    from pathlib import Path
+
+    groups: dict[str, list[tuple[int, Path]]] = {}
+    for p in map(Path, paths):
+        stem = p.name.removesuffix(".npz")
+        backbone, sep, fold = stem.rpartition(".fold")
+        if not sep or not fold.isdigit():
+            raise ValueError(f"{p}: prediction files must be named <backbone>.fold<k>.npz")
+        groups.setdefault(backbone, []).append((int(fold), p))
+    return {b: [p for _, p in sorted(v)] for b, v in groups.items()}

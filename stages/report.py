@@ -1,0 +1,166 @@
+"""`make report`: metrics.json + one self-contained index.html describing the run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Config, load_config, to_dict
+from pipeline.data import write_text_atomic
+from stages.common import cli, group_pred_files
+
+log = logging.getLogger("stages.report")
+
+
+def _read_truth(path: Path, test_ids, labels):
+    import pandas as pd
+
+    df = pd.read_csv(path, dtype={"image": str}).set_index("image")
+    missing = [c for c in labels if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing label column(s) {missing}")
+    try:
+        return df.loc[list(test_ids), list(labels)].to_numpy(dtype=np.float32)
+    except KeyError as exc:
+        raise ValueError(f"{path}: does not list every test image ({exc})") from exc
+
+
+def run(cfg: Config, folds_csv: Path, preds, stacked: Path, thresholds: Path,
+        submission: Path, out_dir: Path) -> None:
+    import pandas as pd
+
+    from pipeline.data import read_labels
+    from pipeline.metrics import fbeta_per_label, precision_recall_per_label
+    from pipeline.report import (
+        ModelScores, plots, render_html, score_backbones, versions,
+    )
+    from pipeline.select import load_base_predictions
+
+    beta, step, avg = cfg.thresholds.beta, cfg.thresholds.step, cfg.thresholds.average
+    table = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)
+    labels = list(table.labels)
+    y = table.y
+    files = group_pred_files(preds)
+    base = load_base_predictions(files, table.ids)
+    with np.load(stacked) as z:
+        s_oof, s_test, test_ids = z["oof"], z["test"], z["test_ids"].astype(str)
+    th = json.loads(thresholds.read_text())
+    t = np.asarray(th["thresholds"])
+    sub = pd.read_csv(submission, dtype={cfg.data.id_column: str})
+    vote = sub[labels].to_numpy()
+    y_test = _read_truth(Path(cfg.data.test_truth), test_ids, labels) if cfg.data.test_truth else None
+
+    models, curves = score_backbones(base, y, beta, step, avg, y_test)
+    stack_oof_pred = (np.nan_to_num(s_oof) >= t).astype(np.int8)
+    stack_test_pred = (s_test.mean(axis=0) >= t).astype(np.int8)
+
+    def scores(pred):
+        if y_test is None:
+            return None, None, None
+        p, r = precision_recall_per_label(y_test, pred)
+        return fbeta_per_label(y_test, pred, beta=beta), p, r
+
+    stack_row = ModelScores("stack", fbeta_per_label(y, stack_oof_pred, beta=beta),
+                            *scores(stack_test_pred), detail="XGBoost, fold-mean probability")
+    vote_row = ModelScores("vote", stack_row.oof_fbeta, *scores(vote),
+                           detail=f"majority of {s_test.shape[0]} fold votes (OOF = stack's)")
+    rows = [*models, stack_row, vote_row]
+    best = max(models, key=lambda m: m.oof_fbeta.mean())
+    metrics = {
+        "name": cfg.name,
+        "beta": beta,
+        "labels": labels,
+        "prevalence": dict(zip(labels, map(float, np.nanmean(y, axis=0)), strict=True)),
+        "models": {m.name: m.as_dict(labels) for m in rows},
+        "best_single": best.name,
+        "thresholds": dict(zip(labels, map(float, t), strict=True)),
+    }
+    if y_test is not None:
+        ones = np.ones_like(y_test, dtype=np.int8)
+        metrics["all_ones_test_fbeta_macro"] = float(fbeta_per_label(y_test, ones, beta=beta).mean())
+        metrics["summary"] = {
+            "best_single_test": float(best.test_fbeta.mean()),
+            "stack_test": float(stack_row.test_fbeta.mean()),
+            "vote_test": float(vote_row.test_fbeta.mean()),
+            "all_ones_test": metrics["all_ones_test_fbeta_macro"],
+            "ensemble_gain": float(vote_row.test_fbeta.mean() - best.test_fbeta.mean()),
+        }
+    losses = {}
+    for b, paths in files.items():
+        series = [np.load(p)["loss"] for p in paths]
+        losses[b] = np.mean(np.stack(series), axis=0).tolist()
+    figures = plots(labels, y, rows, np.nan_to_num(s_oof), t, curves, losses, beta, step)
+    sel_path = stacked.parent / "selection.json"
+    selection_rows = []
+    if sel_path.is_file():
+        sel = json.loads(sel_path.read_text())
+        metrics["selection"] = sel
+        for lab in labels:
+            picked = sel.get(lab, [])
+            selection_rows.append([lab, ", ".join(
+                f"{c['backbone']}:{c['epoch']} ({c['fbeta']:.3f})" for c in picked)])
+    summary_rows = [[m.name, m.detail, float(m.oof_fbeta.mean()),
+                     float(m.test_fbeta.mean()) if m.test_fbeta is not None else "-"]
+                    for m in rows]
+    if y_test is not None:
+        summary_rows.append(["all ones", "predict every label", "-",
+                             metrics["all_ones_test_fbeta_macro"]])
+    header = ["label", "prevalence", "threshold"] + [
+        f"{m.name} F" for m in rows] + ["vote P", "vote R"]
+    label_rows = []
+    for j, lab in enumerate(labels):
+        f = [(m.test_fbeta if m.test_fbeta is not None else m.oof_fbeta)[j] for m in rows]
+        pr = ([vote_row.test_precision[j], vote_row.test_recall[j]] if y_test is not None
+              else ["-", "-"])
+        label_rows.append([lab, float(np.nanmean(y[:, j])), float(t[j]), *f, *pr])
+    metrics["versions"] = versions()
+    page = render_html(
+        f"{cfg.name}: F{beta:g} report", summary_rows, label_rows, header, selection_rows,
+        figures, to_dict(cfg), [[lab, float(v)] for lab, v in zip(labels, t, strict=True)],
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(out_dir / "index.html", page)
+    log.info("report -> %s", out_dir / "index.html")
+
+
+def print_summary(path: Path) -> None:
+    m = json.loads(path.read_text())
+    b = m["beta"]
+    for name, d in m["models"].items():
+        test = f"  test F{b:g} {d['test_fbeta_macro']:.4f}" if "test_fbeta_macro" in d else ""
+        print(f"  {name:<20} OOF F{b:g} {d['oof_fbeta_macro']:.4f}{test}")
+    if "summary" in m:
+        s = m["summary"]
+        print(f"  all-ones test F{b:g} {s['all_ones_test']:.4f}; vote - best single "
+              f"({m['best_single']}) = {s['ensemble_gain']:+.4f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--summary", type=Path, help="print a metrics.json summary and exit")
+    ap.add_argument("--config", type=Path)
+    ap.add_argument("--folds", type=Path)
+    ap.add_argument("--preds", type=Path, nargs="+")
+    ap.add_argument("--stacked", type=Path)
+    ap.add_argument("--thresholds", type=Path)
+    ap.add_argument("--submission", type=Path)
+    ap.add_argument("--out-dir", type=Path)
+    args = ap.parse_args(argv)
+    if args.summary:
+        return cli(lambda: print_summary(args.summary))
+    need = ("config", "preds", "stacked", "thresholds", "submission", "out_dir")
+    missing = [n for n in need if getattr(args, n) is None]
+    if missing:
+        ap.error("missing " + ", ".join("--" + n.replace("_", "-") for n in missing))
+    return cli(lambda: run(load_config(args.config), args.folds, args.preds, args.stacked,
+                           args.thresholds, args.submission, args.out_dir))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Resolve a TOML config into per-stage section files and Make variables.
+
+Run by the Makefile at parse time with the bare system Python (standard library only):
+each section file is rewritten only when its content changes, so Make re-runs just the
+stages whose settings changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from pipeline.config import config_hash, load_config, section_payloads, to_dict
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    """Atomically write ``text`` unless the file already holds exactly it (keeps mtime)."""
+    if path.is_file() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+def run(config: Path, out_dir: Path) -> None:
+    cfg = load_config(config)
+    for name, payload in section_payloads(cfg).items():
+        write_if_changed(out_dir / f"{name}.json", json.dumps(payload, indent=2, sort_keys=True))
+    write_if_changed(
+        out_dir / "resolved.json", json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n"
+    )
+    demo_train = str(Path(cfg.demo.out_dir) / "train")
+    is_demo = Path(cfg.data.train_dir) == Path(demo_train)
+    lines = [
+        f"BACKBONES := {' '.join(b.name for b in cfg.train.backbones)}",
+        f"N_FOLDS := {cfg.folds.n_folds}",
+        f"CFG_HASH := {config_hash(cfg)}",
+        f"TRAIN_DIR := {cfg.data.train_dir}",
+        f"TEST_DIR := {cfg.data.test_dir}",
+        f"DEMO_DIR := {cfg.demo.out_dir if is_demo else ''}",
+        f"DEMO_ARGS := --out {cfg.demo.out_dir} --n-train {cfg.demo.n_train} "
+        f"--n-test {cfg.demo.n_test} --size {cfg.demo.size} --seed {cfg.demo.seed}",
+    ]
+    write_if_changed(out_dir / "vars.mk", "\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--out-dir", type=Path, required=True)
+    args = ap.parse_args(argv)
+    try:
+        run(args.config, args.out_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""`make submit`: per-fold stacked probabilities -> thresholds -> votes -> majority -> CSV."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Config, load_config
+from pipeline.data import write_csv_atomic
+from stages.common import cli
+
+log = logging.getLogger("stages.submit")
+
+
+def run(cfg: Config, stacked: Path, thresholds: Path, out: Path, out_labels: Path) -> None:
+    from pipeline.data import read_test_ids
+    from pipeline.submit import (
+        fold_votes,
+        labels_frame,
+        majority_vote,
+        submission_frame,
+        validate_submission,
+    )
+
+    with np.load(stacked) as z:
+        labels = [str(s) for s in z["labels"]]
+        test_ids = z["test_ids"].astype(str)
+        test = z["test"]
+    th = json.loads(thresholds.read_text())
+    if th["labels"] != labels:
+        raise ValueError(f"{thresholds} labels differ from {stacked}; rerun make thresholds")
+    expected_ids, _ = read_test_ids(cfg.data.test_dir, cfg.data.id_column, check_images=False)
+    votes = fold_votes(test, np.asarray(th["thresholds"]))
+    final = majority_vote(votes, cfg.submit.tie)
+    df = submission_frame(test_ids, final, labels, cfg.data.id_column)
+    validate_submission(df, expected_ids, labels, cfg.data.id_column)
+    write_csv_atomic(df, out)
+    write_csv_atomic(labels_frame(test_ids, final, labels), out_labels)
+    log.info(
+        "submission: %d images x %d labels, %d fold votes, mean %.2f labels/image -> %s",
+        len(df), len(labels), votes.shape[0], final.sum(1).mean(), out,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--stacked", type=Path, required=True)
+    ap.add_argument("--thresholds", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out-labels", type=Path, required=True)
+    args = ap.parse_args(argv)
+    return cli(
+        lambda: run(load_config(args.config), args.stacked, args.thresholds, args.out,
+                    args.out_labels)
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

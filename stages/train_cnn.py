@@ -1,0 +1,84 @@
+"""`make train-cnn`: train one (backbone, fold) job; write its per-epoch OOF + test predictions."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.config import Config, load_config
+from stages.common import cli
+
+
+def build_job(cfg: Config, backbone: str, fold: int, folds_csv: Path):
+    """Collect the rows, paths and settings of one fold job from the data and folds file."""
+    from pipeline.data import check_disjoint, read_labels, read_test_ids
+    from pipeline.folds import read_folds
+    from pipeline.train import FoldJob
+
+    b = cfg.backbone(backbone)
+    table = read_labels(cfg.data.train_dir, cfg.data.id_column)
+    folds = read_folds(folds_csv, table.ids, cfg.folds.n_folds)
+    if not 0 <= fold < cfg.folds.n_folds:
+        raise ValueError(f"fold {fold} is outside 0..{cfg.folds.n_folds - 1}")
+    test_ids, test_dir = read_test_ids(cfg.data.test_dir, cfg.data.id_column)
+    check_disjoint(table.ids, test_ids, Path(cfg.data.train_dir) / "labels.csv",
+                   Path(cfg.data.test_dir) / "test.csv")
+    paths = table.paths()
+    tr = folds != fold
+    va = folds == fold
+    return FoldJob(
+        backbone=backbone,
+        fold=fold,
+        train_paths=[p for p, t in zip(paths, tr, strict=True) if t],
+        train_y=table.y[tr],
+        val_ids=table.ids[va],
+        val_paths=[p for p, v in zip(paths, va, strict=True) if v],
+        test_ids=test_ids,
+        test_paths=[test_dir / i for i in test_ids],
+        labels=table.labels,
+        image_size=cfg.data.image_size,
+        epochs=b.epochs,
+        batch_size=b.batch_size,
+        lr_min=b.lr_min,
+        lr_max=b.lr_max,
+        loss=cfg.train.loss,
+        pos_weight=cfg.train.pos_weight,
+        focal_gamma=cfg.train.focal_gamma,
+        focal_alpha=cfg.train.focal_alpha,
+        weights=b.weights,
+        head_layers=b.head_layers,
+        head_units=b.head_units,
+        width=b.width,
+        keep_fraction=cfg.train.keep_fraction,
+        rare_threshold=cfg.train.rare_threshold,
+        rare_upsample=cfg.train.rare_upsample,
+        tta_flip=cfg.train.tta_flip,
+        seed=cfg.train.seed * 1000 + fold,
+    )
+
+
+def run(cfg: Config, backbone: str, fold: int, folds_csv: Path, work_dir: Path, out: Path):
+    from pipeline.train import train_fold
+
+    job = build_job(cfg, backbone, fold, folds_csv)
+    train_fold(job, work_dir, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--backbone", required=True)
+    ap.add_argument("--fold", type=int, required=True)
+    ap.add_argument("--folds", type=Path, required=True, help="folds CSV from `make folds`")
+    ap.add_argument("--work-dir", type=Path, required=True, help="checkpoints, per-epoch files")
+    ap.add_argument("--out", type=Path, required=True, help="per-epoch predictions .npz")
+    args = ap.parse_args(argv)
+    return cli(
+        lambda: run(load_config(args.config), args.backbone, args.fold, args.folds,
+                    args.work_dir, args.out)
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
