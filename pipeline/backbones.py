@@ -53,6 +53,7 @@ def get_backbone(name: str) -> Backbone:
     return BACKBONES[name]
 
 
+@keras.saving.register_keras_serializable(package="pipeline")
 class Preprocess(layers.Layer):
     """Backbone-specific input normalisation as a layer, so saved models take raw RGB."""
 
@@ -127,6 +128,7 @@ def build_model(
                 include_top=False,
                 weights="imagenet" if weights == "imagenet" else None,
                 input_shape=(image_size, image_size, 3),
+                name=f"backbone_{name}",
                 **kw,
             )
         except Exception as exc:  # the download path fails offline with many types
@@ -140,7 +142,6 @@ def build_model(
                     ".weights.h5 file (see `make weights`)"
                 ) from exc
             raise
-        base._name = f"backbone_{name}"
         features = base(x)
     x = layers.GlobalAveragePooling2D(name="pool")(features)
     init = keras.initializers.GlorotUniform(seed=seed)

@@ -79,7 +79,7 @@ def _check_images_exist(ids: np.ndarray, image_dir: Path, csv: Path) -> None:
     for r, i in enumerate(ids):
         if i not in present and not (image_dir / i).is_file():
             raise FileNotFoundError(
-                f"{csv} row {r + 2}: image {i!r} not found in {image_dir}; "
+                f"{csv} row {r + 2}: image {str(i)!r} not found in {image_dir}; "
                 "add the file or remove the row"
             )
 

@@ -82,6 +82,7 @@ def validate_submission(df: pd.DataFrame, test_ids, labels, id_column: str = "im
     ok = np.isin(values, [0, 1]) & ~pd.isna(values)
     if not ok.all():
         r, c = (int(v[0]) for v in np.nonzero(~ok))
+        bad = values[r, c].item() if hasattr(values[r, c], "item") else values[r, c]
         raise ValueError(
-            f"submission row {r + 2}, column {labels[c]!r}: value {values[r, c]!r} is not 0 or 1"
+            f"submission row {r + 2}, column {labels[c]!r}: value {bad!r} is not 0 or 1"
         )

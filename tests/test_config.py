@@ -1,0 +1,73 @@
+import json
+
+import pytest
+
+from pipeline.config import config_from_dict, config_hash, load_config, section_payloads
+from stages.resolve_config import run as resolve
+
+ROOT_CFG = "configs/demo.toml"
+
+
+def test_demo_config_loads():
+    cfg = load_config(ROOT_CFG)
+    assert cfg.thresholds.beta == 2.0
+    assert len(cfg.train.backbones) >= 2
+    assert cfg.backbone(cfg.train.backbones[0].name).name == cfg.train.backbones[0].name
+
+
+def _raw():
+    return {"data": {"train_dir": "a", "test_dir": "b"}, "train": {"backbones": [{"name": "x"}]}}
+
+
+@pytest.mark.parametrize(
+    "patch,match",
+    [
+        (lambda r: r["data"].update(trian_dir="x"), r"unknown key data\.'trian_dir'"),
+        (lambda r: r.update(stak={}), "unknown key 'stak'"),
+        (lambda r: r["train"]["backbones"][0].update(epochs="5"), "epochs must be an integer"),
+        (lambda r: r["train"]["backbones"][0].update(epochs=0), "outside"),
+        (lambda r: r["train"].update(loss="hinge"), "choose one of"),
+        (lambda r: r.update(thresholds={"beta": -1.0}), "thresholds.beta"),
+        (lambda r: r["train"].update(backbones=[]), "at least one backbone"),
+        (lambda r: r["train"].update(backbones=[{"name": "a"}, {"name": "a"}]), "unique"),
+        (lambda r: r.update(stack={"eta": []}), "must not be empty"),
+        (lambda r: r["data"].pop("train_dir"), "missing required key 'data.train_dir'"),
+        (lambda r: r.update(data=[1]), "must be a table"),
+    ],
+)
+def test_bad_config_names_the_key(patch, match):
+    raw = _raw()
+    patch(raw)
+    with pytest.raises(ValueError, match=match):
+        config_from_dict(raw)
+
+
+def test_bad_toml_names_file(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("[data\n")
+    with pytest.raises(ValueError, match="bad.toml: not valid TOML"):
+        load_config(p)
+
+
+def test_sections_rewritten_only_when_changed(tmp_path):
+    cfg_path = tmp_path / "c.toml"
+    text = open(ROOT_CFG).read()
+    cfg_path.write_text(text)
+    out = tmp_path / "cfg"
+    resolve(cfg_path, out)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    cfg_path.write_text(text.replace("top_n = 6", "top_n = 5"))
+    resolve(cfg_path, out)
+    changed = {p.name for p in out.iterdir() if p.stat().st_mtime_ns != mtimes[p.name]}
+    assert changed == {"stack.json", "resolved.json", "vars.mk"}
+    assert json.loads((out / "stack.json").read_text())["stack"]["top_n"] == 5
+
+
+def test_hash_stable_and_sensitive():
+    cfg = load_config(ROOT_CFG)
+    assert config_hash(cfg) == config_hash(load_config(ROOT_CFG))
+    raw = _raw()
+    a = config_hash(config_from_dict(raw))
+    raw["stack"] = {"top_n": 3}
+    assert a != config_hash(config_from_dict(raw))
+    assert "backbone.x" in section_payloads(config_from_dict(raw))

@@ -1,0 +1,84 @@
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.data import check_disjoint, load_image, read_labels, read_test_ids
+
+
+def _write(tmp_path, text, images=("a.png", "b.png", "c.png")):
+    d = tmp_path / "train"
+    (d / "images").mkdir(parents=True)
+    for name in images:
+        cv2.imwrite(str(d / "images" / name), np.zeros((8, 8, 3), np.uint8))
+    (d / "labels.csv").write_bytes(text.encode() if isinstance(text, str) else text)
+    return d
+
+
+def test_reads_labels_with_unknown_cells(tmp_path):
+    d = _write(tmp_path, "image,red,blue\na.png,1,\nb.png,0,1\nc.png,1,0\n")
+    t = read_labels(d)
+    assert t.labels == ("red", "blue")
+    assert list(t.ids) == ["a.png", "b.png", "c.png"]
+    np.testing.assert_array_equal(np.isnan(t.y), [[False, True], [False, False], [False, False]])
+    assert np.nansum(t.y, axis=0).tolist() == [2.0, 1.0]
+
+
+def test_bom_crlf_whitespace_header(tmp_path):
+    d = _write(tmp_path, b"\xef\xbb\xbfimage , red\r\na.png,1\r\nb.png,0\r\nc.png,1\r\n")
+    assert read_labels(d).labels == ("red",)
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("image,red\na.png,1\na.png,0\n", r"row 3: duplicate image id 'a.png' \(first at row 2\)"),
+        ("image,red\na.png,2\nb.png,0\n", r"row 2, column 'red': value '2' is not 0, 1 or empty"),
+        ("image,red\na.png,\nb.png,\n", "label column 'red' is empty"),
+        ("img,red\na.png,1\n", "no 'image' column"),
+        ("image,red\nz.png,1\n", r"row 2: image 'z.png' not found"),
+        ("image,red\n", "has a header but no rows"),
+        ("", "is empty"),
+    ],
+)
+def test_bad_labels_name_file_and_row(tmp_path, text, match):
+    d = _write(tmp_path, text)
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        read_labels(d)
+
+
+def test_test_ids_from_folder_and_disjoint(tmp_path):
+    d = tmp_path / "test" / "images"
+    d.mkdir(parents=True)
+    for n in ("b.png", "a.jpg", "notes.txt"):
+        (d / n).write_bytes(b"x")
+    ids, _ = read_test_ids(tmp_path / "test", check_images=False)
+    assert list(ids) == ["a.jpg", "b.png"]
+    with pytest.raises(ValueError, match="appear in both"):
+        check_disjoint(np.array(["a.jpg"]), ids, "labels.csv", "test.csv")
+
+
+def test_load_image_converts_formats(tmp_path):
+    gray = tmp_path / "g.png"
+    cv2.imwrite(str(gray), np.full((10, 12), 200, np.uint8))
+    rgba = tmp_path / "a.png"
+    cv2.imwrite(str(rgba), np.full((10, 10, 4), 100, np.uint8))
+    deep = tmp_path / "d.png"
+    cv2.imwrite(str(deep), np.full((10, 10, 3), 65535, np.uint16))
+    assert load_image(gray, 16).shape == (16, 16, 3)
+    assert load_image(rgba).shape == (10, 10, 3)
+    assert load_image(deep).max() == 255
+    bgr = tmp_path / "c.png"
+    img = np.zeros((4, 4, 3), np.uint8)
+    img[..., 2] = 255  # red in BGR
+    cv2.imwrite(str(bgr), img)
+    assert load_image(bgr)[0, 0].tolist() == [255, 0, 0]  # RGB out
+    broken = tmp_path / "t.png"
+    broken.write_bytes(b"")
+    with pytest.raises(ValueError, match="t.png: cannot decode"):
+        load_image(broken)
+
+
+def test_labels_roundtrip_via_pandas(tmp_path):
+    d = _write(tmp_path, "image,x\na.png,1.0\nb.png,0\nc.png,0\n")
+    assert pd.isna(read_labels(d).y).sum() == 0
