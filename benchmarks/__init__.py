@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m benchmarks.<name>``; each writes one JSON under build/bench/."""
