@@ -99,9 +99,9 @@ def run(cfg: Config, folds_csv: Path, preds, stacked: Path, thresholds: Path,
     selection_rows = []
     if sel_path.is_file():
         sel = json.loads(sel_path.read_text())
-        metrics["selection"] = sel
+        metrics["selection"] = sel["labels"]
         for lab in labels:
-            picked = sel.get(lab, [])
+            picked = sel["labels"].get(lab, [])
             selection_rows.append([lab, ", ".join(
                 f"{c['backbone']}:{c['epoch']} ({c['fbeta']:.3f})" for c in picked)])
     summary_rows = [[m.name, m.detail, float(m.oof_fbeta.mean()),

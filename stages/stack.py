@@ -35,7 +35,7 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
         base.oof, table.y, base.columns, beta=cfg.thresholds.beta, top_n=s.top_n,
         corr_threshold=s.corr_threshold, step=cfg.thresholds.step,
     )
-    features = feature_indices(selection.columns, n_labels)
+    features = feature_indices(selection.indices, n_labels)
     stacker = PerLabelXGBStacker(
         features_per_label=features, eta=s.eta, max_depth=s.max_depth,
         min_child_weight=s.min_child_weight, n_estimators=s.n_estimators,
@@ -49,15 +49,8 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
     test = np.stack(
         [stacker.predict_proba(base.test[f].reshape(m, n_cols * n_labels)) for f in range(k)]
     ).astype(np.float32)
-    stacker.save(out.parent / "models")
-    sel = {
-        lab: [
-            {"backbone": base.columns[c][0], "epoch": int(base.columns[c][1]),
-             "fbeta": float(score)}
-            for c, score in zip(selection.columns[j], selection.scores[j], strict=True)
-        ]
-        for j, lab in enumerate(base.labels)
-    }
+    stacker.save(out.parent / "models", labels=base.labels)
+    sel = selection.to_dict(base.labels)
     write_text_atomic(out.parent / "selection.json", json.dumps(sel, indent=2) + "\n")
     save_npz_atomic(
         out, labels=np.asarray(base.labels), train_ids=table.ids.astype(str),
