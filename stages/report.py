@@ -30,14 +30,25 @@ def _read_truth(path: Path, test_ids, labels):
         raise ValueError(f"{path}: does not list every test image ({exc})") from exc
 
 
-def run(cfg: Config, folds_csv: Path, preds, stacked: Path, thresholds: Path,
-        submission: Path, out_dir: Path) -> None:
+def run(
+    cfg: Config,
+    folds_csv: Path,
+    preds,
+    stacked: Path,
+    thresholds: Path,
+    submission: Path,
+    out_dir: Path,
+) -> None:
     import pandas as pd
 
     from pipeline.data import read_labels
     from pipeline.metrics import fbeta_per_label, precision_recall_per_label
     from pipeline.report import (
-        ModelScores, plots, render_html, score_backbones, versions,
+        ModelScores,
+        plots,
+        render_html,
+        score_backbones,
+        versions,
     )
     from pipeline.select import load_base_predictions
 
@@ -53,7 +64,9 @@ def run(cfg: Config, folds_csv: Path, preds, stacked: Path, thresholds: Path,
     t = np.asarray(th["thresholds"])
     sub = pd.read_csv(submission, dtype={cfg.data.id_column: str})
     vote = sub[labels].to_numpy()
-    y_test = _read_truth(Path(cfg.data.test_truth), test_ids, labels) if cfg.data.test_truth else None
+    y_test = (
+        _read_truth(Path(cfg.data.test_truth), test_ids, labels) if cfg.data.test_truth else None
+    )
 
     models, curves = score_backbones(base, y, beta, step, avg, y_test)
     stack_oof_pred = (np.nan_to_num(s_oof) >= t).astype(np.int8)
@@ -65,10 +78,18 @@ def run(cfg: Config, folds_csv: Path, preds, stacked: Path, thresholds: Path,
         p, r = precision_recall_per_label(y_test, pred)
         return fbeta_per_label(y_test, pred, beta=beta), p, r
 
-    stack_row = ModelScores("stack", fbeta_per_label(y, stack_oof_pred, beta=beta),
-                            *scores(stack_test_pred), detail="XGBoost, fold-mean probability")
-    vote_row = ModelScores("vote", stack_row.oof_fbeta, *scores(vote),
-                           detail=f"majority of {s_test.shape[0]} fold votes (OOF = stack's)")
+    stack_row = ModelScores(
+        "stack",
+        fbeta_per_label(y, stack_oof_pred, beta=beta),
+        *scores(stack_test_pred),
+        detail="XGBoost, fold-mean probability",
+    )
+    vote_row = ModelScores(
+        "vote",
+        stack_row.oof_fbeta,
+        *scores(vote),
+        detail=f"majority of {s_test.shape[0]} fold votes (OOF = stack's)",
+    )
     rows = [*models, stack_row, vote_row]
     best = max(models, key=lambda m: m.oof_fbeta.mean())
     metrics = {
@@ -82,7 +103,9 @@ def run(cfg: Config, folds_csv: Path, preds, stacked: Path, thresholds: Path,
     }
     if y_test is not None:
         ones = np.ones_like(y_test, dtype=np.int8)
-        metrics["all_ones_test_fbeta_macro"] = float(fbeta_per_label(y_test, ones, beta=beta).mean())
+        metrics["all_ones_test_fbeta_macro"] = float(
+            fbeta_per_label(y_test, ones, beta=beta).mean()
+        )
         metrics["summary"] = {
             "best_single_test": float(best.test_fbeta.mean()),
             "stack_test": float(stack_row.test_fbeta.mean()),
@@ -102,29 +125,49 @@ def run(cfg: Config, folds_csv: Path, preds, stacked: Path, thresholds: Path,
         metrics["selection"] = sel["labels"]
         for lab in labels:
             picked = sel["labels"].get(lab, [])
-            selection_rows.append([lab, ", ".join(
-                f"{c['backbone']}:{c['epoch']} ({c['fbeta']:.3f})" for c in picked)])
-    summary_rows = [[m.name, m.detail, float(m.oof_fbeta.mean()),
-                     float(m.test_fbeta.mean()) if m.test_fbeta is not None else "-"]
-                    for m in rows]
+            selection_rows.append(
+                [lab, ", ".join(f"{c['backbone']}:{c['epoch']} ({c['fbeta']:.3f})" for c in picked)]
+            )
+    summary_rows = [
+        [
+            m.name,
+            m.detail,
+            float(m.oof_fbeta.mean()),
+            float(m.test_fbeta.mean()) if m.test_fbeta is not None else "-",
+        ]
+        for m in rows
+    ]
     if y_test is not None:
-        summary_rows.append(["all ones", "predict every label", "-",
-                             metrics["all_ones_test_fbeta_macro"]])
-    header = ["label", "prevalence", "threshold"] + [
-        f"{m.name} F" for m in rows] + ["vote P", "vote R"]
+        summary_rows.append(
+            ["all ones", "predict every label", "-", metrics["all_ones_test_fbeta_macro"]]
+        )
+    header = (
+        ["label", "prevalence", "threshold"] + [f"{m.name} F" for m in rows] + ["vote P", "vote R"]
+    )
     label_rows = []
     for j, lab in enumerate(labels):
         f = [(m.test_fbeta if m.test_fbeta is not None else m.oof_fbeta)[j] for m in rows]
-        pr = ([vote_row.test_precision[j], vote_row.test_recall[j]] if y_test is not None
-              else ["-", "-"])
+        pr = (
+            [vote_row.test_precision[j], vote_row.test_recall[j]]
+            if y_test is not None
+            else ["-", "-"]
+        )
         label_rows.append([lab, float(np.nanmean(y[:, j])), float(t[j]), *f, *pr])
     metrics["versions"] = versions()
     page = render_html(
-        f"{cfg.name}: F{beta:g} report", summary_rows, label_rows, header, selection_rows,
-        figures, to_dict(cfg), [[lab, float(v)] for lab, v in zip(labels, t, strict=True)],
+        f"{cfg.name}: F{beta:g} report",
+        summary_rows,
+        label_rows,
+        header,
+        selection_rows,
+        figures,
+        to_dict(cfg),
+        [[lab, float(v)] for lab, v in zip(labels, t, strict=True)],
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(
+        out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n"
+    )
     write_text_atomic(out_dir / "index.html", page)
     log.info("report -> %s", out_dir / "index.html")
 
@@ -137,8 +180,10 @@ def print_summary(path: Path) -> None:
         print(f"  {name:<20} OOF F{b:g} {d['oof_fbeta_macro']:.4f}{test}")
     if "summary" in m:
         s = m["summary"]
-        print(f"  all-ones test F{b:g} {s['all_ones_test']:.4f}; vote - best single "
-              f"({m['best_single']}) = {s['ensemble_gain']:+.4f}")
+        print(
+            f"  all-ones test F{b:g} {s['all_ones_test']:.4f}; vote - best single "
+            f"({m['best_single']}) = {s['ensemble_gain']:+.4f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -158,8 +203,17 @@ def main(argv: list[str] | None = None) -> int:
     missing = [n for n in need if getattr(args, n) is None]
     if missing:
         ap.error("missing " + ", ".join("--" + n.replace("_", "-") for n in missing))
-    return cli(lambda: run(load_config(args.config), args.folds, args.preds, args.stacked,
-                           args.thresholds, args.submission, args.out_dir))
+    return cli(
+        lambda: run(
+            load_config(args.config),
+            args.folds,
+            args.preds,
+            args.stacked,
+            args.thresholds,
+            args.submission,
+            args.out_dir,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -32,16 +32,28 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
     base = load_base_predictions(group_pred_files(preds), table.ids)
     n, n_cols, n_labels = base.oof.shape
     selection = select_columns(
-        base.oof, table.y, base.columns, beta=cfg.thresholds.beta, top_n=s.top_n,
-        corr_threshold=s.corr_threshold, step=cfg.thresholds.step,
+        base.oof,
+        table.y,
+        base.columns,
+        beta=cfg.thresholds.beta,
+        top_n=s.top_n,
+        corr_threshold=s.corr_threshold,
+        step=cfg.thresholds.step,
     )
     features = feature_indices(selection.indices, n_labels)
     stacker = PerLabelXGBStacker(
-        features_per_label=features, eta=s.eta, max_depth=s.max_depth,
-        min_child_weight=s.min_child_weight, n_estimators=s.n_estimators,
-        early_stopping_rounds=s.early_stopping_rounds, n_folds=s.n_folds,
-        beta=cfg.thresholds.beta, threshold_step=cfg.thresholds.step, seed=s.seed,
-        n_jobs=s.n_jobs, client=client,
+        features_per_label=features,
+        eta=s.eta,
+        max_depth=s.max_depth,
+        min_child_weight=s.min_child_weight,
+        n_estimators=s.n_estimators,
+        early_stopping_rounds=s.early_stopping_rounds,
+        n_folds=s.n_folds,
+        beta=cfg.thresholds.beta,
+        threshold_step=cfg.thresholds.step,
+        seed=s.seed,
+        n_jobs=s.n_jobs,
+        client=client,
     )
     stacker.fit(base.oof.reshape(n, n_cols * n_labels), table.y)
     k = base.test.shape[0]
@@ -53,9 +65,13 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
     sel = selection.to_dict(base.labels)
     write_text_atomic(out.parent / "selection.json", json.dumps(sel, indent=2) + "\n")
     save_npz_atomic(
-        out, labels=np.asarray(base.labels), train_ids=table.ids.astype(str),
-        test_ids=np.asarray(base.test_ids).astype(str), y=table.y,
-        oof=stacker.oof_.astype(np.float32), test=test,
+        out,
+        labels=np.asarray(base.labels),
+        train_ids=table.ids.astype(str),
+        test_ids=np.asarray(base.test_ids).astype(str),
+        y=table.y,
+        oof=stacker.oof_.astype(np.float32),
+        test=test,
     )
     log.info("stack: %d labels, %d base columns, %d CNN folds -> %s", n_labels, n_cols, k, out)
 

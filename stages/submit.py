@@ -43,7 +43,11 @@ def run(cfg: Config, stacked: Path, thresholds: Path, out: Path, out_labels: Pat
     write_csv_atomic(labels_frame(test_ids, final, labels), out_labels)
     log.info(
         "submission: %d images x %d labels, %d fold votes, mean %.2f labels/image -> %s",
-        len(df), len(labels), votes.shape[0], final.sum(1).mean(), out,
+        len(df),
+        len(labels),
+        votes.shape[0],
+        final.sum(1).mean(),
+        out,
     )
 
 
@@ -56,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-labels", type=Path, required=True)
     args = ap.parse_args(argv)
     return cli(
-        lambda: run(load_config(args.config), args.stacked, args.thresholds, args.out,
-                    args.out_labels)
+        lambda: run(
+            load_config(args.config), args.stacked, args.thresholds, args.out, args.out_labels
+        )
     )
 
 

@@ -26,7 +26,9 @@ def run(cfg: Config, stacked: Path, out: Path) -> None:
         y, oof = z["y"], z["oof"]
     known = ~np.isnan(oof)
     if not known[~np.isnan(y)].all():
-        raise ValueError(f"{stacked}: stacked OOF has gaps where labels are known; rerun make stack")
+        raise ValueError(
+            f"{stacked}: stacked OOF has gaps where labels are known; rerun make stack"
+        )
     t = cfg.thresholds
     search = ThresholdSearch(beta=t.beta, step=t.step, average=t.average).fit(
         np.nan_to_num(oof, nan=0.0), y

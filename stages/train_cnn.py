@@ -22,8 +22,12 @@ def build_job(cfg: Config, backbone: str, fold: int, folds_csv: Path):
     if not 0 <= fold < cfg.folds.n_folds:
         raise ValueError(f"fold {fold} is outside 0..{cfg.folds.n_folds - 1}")
     test_ids, test_dir = read_test_ids(cfg.data.test_dir, cfg.data.id_column)
-    check_disjoint(table.ids, test_ids, Path(cfg.data.train_dir) / "labels.csv",
-                   Path(cfg.data.test_dir) / "test.csv")
+    check_disjoint(
+        table.ids,
+        test_ids,
+        Path(cfg.data.train_dir) / "labels.csv",
+        Path(cfg.data.test_dir) / "test.csv",
+    )
     paths = table.paths()
     tr = folds != fold
     va = folds == fold
@@ -75,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="per-epoch predictions .npz")
     args = ap.parse_args(argv)
     return cli(
-        lambda: run(load_config(args.config), args.backbone, args.fold, args.folds,
-                    args.work_dir, args.out)
+        lambda: run(
+            load_config(args.config), args.backbone, args.fold, args.folds, args.work_dir, args.out
+        )
     )
 
 

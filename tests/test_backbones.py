@@ -23,7 +23,10 @@ def test_head_and_one_step(name):
     m = build_model(name, 5, 32, head_layers=2, head_units=8, width=4)
     assert m.output_shape == (None, 5)
     assert [layer.name for layer in m.layers if layer.name.startswith("head")][:3] == [
-        "head0", "head0_bn", "head0_relu"]
+        "head0",
+        "head0_bn",
+        "head0_relu",
+    ]
     m.compile("adam", "binary_crossentropy")
     x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3)).astype("float32")
     m.train_on_batch(x, np.ones((4, 5), "float32"))

@@ -38,7 +38,11 @@ def tiny_demo_config(tmp: Path) -> Path:
 
 def make(tmp: Path, cfg: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = [
-        "make", *args, f"CONFIG={cfg}", f"BUILD={tmp}/build", f"FOLDS={tmp}/folds.csv",
+        "make",
+        *args,
+        f"CONFIG={cfg}",
+        f"BUILD={tmp}/build",
+        f"FOLDS={tmp}/folds.csv",
         f"SUBMISSIONS={tmp}/submissions",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -68,7 +72,10 @@ def test_make_all_tiny_demo(tmp_path):
     train_ids = pd.read_csv(tmp_path / "demo" / "train" / "labels.csv")["image"].astype(str)
     for backbone in ("small_cnn", "mobilenet_v2_035"):
         held = np.concatenate(
-            [np.load(f)["val_ids"] for f in sorted((tmp_path / "build" / "preds").glob(f"{backbone}.fold*.npz"))]
+            [
+                np.load(f)["val_ids"]
+                for f in sorted((tmp_path / "build" / "preds").glob(f"{backbone}.fold*.npz"))
+            ]
         )
         assert sorted(held.tolist()) == sorted(train_ids.tolist())
         assert len(set(held.tolist())) == len(held)
@@ -82,8 +89,9 @@ def test_make_all_tiny_demo(tmp_path):
     assert html.count("data:image/png;base64") >= 4
 
     q = make(tmp_path, cfg, "-q", "all")
-    assert q.returncode == 0, "make -q all is not clean after make all:\n" + make(
-        tmp_path, cfg, "-n", "all").stdout
+    assert q.returncode == 0, (
+        "make -q all is not clean after make all:\n" + make(tmp_path, cfg, "-n", "all").stdout
+    )
 
     # editing only [stack] re-runs stack and what follows it, not the CNNs
     cfg.write_text(cfg.read_text().replace("top_n = 6", "top_n = 5"))
