@@ -18,6 +18,9 @@ SYS_PYTHON ?= python3
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 CFG := $(BUILD)/config
+# Backbone x fold jobs are independent: run as many at once as there are cores.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+MAKEFLAGS += --jobs=$(JOBS)
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
@@ -47,7 +50,8 @@ CODE_THRESH := $(CODE_DATA) pipeline/thresholds.py pipeline/metrics.py stages/th
 CODE_SUBMIT := $(CODE_DATA) pipeline/submit.py stages/submit.py
 CODE_REPORT := $(CODE_DATA) pipeline/report.py pipeline/metrics.py pipeline/thresholds.py stages/report.py
 
-.PHONY: help all install demo-data folds train-cnn stack thresholds submit report test lint \
+
+.PHONY: help all summary install demo-data folds train-cnn stack thresholds submit report test lint \
         bench clean clean-all
 
 help: ## list the targets
@@ -55,7 +59,9 @@ help: ## list the targets
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
 	@echo "  variables: CONFIG=$(CONFIG)  BUILD=build/<config name>  DASK_SCHEDULER=tcp://host:port"
 
-all: report ## the whole chain on CONFIG (default: the demo), then print where the results are
+all: report ## the whole chain on CONFIG (default: the demo); the report stage prints a summary
+
+summary: ## print the scores and where the submission and report of CONFIG are
 	@echo "submission: $(SUBMISSION)"
 	@echo "report:     $(BUILD)/report/index.html"
 	@$(PY) -m stages.report --summary $(BUILD)/report/metrics.json
@@ -108,6 +114,9 @@ $(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD
 	$(PY) -m stages.report --config $(CONFIG) --folds $(FOLDS) --preds $(PREDS) \
 	  --stacked $(BUILD)/stack/stacked.npz --thresholds $(BUILD)/thresholds.json \
 	  --submission $(SUBMISSION) --out-dir $(BUILD)/report
+	@echo "submission: $(SUBMISSION)"
+	@echo "report:     $(BUILD)/report/index.html"
+	@$(PY) -m stages.report --summary $(BUILD)/report/metrics.json
 
 test: $(INSTALLED) ## the test suite (what CI runs)
 	$(PY) -m pytest -q

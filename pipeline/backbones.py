@@ -79,7 +79,10 @@ class Preprocess(layers.Layer):
 
 
 def _small_cnn(inputs, width: int):
-    x = inputs
+    # A strided stem keeps the cost low on CPU; three conv-conv-pool blocks follow.
+    x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name="stem")(inputs)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.Activation("relu")(x)
     for i, w in enumerate((width, width * 2, width * 4)):
         x = layers.Conv2D(w, 3, padding="same", use_bias=False, name=f"conv{i}a")(x)
         x = layers.BatchNormalization(name=f"bn{i}a")(x)
@@ -100,12 +103,16 @@ def build_model(
     head_units: int = 256,
     width: int = 32,
     seed: int = 0,
+    bn_momentum: float = 0.9,
 ) -> keras.Model:
     """Backbone -> global average pooling -> n x [Dense -> BN -> ReLU] -> Dense(L, sigmoid).
 
     Args:
         weights: ``"imagenet"`` (Keras download, or its cache), ``"none"``, or a local
             ``.weights.h5`` / ``.keras`` file whose layers match the backbone.
+        bn_momentum: momentum of every BatchNormalization layer. keras.applications use
+            0.999, whose moving statistics lag far behind the weights during a few short
+            epochs from scratch, so per-epoch OOF predictions would be garbage; 0.9 tracks.
     """
     spec = get_backbone(name)
     if image_size < spec.min_size:
@@ -153,6 +160,9 @@ def build_model(
         x
     )
     model = keras.Model(inputs, outputs, name=name)
+    for layer in _all_layers(model):
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = bn_momentum
     if local_file:
         path = Path(weights)
         if not path.is_file():
@@ -165,6 +175,13 @@ def build_model(
         else:
             model.load_weights(path, skip_mismatch=True)
     return model
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
 
 
 def _backbone_weights(src: keras.Model, base: keras.Model | None) -> list:

@@ -66,6 +66,7 @@ class BackboneConfig:
     head_layers: int = 1
     head_units: int = 256
     width: int = 32
+    bn_momentum: float = 0.9
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,7 @@ _RANGES = {
     "backbones.epochs": (1, 10000),
     "backbones.batch_size": (1, 65536),
     "backbones.head_layers": (0, 10),
+    "backbones.bn_momentum": (0.0, 1.0),
 }
 
 

@@ -144,6 +144,7 @@ class FoldJob:
     head_layers: int = 1
     head_units: int = 256
     width: int = 32
+    bn_momentum: float = 0.9
     keep_fraction: float = 0.8
     rare_threshold: float = 0.05
     rare_upsample: int = 2
@@ -223,6 +224,7 @@ def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict
             job.head_units,
             job.width,
             seed=job.seed,
+            bn_momentum=job.bn_momentum,
         )
         _compile(model, job, steps)
     for epoch in range(start + 1, job.epochs + 1):

@@ -54,6 +54,7 @@ def build_job(cfg: Config, backbone: str, fold: int, folds_csv: Path):
         head_layers=b.head_layers,
         head_units=b.head_units,
         width=b.width,
+        bn_momentum=b.bn_momentum,
         keep_fraction=cfg.train.keep_fraction,
         rare_threshold=cfg.train.rare_threshold,
         rare_upsample=cfg.train.rare_upsample,
