@@ -14,7 +14,6 @@ thresholds 0.5 and thresholds tuned on its own cross-validated OOF predictions.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -40,8 +39,12 @@ def run(config: Path, build: Path) -> dict:
 
     from pipeline.data import read_labels
     from pipeline.metrics import fbeta_score
-    from pipeline.select import feature_indices, flatten_columns, load_base_predictions
-    from pipeline.select import select_columns
+    from pipeline.select import (
+        feature_indices,
+        flatten_columns,
+        load_base_predictions,
+        select_columns,
+    )
     from pipeline.stack import PerLabelXGBStacker
     from pipeline.submit import fold_votes, majority_vote
     from pipeline.thresholds import ThresholdSearch
