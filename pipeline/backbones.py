@@ -193,8 +193,17 @@ def _backbone_weights(src: keras.Model, base: keras.Model | None) -> list:
     return src.get_weights()
 
 
-def set_trainable_backbone(model: keras.Model, trainable: bool) -> None:
-    """Freeze or unfreeze the pretrained part (head stays trainable) for phased fine-tuning."""
+HEAD_PREFIXES = ("head", "labels", "pool", "image", "preprocess")
+
+
+def feature_layers(model: keras.Model) -> list:
+    """The feature extractor's layers in depth order (not the head), for phased fine-tuning."""
     for layer in model.layers:
         if layer.name.startswith("backbone_"):
-            layer.trainable = trainable
+            layer.trainable = True
+            return [sub for sub in layer.layers if sub.weights]
+    return [
+        layer
+        for layer in model.layers
+        if layer.weights and not layer.name.startswith(HEAD_PREFIXES)
+    ]

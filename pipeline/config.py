@@ -67,6 +67,8 @@ class BackboneConfig:
     head_units: int = 256
     width: int = 32
     bn_momentum: float = 0.9
+    phases: tuple[str, ...] = ()
+    unfreeze_top: float = 0.3
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,7 @@ _RANGES = {
     "backbones.batch_size": (1, 65536),
     "backbones.head_layers": (0, 10),
     "backbones.bn_momentum": (0.0, 1.0),
+    "backbones.unfreeze_top": (0.0, 1.0),
 }
 
 
@@ -229,6 +232,21 @@ def config_from_dict(raw: dict) -> Config:
         raise ValueError("config: [[train.backbones]] needs at least one backbone")
     if len(set(names)) != len(names):
         raise ValueError(f"config: backbone names must be unique, got {names}")
+    for b in cfg.train.backbones:
+        total = 0
+        for spec in b.phases:
+            parts = spec.split(":")
+            if len(parts) not in (2, 4) or parts[0] not in ("head", "top", "all"):
+                raise ValueError(
+                    f"config: backbone {b.name!r} phase {spec!r}: write scope:epochs or "
+                    "scope:epochs:lr_min:lr_max with scope head, top or all"
+                )
+            total += int(parts[1]) if parts[1].isdigit() else 0
+        if b.phases and total != b.epochs:
+            raise ValueError(
+                f"config: backbone {b.name!r}: epochs = {b.epochs} but its phases add up to "
+                f"{total}; make them equal"
+            )
     if cfg.stack.top_n < 1:
         raise ValueError("config: stack.top_n must be >= 1")
     for key in ("eta", "max_depth", "min_child_weight"):

@@ -73,15 +73,22 @@ def make_feed(
     batch_size: int,
     order: np.ndarray | None = None,
     augment_seed: int | None = None,
-    flip: bool = False,
+    tta_flip: bool = False,
     workers: int = 2,
 ):
     """A ``keras.utils.PyDataset`` that decodes images from disk batch by batch.
 
-    Training feeds pass ``order`` (from :func:`epoch_indices`) and ``augment_seed``;
-    prediction feeds keep file order and may flip every image (TTA).
+    Training feeds pass ``order`` (from :func:`epoch_indices`) and ``augment_seed`` and
+    drop the last partial batch. Prediction feeds keep file order and pad the last batch,
+    so every batch has the same shape and the compiled step is traced once; with
+    ``tta_flip`` each batch holds ``batch_size // 2`` images followed by their mirrors.
     """
     import keras
+
+    training = y is not None
+    per_batch = batch_size // 2 if tta_flip else batch_size
+    if training and order is not None and len(order) >= batch_size:
+        order = order[: len(order) - len(order) % batch_size]
 
     class ImageFeed(keras.utils.PyDataset):
         def __init__(self):
@@ -90,20 +97,22 @@ def make_feed(
             self.y = None if y is None else np.nan_to_num(y, nan=-1.0).astype(np.float32)
 
         def __len__(self):
-            return int(np.ceil(len(self.order) / batch_size))
+            return int(np.ceil(len(self.order) / per_batch))
 
         def __getitem__(self, b):
-            rows = self.order[b * batch_size : (b + 1) * batch_size]
-            batch = np.empty((len(rows), size, size, 3), dtype=np.float32)
+            rows = self.order[b * per_batch : (b + 1) * per_batch]
+            n = len(rows) if training else per_batch
+            batch = np.empty((n, size, size, 3), dtype=np.float32)
             for i, r in enumerate(rows):
                 img = load_image(paths[r], size)
                 if augment_seed is not None:
                     rng = np.random.default_rng([augment_seed, b, i])
                     img = augment_image(img, rng, size)
-                if flip:
-                    img = img[:, ::-1]
                 batch[i] = img
-            if self.y is None:
+            if not training:
+                batch[len(rows) :] = batch[len(rows) - 1]  # pad: constant batch shape
+                if tta_flip:
+                    batch = np.concatenate([batch, batch[:, :, ::-1]])
                 return (batch,)
             return batch, self.y[rows]
 
@@ -112,9 +121,12 @@ def make_feed(
 
 def predict_paths(model, paths: list[Path], size: int, batch_size: int, tta_flip: bool):
     """Sigmoid outputs for images in file order; mean with the mirrored image if TTA."""
-    p = model.predict(make_feed(paths, None, size, batch_size), verbose=0)
+    feed = make_feed(paths, None, size, batch_size, tta_flip=tta_flip)
+    p = model.predict(feed, verbose=0)
+    per_batch = batch_size // 2 if tta_flip else batch_size
     if tta_flip:
-        p = (p + model.predict(make_feed(paths, None, size, batch_size, flip=True), verbose=0)) / 2
+        p = p.reshape(len(feed), 2, per_batch, -1).mean(axis=1)
+    p = p.reshape(len(feed) * per_batch, -1)[: len(paths)]
     return p.astype(np.float32)
 
 
@@ -150,6 +162,64 @@ class FoldJob:
     rare_upsample: int = 2
     tta_flip: bool = True
     seed: int = 0
+    phases: tuple[Phase, ...] = ()
+    unfreeze_top: float = 0.3
+
+    def phase_of(self, epoch: int) -> Phase:
+        """The fine-tuning phase that 1-based ``epoch`` belongs to."""
+        if not self.phases:
+            return Phase("all", self.epochs, self.lr_min, self.lr_max)
+        end = 0
+        for phase in self.phases:
+            end += phase.epochs
+            if epoch <= end:
+                return phase
+        return self.phases[-1]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of epochs with one trainable scope and one learning-rate range.
+
+    ``scope``: ``head`` (backbone frozen), ``top`` (the top ``unfreeze_top`` fraction of the
+    backbone's layers trainable) or ``all``.
+    """
+
+    scope: str
+    epochs: int
+    lr_min: float
+    lr_max: float
+
+
+def parse_phases(specs, lr_min: float, lr_max: float) -> tuple[Phase, ...]:
+    """``["head:1", "top:2:1e-4:1e-3", "all:3"]`` -> phases (lr range defaults to the backbone's)."""
+    out = []
+    for spec in specs:
+        parts = spec.split(":")
+        if len(parts) not in (2, 4) or parts[0] not in ("head", "top", "all"):
+            raise ValueError(
+                f"phase {spec!r}: write scope:epochs or scope:epochs:lr_min:lr_max, "
+                "scope one of head, top, all"
+            )
+        try:
+            epochs = int(parts[1])
+            lo, hi = (float(parts[2]), float(parts[3])) if len(parts) == 4 else (lr_min, lr_max)
+        except ValueError as exc:
+            raise ValueError(f"phase {spec!r}: epochs must be an integer, rates numbers") from exc
+        if epochs < 1 or not 0 < lo <= hi:
+            raise ValueError(f"phase {spec!r}: needs epochs >= 1 and 0 < lr_min <= lr_max")
+        out.append(Phase(parts[0], epochs, lo, hi))
+    return tuple(out)
+
+
+def set_scope(model, scope: str, unfreeze_top: float = 0.3) -> None:
+    """Make the head trainable and the feature extractor trainable per ``scope``."""
+    from pipeline.backbones import feature_layers
+
+    feats = feature_layers(model)
+    cut = {"head": len(feats), "all": 0}.get(scope, int(round(len(feats) * (1 - unfreeze_top))))
+    for i, layer in enumerate(feats):
+        layer.trainable = i >= cut
 
 
 def _checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
@@ -162,12 +232,13 @@ def _checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _compile(model, job: FoldJob, steps_per_epoch: int):
+def _compile(model, job: FoldJob, phase: Phase, steps_per_epoch: int):
     import keras
 
     from pipeline.losses import MaskedMultiLabelLoss, TriangularCyclicLR
 
-    schedule = TriangularCyclicLR(job.lr_min, job.lr_max, half_cycle_steps=steps_per_epoch)
+    set_scope(model, phase.scope, job.unfreeze_top)
+    schedule = TriangularCyclicLR(phase.lr_min, phase.lr_max, half_cycle_steps=steps_per_epoch)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=schedule),
         loss=MaskedMultiLabelLoss(job.loss, job.pos_weight, job.focal_gamma, job.focal_alpha),
@@ -226,9 +297,20 @@ def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict
             seed=job.seed,
             bn_momentum=job.bn_momentum,
         )
-        _compile(model, job, steps)
+        _compile(model, job, job.phase_of(1), steps)
     for epoch in range(start + 1, job.epochs + 1):
         t0 = time.perf_counter()
+        if epoch > 1 and job.phase_of(epoch) != job.phase_of(epoch - 1):
+            # a new phase: new trainable scope, fresh optimizer and LR cycle (the same
+            # whether this process ran the previous epoch or resumed from its checkpoint)
+            _compile(model, job, job.phase_of(epoch), steps)
+            log.info(
+                "%s fold %d: phase %s from epoch %d",
+                job.backbone,
+                job.fold,
+                job.phase_of(epoch),
+                epoch,
+            )
         order = epoch_indices(
             job.train_y, job.seed, epoch, job.keep_fraction, job.rare_threshold, job.rare_upsample
         )
@@ -243,8 +325,11 @@ def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict
         hist = model.fit(feed, epochs=epoch, initial_epoch=epoch - 1, verbose=0, shuffle=False)
         loss = float(hist.history["loss"][-1])
         t_train = time.perf_counter() - t0
-        oof = predict_paths(model, job.val_paths, job.image_size, 256, job.tta_flip)
-        test = predict_paths(model, job.test_paths, job.image_size, 256, job.tta_flip)
+        # one prediction pass over validation + test images: one traced shape, one call
+        both = predict_paths(
+            model, job.val_paths + job.test_paths, job.image_size, 256, job.tta_flip
+        )
+        oof, test = both[: len(job.val_paths)], both[len(job.val_paths) :]
         save_npz_atomic(
             work_dir / f"preds_epoch{epoch:03d}.npz", oof=oof, test=test, loss=np.float32(loss)
         )

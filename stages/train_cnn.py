@@ -14,7 +14,7 @@ def build_job(cfg: Config, backbone: str, fold: int, folds_csv: Path):
     """Collect the rows, paths and settings of one fold job from the data and folds file."""
     from pipeline.data import check_disjoint, read_labels, read_test_ids
     from pipeline.folds import read_folds
-    from pipeline.train import FoldJob
+    from pipeline.train import FoldJob, parse_phases
 
     b = cfg.backbone(backbone)
     table = read_labels(cfg.data.train_dir, cfg.data.id_column)
@@ -55,6 +55,8 @@ def build_job(cfg: Config, backbone: str, fold: int, folds_csv: Path):
         head_units=b.head_units,
         width=b.width,
         bn_momentum=b.bn_momentum,
+        phases=parse_phases(b.phases, b.lr_min, b.lr_max),
+        unfreeze_top=b.unfreeze_top,
         keep_fraction=cfg.train.keep_fraction,
         rare_threshold=cfg.train.rare_threshold,
         rare_upsample=cfg.train.rare_upsample,

@@ -28,6 +28,32 @@ def test_epoch_indices_sampling():
     assert counts[20:].max() == 1
 
 
+def test_prediction_feed_pads_and_flips(tmp_path):
+    import cv2
+    import keras
+
+    from pipeline.train import predict_paths
+
+    paths = []
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.png")
+        cv2.imwrite(str(paths[-1]), rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
+    inp = keras.Input((8, 8, 3))
+    # a model that reads only the left column: mirror-sensitive, so TTA must average
+    out = keras.layers.Lambda(lambda x: keras.ops.mean(x[:, :, :1, :], axis=(1, 2)) / 255)(inp)
+    model = keras.Model(inp, out)
+    from pipeline.data import load_image
+
+    imgs = np.stack([load_image(p) for p in paths]).astype("float32")
+    left = imgs[:, :, 0, :].mean(axis=1) / 255
+    right = imgs[:, :, -1, :].mean(axis=1) / 255
+    np.testing.assert_allclose(predict_paths(model, paths, 8, 4, False), left, rtol=1e-5)
+    np.testing.assert_allclose(
+        predict_paths(model, paths, 8, 4, True), (left + right) / 2, rtol=1e-5
+    )
+
+
 def test_augment_keeps_shape_and_is_seeded():
     img = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
     a = augment_image(img, np.random.default_rng(5), 32)
@@ -71,3 +97,47 @@ def test_train_fold_outputs_and_resume(tiny_data, tmp_path):
     with np.load(out2) as z:
         np.testing.assert_array_equal(z["oof"], full[0])
         np.testing.assert_array_equal(z["test"], full[1])
+
+
+def test_phases_freeze_then_unfreeze_and_resume_across_boundary(tiny_data, tmp_path):
+    import keras
+
+    from pipeline.backbones import build_model, feature_layers
+    from pipeline.train import Phase
+
+    job = dataclasses.replace(
+        _job(tiny_data, tmp_path, epochs=2),
+        phases=(Phase("head", 1, 1e-3, 3e-3), Phase("all", 1, 1e-4, 1e-3)),
+    )
+    train_fold(dataclasses.replace(job, epochs=1), tmp_path / "w", tmp_path / "one.npz")
+    after1 = keras.saving.load_model(tmp_path / "w" / "ckpt_epoch001.keras")
+    keras.utils.set_random_seed(job.seed)
+    init = build_model(
+        "small_cnn",
+        len(job.labels),
+        job.image_size,
+        "none",
+        job.head_layers,
+        job.head_units,
+        job.width,
+        seed=job.seed,
+    )
+    for a, b in zip(feature_layers(after1), feature_layers(init), strict=True):
+        for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+            if a.__class__.__name__ != "BatchNormalization":
+                np.testing.assert_array_equal(wa, wb)  # frozen in the head phase
+    head_a = after1.get_layer("labels").get_weights()[0]
+    assert not np.array_equal(head_a, init.get_layer("labels").get_weights()[0])
+    train_fold(job, tmp_path / "w", tmp_path / "resumed.npz")
+    train_fold(job, tmp_path / "w_full", tmp_path / "full.npz")
+    with np.load(tmp_path / "resumed.npz") as a, np.load(tmp_path / "full.npz") as b:
+        np.testing.assert_array_equal(a["oof"], b["oof"])
+        assert not np.array_equal(a["oof"][0], a["oof"][1])
+
+
+def test_parse_phases_errors():
+    from pipeline.train import parse_phases
+
+    assert parse_phases(["head:1", "all:2:1e-4:1e-3"], 1e-3, 1e-2)[1].lr_max == 1e-3
+    with pytest.raises(ValueError, match="scope one of head, top, all"):
+        parse_phases(["body:1"], 1e-3, 1e-2)
