@@ -52,11 +52,11 @@ CODE_REPORT := $(CODE_DATA) pipeline/report.py pipeline/metrics.py pipeline/thre
 
 
 .PHONY: help all summary install demo-data folds train-cnn stack thresholds submit report test lint \
-        bench clean clean-all
+        bench bench-thresholds bench-feed bench-stack clean clean-all
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
-	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-17s\033[0m %s\n", $$1, $$2}'
 	@echo "  variables: CONFIG=$(CONFIG)  BUILD=build/<config name>  DASK_SCHEDULER=tcp://host:port"
 
 all: report ## the whole chain on CONFIG (default: the demo); the report stage prints a summary
@@ -124,10 +124,18 @@ test: $(INSTALLED) ## the test suite (what CI runs)
 lint: $(INSTALLED) ## ruff check + format check
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
-bench: bench-thresholds ## every benchmark (JSON under build/bench/)
+bench: ## every benchmark, one after another (JSON under build/bench/, one line each)
+	$(MAKE) --jobs=1 bench-thresholds bench-feed bench-stack
 
 bench-thresholds: $(INSTALLED) ## vectorised vs naive threshold search, 50,000 x 50
 	$(PY) -m benchmarks.bench_thresholds --out build/bench/thresholds.json
+
+bench-feed: $(TRAIN_LABELS) | $(INSTALLED) ## training feed from files vs bare model.fit on arrays
+	$(PY) -m benchmarks.bench_feed --images $(TRAIN_DIR) --out build/bench/feed.json
+
+bench-stack: $(PREDS) | $(INSTALLED) ## our selection+stack+thresholds+vote vs a scikit-learn stack
+	$(PY) -m benchmarks.bench_stack --config $(CONFIG) --build $(BUILD) \
+	  --out build/bench/stack_vs_sklearn.json
 
 clean: ## remove this config's build outputs (keeps data, folds and the venv)
 	rm -rf $(BUILD)
