@@ -50,7 +50,7 @@ import shutil
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -232,12 +232,9 @@ class AugmentConfig:
     min_mask_fraction: float = 0.02
     verify: bool = True
     seed: int = 13
-    _colours: dict[str, ColourSpec] = field(init=False, repr=False, compare=False)
-    _floors: dict[str, float] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        colours = parse_colour_map(self.colour_map)
-        object.__setattr__(self, "_colours", colours)
+        colours = self.colours  # parses (and so validates) the map
         if self.grey_policy not in GREY_POLICIES:
             raise ValueError(
                 f"augment.grey_policy = {self.grey_policy!r}; choose one of {GREY_POLICIES}"
@@ -260,18 +257,7 @@ class AugmentConfig:
             raise ValueError("augment.grabcut_iters must be >= 1")
         if self.feather < 0 or self.saturation_scale < 0:
             raise ValueError("augment.feather and augment.saturation_scale must be >= 0")
-        floors = {}
-        for raw in self.min_value_by_colour:
-            label, sep, val = str(raw).partition(":")
-            try:
-                floors[label.strip()] = float(val)
-            except ValueError:
-                sep = ""
-            if not sep or not 0 <= floors.get(label.strip(), -1) <= 255:
-                raise ValueError(
-                    f"augment.min_value_by_colour entry {raw!r}: write 'label:V' with V in 0..255"
-                )
-        object.__setattr__(self, "_floors", floors)
+        _ = self._floors  # validates min_value_by_colour
         unknown = [c for c in self.target_colours if c not in colours]
         if unknown:
             raise ValueError(
@@ -285,10 +271,28 @@ class AugmentConfig:
                 "list only colour-dependent labels that have none"
             )
 
-    @property
+    # Derived values are cached properties, not dataclass fields, so the dataclass holds
+    # exactly the TOML keys (the main config maps ``[augment]`` onto it 1:1).
+    @functools.cached_property
     def colours(self) -> dict[str, ColourSpec]:
         """The parsed colour map, label -> :class:`ColourSpec`."""
-        return self._colours
+        return parse_colour_map(self.colour_map)
+
+    @functools.cached_property
+    def _floors(self) -> dict[str, float]:
+        floors: dict[str, float] = {}
+        for raw in self.min_value_by_colour:
+            label, sep, val = str(raw).partition(":")
+            try:
+                v = float(val)
+            except ValueError:
+                v = -1.0
+            if not sep or not label.strip() or not 0 <= v <= 255:
+                raise ValueError(
+                    f"augment.min_value_by_colour entry {raw!r}: write 'label:V' with V in 0..255"
+                )
+            floors[label.strip()] = v
+        return floors
 
     def value_floor(self, label: str) -> float | None:
         """Minimum median value for garments recoloured into ``label`` (None = no floor)."""
@@ -311,7 +315,7 @@ def augment_config_from_dict(raw: dict | None) -> AugmentConfig:
     import typing
 
     raw = dict(raw or {})
-    fields_ = {f.name: f for f in dataclasses.fields(AugmentConfig) if f.init}
+    fields_ = {f.name: f for f in dataclasses.fields(AugmentConfig)}
     unknown = sorted(set(raw) - set(fields_))
     if unknown:
         raise ValueError(
@@ -1211,7 +1215,7 @@ def run_augmentation(
             "per_rare_label": dict(sorted(Counter(j.reason for j in done).items())),
             "per_target_colour": dict(sorted(Counter(j.target_colour for j in done).items())),
             "mask_source": dict(sorted(Counter(h for _, o, h in outcomes).items())),
-            "config": {k: v for k, v in asdict(cfg).items() if not k.startswith("_")},
+            "config": asdict(cfg),
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=list) + "\n")
         if out.exists() or out.is_symlink():

@@ -87,6 +87,23 @@ def test_colour_map_parsing_and_errors() -> None:
     assert A.AugmentConfig().targets() == ("red", "blue", "green", "yellow")
 
 
+def test_config_fields_are_plain_toml_types() -> None:
+    """[augment] maps 1:1 onto the dataclass: only TOML-able fields, and a round trip of
+    every default through a TOML-like dict gives the same config."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(A.AugmentConfig)
+    plain = {bool, int, float, str, tuple[str, ...], tuple[int, ...], tuple[float, ...]}
+    assert all(hints[f.name] in plain for f in dataclasses.fields(A.AugmentConfig))
+    cfg = A.AugmentConfig()
+    raw = {
+        f.name: list(v) if isinstance(v := getattr(cfg, f.name), tuple) else v
+        for f in dataclasses.fields(cfg)
+    }
+    assert A.augment_config_from_dict(raw) == cfg
+
+
 # ------------------------------------------------------------------------------- masks
 
 
