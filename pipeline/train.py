@@ -254,6 +254,7 @@ def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict
     """
     import keras
 
+    import pipeline.losses  # noqa: F401  (registers the loss and LR schedule for load_model)
     from pipeline.backbones import build_model
 
     work_dir = Path(work_dir)
