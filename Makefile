@@ -37,6 +37,7 @@ endif
 FOLD_IDS := $(shell seq 0 $$(( $(or $(N_FOLDS),1) - 1 )))
 PREDS := $(foreach b,$(BACKBONES),$(foreach k,$(FOLD_IDS),$(BUILD)/preds/$(b).fold$(k).npz))
 TRAIN_LABELS := $(TRAIN_DIR)/labels.csv
+TEST_LIST := $(if $(DEMO_DIR),$(TEST_DIR)/test.csv,$(wildcard $(TEST_DIR)/test.csv))
 SUBMISSION := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).csv
 SUBMISSION_LABELS := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).labels.csv
 bb = $(word 1,$(subst .fold, ,$(1)))
@@ -84,22 +85,26 @@ endif
 folds: $(FOLDS) ## labels.csv -> folds CSV (iterative stratification, made once)
 
 $(FOLDS): $(TRAIN_LABELS) $(CFG)/folds.json pipeline/folds.py stages/folds.py | $(INSTALLED)
+	@rm -f $@
 	$(PY) -m stages.folds --config $(CONFIG) --out $@
 
 train-cnn: $(PREDS) ## every backbone x every fold: per-epoch OOF + test predictions
 
-$(BUILD)/preds/%.npz: $(CFG)/backbone.$$(call bb,$$*).json $(FOLDS) $(TRAIN_LABELS) $(CODE_TRAIN) | $(INSTALLED)
+$(BUILD)/preds/%.npz: $(CFG)/backbone.$$(call bb,$$*).json $(FOLDS) $(TRAIN_LABELS) $(TEST_LIST) $(CODE_TRAIN) | $(INSTALLED)
+	@rm -f $@
 	$(PY) -m stages.train_cnn --config $(CONFIG) --backbone $(call bb,$*) --fold $(call fold,$*) \
 	  --folds $(FOLDS) --work-dir $(BUILD)/cnn/$* --out $@
 
 stack: $(BUILD)/stack/stacked.npz ## top-N epoch selection -> per-label XGBoost (grid + early stopping)
 
 $(BUILD)/stack/stacked.npz: $(PREDS) $(CFG)/stack.json $(CFG)/thresholds.json $(CODE_STACK) | $(INSTALLED)
+	@rm -f $@
 	$(PY) -m stages.stack --config $(CONFIG) --preds $(PREDS) --out $@
 
 thresholds: $(BUILD)/thresholds.json ## greedy per-label threshold search on the stacked OOF
 
 $(BUILD)/thresholds.json: $(BUILD)/stack/stacked.npz $(CFG)/thresholds.json $(CODE_THRESH) | $(INSTALLED)
+	@rm -f $@
 	$(PY) -m stages.thresholds --config $(CONFIG) --stacked $< --out $@
 
 submit: $(SUBMISSION) ## per-fold votes -> majority vote -> validated CSV in submissions/

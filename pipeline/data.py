@@ -195,6 +195,30 @@ def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
     return img
 
 
+def validate_images(paths: list[Path], csv: Path | None = None, desc: str = "check images") -> None:
+    """Decode every image once, up front, so a bad file stops the run before training.
+
+    Raises ValueError naming the file (and its row in ``csv``) for a zero-byte, truncated
+    or non-image file.
+    """
+    import cv2
+    from tqdm import tqdm
+
+    for r, path in enumerate(tqdm(paths, desc=desc, unit="img", leave=False, mininterval=1)):
+        ok = False
+        try:
+            if Path(path).stat().st_size > 0:
+                ok = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is not None
+        except OSError:
+            ok = False
+        if not ok:
+            where = f"{csv} row {r + 2}: " if csv is not None else ""
+            raise ValueError(
+                f"{where}{path} is empty, truncated or not an image; replace the file or "
+                "remove its row"
+            )
+
+
 def atomic_path(path: str | Path) -> Path:
     """A temp name beside ``path`` (same directory, so ``os.replace`` is atomic)."""
     path = Path(path)
@@ -202,24 +226,32 @@ def atomic_path(path: str | Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
 
 
-def save_npz_atomic(path: str | Path, **arrays) -> None:
-    """``np.savez`` to a temp file then rename; arrays must not need pickle."""
+def _write_atomic(path: str | Path, write) -> None:
+    """Call ``write(tmp)`` then rename onto ``path``; on any failure (a full disk, a kill
+    signal turned exception) remove the temp file, so only the old file or the new one exists."""
     path = Path(path)
     tmp = atomic_path(path)
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_npz_atomic(path: str | Path, **arrays) -> None:
+    """``np.savez`` to a temp file then rename; arrays must not need pickle."""
+
+    def write(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    _write_atomic(path, write)
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
-    path = Path(path)
-    tmp = atomic_path(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> None:
-    path = Path(path)
-    tmp = atomic_path(path)
-    df.to_csv(tmp, index=False, lineterminator="\n")
-    os.replace(tmp, path)
+    _write_atomic(path, lambda tmp: df.to_csv(tmp, index=False, lineterminator="\n"))

@@ -11,7 +11,13 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import Config, load_config
-from pipeline.data import read_labels, write_csv_atomic
+from pipeline.data import (
+    check_disjoint,
+    read_labels,
+    read_test_ids,
+    validate_images,
+    write_csv_atomic,
+)
 from pipeline.folds import make_folds
 from stages.common import cli
 
@@ -19,7 +25,14 @@ log = logging.getLogger("stages.folds")
 
 
 def run(cfg: Config, out: Path) -> None:
+    """Validate the whole data set once (ids, labels, every image decodes), then split."""
     table = read_labels(cfg.data.train_dir, cfg.data.id_column)
+    train_csv = Path(cfg.data.train_dir) / "labels.csv"
+    test_ids, test_dir = read_test_ids(cfg.data.test_dir, cfg.data.id_column)
+    test_csv = Path(cfg.data.test_dir) / "test.csv"
+    check_disjoint(table.ids, test_ids, train_csv, test_csv)
+    validate_images(table.paths(), train_csv, "check train images")
+    validate_images([test_dir / i for i in test_ids], test_csv, "check test images")
     folds = make_folds(table.y, cfg.folds.n_folds, cfg.folds.seed)
     write_csv_atomic(pd.DataFrame({"image": table.ids, "fold": folds}), out)
     sizes = np.bincount(folds, minlength=cfg.folds.n_folds)
