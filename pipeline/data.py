@@ -30,7 +30,7 @@ class LabelTable:
     image_dir: Path
 
     def paths(self) -> list[Path]:
-        return [self.image_dir / i for i in self.ids]
+        return image_paths(self.ids, self.image_dir)
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -72,12 +72,31 @@ def _check_ids(df: pd.DataFrame, path: Path, id_column: str) -> np.ndarray:
     return ids.to_numpy().astype(str)
 
 
+def image_paths(ids, image_dir: Path) -> list[Path]:
+    """Each id's file: ``images/<id>`` itself, or ``images/<id>.<ext>`` for ids given without
+    an extension (as many published data sets list them, e.g. ``000001`` -> ``000001.jpg``)."""
+    image_dir = Path(image_dir)
+    present = set(os.listdir(image_dir)) if image_dir.is_dir() else set()
+    out = []
+    for i in ids:
+        i = str(i)
+        if i in present:
+            out.append(image_dir / i)
+            continue
+        for ext in IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS):
+            if i + ext in present:
+                out.append(image_dir / (i + ext))
+                break
+        else:
+            out.append(image_dir / i)
+    return out
+
+
 def _check_images_exist(ids: np.ndarray, image_dir: Path, csv: Path) -> None:
     if not image_dir.is_dir():
         raise FileNotFoundError(f"{image_dir} does not exist; put the images for {csv} there")
-    present = set(os.listdir(image_dir))
-    for r, i in enumerate(ids):
-        if i not in present and not (image_dir / i).is_file():
+    for r, (i, p) in enumerate(zip(ids, image_paths(ids, image_dir), strict=True)):
+        if not p.is_file():
             raise FileNotFoundError(
                 f"{csv} row {r + 2}: image {str(i)!r} not found in {image_dir}; "
                 "add the file or remove the row"

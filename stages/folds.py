@@ -13,6 +13,7 @@ import pandas as pd
 from pipeline.config import Config, load_config
 from pipeline.data import (
     check_disjoint,
+    image_paths,
     read_labels,
     read_test_ids,
     validate_images,
@@ -32,7 +33,7 @@ def run(cfg: Config, out: Path) -> None:
     test_csv = Path(cfg.data.test_dir) / "test.csv"
     check_disjoint(table.ids, test_ids, train_csv, test_csv)
     validate_images(table.paths(), train_csv, "check train images")
-    validate_images([test_dir / i for i in test_ids], test_csv, "check test images")
+    validate_images(image_paths(test_ids, test_dir), test_csv, "check test images")
     folds = make_folds(table.y, cfg.folds.n_folds, cfg.folds.seed)
     write_csv_atomic(pd.DataFrame({"image": table.ids, "fold": folds}), out)
     sizes = np.bincount(folds, minlength=cfg.folds.n_folds)

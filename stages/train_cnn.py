@@ -12,7 +12,7 @@ from stages.common import cli
 
 def build_job(cfg: Config, backbone: str, fold: int, folds_csv: Path):
     """Collect the rows, paths and settings of one fold job from the data and folds file."""
-    from pipeline.data import check_disjoint, read_labels, read_test_ids
+    from pipeline.data import check_disjoint, image_paths, read_labels, read_test_ids
     from pipeline.folds import read_folds
     from pipeline.train import FoldJob, parse_phases
 
@@ -39,7 +39,7 @@ def build_job(cfg: Config, backbone: str, fold: int, folds_csv: Path):
         val_ids=table.ids[va],
         val_paths=[p for p, v in zip(paths, va, strict=True) if v],
         test_ids=test_ids,
-        test_paths=[test_dir / i for i in test_ids],
+        test_paths=image_paths(test_ids, test_dir),
         labels=table.labels,
         image_size=cfg.data.image_size,
         epochs=b.epochs,

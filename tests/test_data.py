@@ -82,3 +82,13 @@ def test_load_image_converts_formats(tmp_path):
 def test_labels_roundtrip_via_pandas(tmp_path):
     d = _write(tmp_path, "image,x\na.png,1.0\nb.png,0\nc.png,0\n")
     assert pd.isna(read_labels(d).y).sum() == 0
+
+
+def test_ids_without_extension_resolve(tmp_path):
+    d = _write(
+        tmp_path,
+        "image,x\n000001,1\n000002,0\nc.png,1\n",
+        images=("000001.jpg", "000002.PNG", "c.png"),
+    )
+    t = read_labels(d)
+    assert [p.name for p in t.paths()] == ["000001.jpg", "000002.PNG", "c.png"]
