@@ -13,7 +13,7 @@ settings if absent) it measures what issue 6 asks for:
   :func:`pipeline.demo.classify_colour` of the copy's pixels under the *generator* mask;
 * ``skin_changed``: share of generator skin pixels whose bytes differ in the copies.
 
-With ``--train`` it also trains ``small_cnn`` on fold 0 twice with the same seeds -- the
+With ``--train [FOLD ...]`` it also trains ``small_cnn`` on each fold (default 0) twice with the same seeds -- the
 original training rows, then those plus the fold's augmented rows
 (:func:`pipeline.augment.augmented_rows_for_fold`) -- and reports each rare label's F2 on
 the demo test set at the threshold that is best on the fold's (original-only) OOF rows:
@@ -149,16 +149,17 @@ def rare_f2_compare(
     folds_csv: Path,
     aug_dir: Path,
     rare: list[str],
-    fold: int = 0,
+    train_folds: tuple[int, ...] = (0,),
     epochs: int = 6,
     seed: int = 7,
     work: Path | None = None,
 ) -> dict:
-    """Train small_cnn on ``fold`` without and with augmented rows; rare-label test F2.
+    """Train small_cnn per fold without and with augmented rows; rare-label test F2.
 
     Same seeds, same settings as the demo config's small_cnn; the only difference is the
     augmented rows appended to the training side. Thresholds are picked per label on the
     fold's OOF rows (originals only) and applied to the test predictions (last epoch).
+    Returns per-fold scores and their mean over ``train_folds``.
     """
     from pipeline.augment import augmented_rows_for_fold
     from pipeline.data import read_test_ids
@@ -172,43 +173,56 @@ def rare_f2_compare(
     truth = pd.read_csv(data / "test_truth.csv").set_index("image").loc[test_ids]
     y_test = truth[list(table.labels)].to_numpy(np.float32)
     paths = table.paths()
-    tr, va = folds != fold, folds == fold
-    a_ids, a_y, a_paths = augmented_rows_for_fold(aug_dir / "labels.csv", fold, table.labels)
-    out: dict = {"fold": fold, "epochs": epochs, "n_aug_rows": len(a_ids)}
-    for name, extra_paths, extra_y in (("without", [], a_y[:0]), ("with", a_paths, a_y)):
-        job = FoldJob(
-            backbone="small_cnn",
-            fold=fold,
-            train_paths=[p for p, t in zip(paths, tr, strict=True) if t] + list(extra_paths),
-            train_y=np.concatenate([table.y[tr], extra_y]),
-            val_ids=table.ids[va],
-            val_paths=[p for p, v in zip(paths, va, strict=True) if v],
-            test_ids=test_ids,
-            test_paths=[test_dir / i for i in test_ids],
-            labels=table.labels,
-            image_size=64,
-            epochs=epochs,
-            batch_size=64,
-            lr_min=3e-4,
-            lr_max=3e-3,
-            width=16,
-            seed=seed * 1000 + fold,
-        )
-        t0 = time.perf_counter()
-        wdir = (work or Path("build")) / f"f2-{name}"
-        train_fold(job, wdir, wdir / "preds.npz")
-        with np.load(wdir / "preds.npz") as z:
-            oof, test = z["oof"][-1], z["test"][-1]
-        f2 = {}
-        for lab in rare:
-            j = table.labels.index(lab)
-            _, thr = best_threshold_fbeta(table.y[va, j], oof[:, j], beta=2.0)
-            pred = (test[:, j] >= thr)[:, None]
-            f2[lab] = round(float(fbeta_per_label(y_test[:, j : j + 1], pred, 2.0)[0]), 4)
-        f2["mean"] = round(float(np.mean([f2[lab] for lab in rare])), 4) if rare else None
-        out[name] = f2
-        out[f"seconds_{name}"] = round(time.perf_counter() - t0, 1)
-    return out
+    per_fold = []
+    for fold in train_folds:
+        tr, va = folds != fold, folds == fold
+        a_ids, a_y, a_paths = augmented_rows_for_fold(aug_dir / "labels.csv", fold, table.labels)
+        rec: dict = {"fold": fold, "n_aug_rows": len(a_ids)}
+        for name, extra_paths, extra_y in (("without", [], a_y[:0]), ("with", a_paths, a_y)):
+            job = FoldJob(
+                backbone="small_cnn",
+                fold=fold,
+                train_paths=[p for p, t in zip(paths, tr, strict=True) if t] + list(extra_paths),
+                train_y=np.concatenate([table.y[tr], extra_y]),
+                val_ids=table.ids[va],
+                val_paths=[p for p, v in zip(paths, va, strict=True) if v],
+                test_ids=test_ids,
+                test_paths=[test_dir / i for i in test_ids],
+                labels=table.labels,
+                image_size=64,
+                epochs=epochs,
+                batch_size=64,
+                lr_min=3e-4,
+                lr_max=3e-3,
+                width=16,
+                seed=seed * 1000 + fold,
+            )
+            wdir = (work or Path("build")) / f"f2-{name}-fold{fold}"
+            train_fold(job, wdir, wdir / "preds.npz")
+            with np.load(wdir / "preds.npz") as z:
+                oof, test = z["oof"][-1], z["test"][-1]
+            f2 = {}
+            for lab in rare:
+                j = table.labels.index(lab)
+                _, thr = best_threshold_fbeta(table.y[va, j], oof[:, j], beta=2.0)
+                pred = (test[:, j] >= thr)[:, None]
+                f2[lab] = round(float(fbeta_per_label(y_test[:, j : j + 1], pred, 2.0)[0]), 4)
+            rec[name] = f2
+        per_fold.append(rec)
+        log.info("fold %d rare F2 without %s with %s", fold, rec["without"], rec["with"])
+
+    def mean_of(name: str) -> dict:
+        m = {lab: round(float(np.mean([r[name][lab] for r in per_fold])), 4) for lab in rare}
+        m["mean"] = round(float(np.mean(list(m.values()))), 4) if rare else None
+        return m
+
+    return {
+        "epochs": epochs,
+        "folds": list(train_folds),
+        "with": mean_of("with"),
+        "without": mean_of("without"),
+        "per_fold": per_fold,
+    }
 
 
 def ensure_demo(data: Path | None) -> Path:
@@ -224,7 +238,9 @@ def ensure_demo(data: Path | None) -> Path:
     return out
 
 
-def run(data: Path, n_iou: int, workers: int, variants: bool, train: bool = False) -> dict:
+def run(
+    data: Path, n_iou: int, workers: int, variants: bool, train_folds: tuple[int, ...] = ()
+) -> dict:
     cfg = AugmentConfig()
     t0 = time.perf_counter()
     iou = mask_iou(data, n_iou, cfg, variants)
@@ -241,14 +257,20 @@ def run(data: Path, n_iou: int, workers: int, variants: bool, train: bool = Fals
         t_aug = time.perf_counter() - t1
         checks = copy_checks(data, Path(tmp) / "aug", cfg)
         f2 = None
-        if train:
+        if train_folds:
             f2 = rare_f2_compare(
-                data, folds_csv, Path(tmp) / "aug", summary["rare_labels"], work=Path(tmp)
+                data,
+                folds_csv,
+                Path(tmp) / "aug",
+                summary["rare_labels"],
+                train_folds,
+                work=Path(tmp),
             )
     note = (
-        "small_cnn, fold 0, same seeds; per-label test F2 at the OOF-best threshold"
+        f"small_cnn 6 epochs, folds {list(train_folds)}, same seeds with and without; "
+        "per-label test F2 at the fold's OOF-best threshold, mean over folds"
         if f2
-        else "not measured: run with --train (trains small_cnn twice on fold 0)"
+        else "not measured: run with --train FOLD [FOLD ...] (trains small_cnn twice per fold)"
     )
     return {
         **iou,
@@ -279,11 +301,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-iou", type=int, default=200, help="images for the mask IoU (default 200)")
     ap.add_argument("--workers", type=int, default=1, help="processes for the augmentation run")
     ap.add_argument("--no-variants", action="store_true", help="skip unseeded/HOG-first IoU")
-    ap.add_argument("--train", action="store_true", help="also train small_cnn with/without (slow)")
+    ap.add_argument(
+        "--train",
+        type=int,
+        nargs="*",
+        default=None,
+        metavar="FOLD",
+        help="also train small_cnn with/without augmentation on these folds (default 0; slow)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=os.environ.get("LOGLEVEL", "WARNING"))
     Path("build").mkdir(exist_ok=True)
-    res = run(ensure_demo(args.data), args.n_iou, args.workers, not args.no_variants, args.train)
+    train_folds = () if args.train is None else tuple(args.train or (0,))
+    res = run(ensure_demo(args.data), args.n_iou, args.workers, not args.no_variants, train_folds)
     write_json_atomic(args.out, res)
     print(
         f"augment: mask IoU {res['mask_iou']:.3f} (unseeded {res.get('mask_iou_unseeded', float('nan')):.3f}), "

@@ -1012,6 +1012,14 @@ def _plan(
                 reason=reason,
             )
         )
+    stems: dict[str, str] = {}
+    for job in jobs:  # ids are built from stems: 'a.png' and 'a.jpg' would collide
+        other = stems.setdefault(Path(job.source).stem, job.source)
+        if other != job.source:
+            raise ValueError(
+                f"images {other!r} and {job.source!r} share the file stem "
+                f"{Path(other).stem!r}, so their augmented copies would collide; rename one"
+            )
     return jobs, skipped, rare
 
 

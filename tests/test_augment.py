@@ -335,6 +335,14 @@ def test_plan_rare_colour_is_recoloured_into() -> None:
         A.plan_augmentation(table, folds, _cfg(rare_labels=("nope",)))
     with pytest.raises(ValueError, match="colour_map"):
         A.plan_augmentation(table, folds, _cfg(colour_map=("green:40-85",)))
+    clash = LabelTable(
+        ids=np.array(["a.png", "a.jpg"]),
+        y=np.array([ROWS[0], ROWS[1]], np.float32),
+        labels=LABELS,
+        image_dir=Path("/nonexistent"),
+    )
+    with pytest.raises(ValueError, match="share the file stem"):
+        A.plan_augmentation(clash, np.zeros(2, int), _cfg())
 
 
 # ------------------------------------------------------------------------------ running
