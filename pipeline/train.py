@@ -29,17 +29,21 @@ def epoch_indices(
     keep_fraction: float = 0.8,
     rare_threshold: float = 0.05,
     rare_upsample: int = 2,
+    prevalence: np.ndarray | None = None,
 ) -> np.ndarray:
     """Which training rows one epoch sees, in order; deterministic per (seed, epoch).
 
     Rows positive for a rare label (prevalence below ``rare_threshold``) are repeated
     ``rare_upsample`` times and always kept; the other rows are randomly down-sampled to
-    ``keep_fraction`` (the seed's 80%), a fresh draw each epoch.
+    ``keep_fraction`` (the seed's 80%), a fresh draw each epoch. ``prevalence`` (per
+    label) defaults to ``y``'s; pass the original images' when ``y`` holds augmented
+    copies, so a label made common by copies still counts as rare.
     """
     rng = np.random.default_rng([seed, epoch, 17])
-    known = ~np.isnan(y)
-    prevalence = np.nansum(y, axis=0) / np.maximum(known.sum(axis=0), 1)
-    rare = prevalence < rare_threshold
+    if prevalence is None:
+        known = ~np.isnan(y)
+        prevalence = np.nansum(y, axis=0) / np.maximum(known.sum(axis=0), 1)
+    rare = np.asarray(prevalence) < rare_threshold
     is_rare_row = (np.nan_to_num(y[:, rare], nan=0.0) > 0).any(axis=1) if rare.any() else None
     if is_rare_row is None:
         is_rare_row = np.zeros(len(y), dtype=bool)
@@ -164,6 +168,18 @@ class FoldJob:
     seed: int = 0
     phases: tuple[Phase, ...] = ()
     unfreeze_top: float = 0.3
+    prevalence: np.ndarray | None = None
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        return epoch_indices(
+            self.train_y,
+            self.seed,
+            epoch,
+            self.keep_fraction,
+            self.rare_threshold,
+            self.rare_upsample,
+            self.prevalence,
+        )
 
     def phase_of(self, epoch: int) -> Phase:
         """The fine-tuning phase that 1-based ``epoch`` belongs to."""
@@ -266,21 +282,7 @@ def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict
         tf.config.experimental.enable_op_determinism()
 
     ckpts = _checkpoints(work_dir)
-    steps = int(
-        np.ceil(
-            len(
-                epoch_indices(
-                    job.train_y,
-                    job.seed,
-                    0,
-                    job.keep_fraction,
-                    job.rare_threshold,
-                    job.rare_upsample,
-                )
-            )
-            / job.batch_size
-        )
-    )
+    steps = max(1, len(job.epoch_order(0)) // job.batch_size)
     if ckpts:
         start, path = ckpts[-1]
         model = keras.saving.load_model(path, compile=True)
@@ -312,9 +314,7 @@ def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict
                 job.phase_of(epoch),
                 epoch,
             )
-        order = epoch_indices(
-            job.train_y, job.seed, epoch, job.keep_fraction, job.rare_threshold, job.rare_upsample
-        )
+        order = job.epoch_order(epoch)
         feed = make_feed(
             job.train_paths,
             job.train_y,

@@ -16,38 +16,19 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tomllib
 from pathlib import Path
 
-from pipeline.augment import AugmentConfig, augment_config_from_dict, preview_png, run_augmentation
+from pipeline.augment import AugmentConfig, preview_png, run_augmentation
+from pipeline.config import load_config
 from stages.common import cli
 
 log = logging.getLogger("stages.augment")
 
 
 def load_settings(path: Path) -> tuple[Path, str, AugmentConfig]:
-    """(train_dir, id_column, augment config) from a pipeline TOML config.
-
-    Read with tomllib directly for now: the main :class:`pipeline.config.Config` does not
-    know the ``[augment]`` section yet.
-    """
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from exc
-    data = raw.get("data")
-    if not isinstance(data, dict) or not isinstance(data.get("train_dir"), str):
-        raise ValueError(
-            f"{path}: missing [data] train_dir; the augmentation needs the train folder"
-        )
-    try:
-        cfg = augment_config_from_dict(raw.get("augment"))
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from exc
-    return Path(data["train_dir"]), str(data.get("id_column", "image")), cfg
+    """(train_dir, id_column, augment config) from the pipeline config."""
+    cfg = load_config(path)
+    return Path(cfg.data.train_dir), cfg.data.id_column, cfg.augment
 
 
 def run(

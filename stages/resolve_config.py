@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.config import config_hash, load_config, section_payloads, to_dict
+from pipeline.config import config_hash, load_config, section_payloads, to_dict, weights_file
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -46,6 +46,7 @@ def run(config: Path, out_dir: Path) -> None:
         f"DEMO_ARGS := --out {cfg.demo.out_dir} --n-train {cfg.demo.n_train} "
         f"--n-test {cfg.demo.n_test} --size {cfg.demo.size} --seed {cfg.demo.seed}",
     ]
+    lines += [f"WEIGHTS_{b.name} := {weights_file(b)}" for b in cfg.train.backbones]
     write_if_changed(out_dir / "vars.mk", "\n".join(lines) + "\n")
 
 

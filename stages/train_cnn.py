@@ -6,12 +6,20 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.config import Config, load_config
 from stages.common import cli
 
 
-def build_job(cfg: Config, backbone: str, fold: int, folds_csv: Path):
-    """Collect the rows, paths and settings of one fold job from the data and folds file."""
+def build_job(
+    cfg: Config, backbone: str, fold: int, folds_csv: Path, augmented: Path | None = None
+):
+    """Collect the rows, paths and settings of one fold job from the data and folds file.
+
+    ``augmented``: the augmentation's labels.csv; only copies whose source image is outside
+    this fold join the training rows (never validation), so OOF stays leak-free.
+    """
     from pipeline.data import check_disjoint, image_paths, read_labels, read_test_ids
     from pipeline.folds import read_folds
     from pipeline.train import FoldJob, parse_phases
@@ -31,11 +39,22 @@ def build_job(cfg: Config, backbone: str, fold: int, folds_csv: Path):
     paths = table.paths()
     tr = folds != fold
     va = folds == fold
+    train_paths = [p for p, t in zip(paths, tr, strict=True) if t]
+    train_y = table.y[tr]
+    known = ~np.isnan(train_y)
+    prevalence = np.nansum(train_y, axis=0) / np.maximum(known.sum(axis=0), 1)
+    if augmented is not None:
+        from pipeline.augment import augmented_rows_for_fold
+
+        _, aug_y, aug_paths = augmented_rows_for_fold(augmented, fold, labels=table.labels)
+        train_paths += list(aug_paths)
+        train_y = np.concatenate([train_y, np.asarray(aug_y, dtype=np.float32)])
     return FoldJob(
         backbone=backbone,
         fold=fold,
-        train_paths=[p for p, t in zip(paths, tr, strict=True) if t],
-        train_y=table.y[tr],
+        train_paths=train_paths,
+        train_y=train_y,
+        prevalence=prevalence,
         val_ids=table.ids[va],
         val_paths=[p for p, v in zip(paths, va, strict=True) if v],
         test_ids=test_ids,
@@ -65,10 +84,18 @@ def build_job(cfg: Config, backbone: str, fold: int, folds_csv: Path):
     )
 
 
-def run(cfg: Config, backbone: str, fold: int, folds_csv: Path, work_dir: Path, out: Path):
+def run(
+    cfg: Config,
+    backbone: str,
+    fold: int,
+    folds_csv: Path,
+    work_dir: Path,
+    out: Path,
+    augmented: Path | None = None,
+):
     from pipeline.train import train_fold
 
-    job = build_job(cfg, backbone, fold, folds_csv)
+    job = build_job(cfg, backbone, fold, folds_csv, augmented)
     train_fold(job, work_dir, out)
 
 
@@ -80,10 +107,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=Path, required=True, help="folds CSV from `make folds`")
     ap.add_argument("--work-dir", type=Path, required=True, help="checkpoints, per-epoch files")
     ap.add_argument("--out", type=Path, required=True, help="per-epoch predictions .npz")
+    ap.add_argument("--augmented", type=Path, help="augmentation labels.csv (make augment)")
     args = ap.parse_args(argv)
+    # with DASK_SCHEDULER set, the same call runs as one task on the cluster (shared paths)
+    from pipeline.distributed import maybe_remote
+
     return cli(
-        lambda: run(
-            load_config(args.config), args.backbone, args.fold, args.folds, args.work_dir, args.out
+        lambda: maybe_remote(
+            run,
+            load_config(args.config),
+            args.backbone,
+            args.fold,
+            args.folds,
+            args.work_dir,
+            args.out,
+            args.augmented,
         )
     )
 

@@ -475,6 +475,7 @@ def test_stage_cli(ds: Path, tmp_path, capsys) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text(
         f'[data]\ntrain_dir = "{ds}/train"\ntest_dir = "x"\n'
+        '[[train.backbones]]\nname = "small_cnn"\n'
         '[augment]\nrare_labels = ["yellow"]\nvariants = 1\nseed = 1\n'
     )
     out = tmp_path / "out"
@@ -499,7 +500,10 @@ def test_stage_cli(ds: Path, tmp_path, capsys) -> None:
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "none.csv" in err[0]
-    cfg.write_text(f'[data]\ntrain_dir = "{ds}/train"\n[augment]\ngrey_policy = "x"\n')
+    cfg.write_text(
+        f'[data]\ntrain_dir = "{ds}/train"\ntest_dir = "x"\n[[train.backbones]]\nname = "a"\n'
+        '[augment]\ngrey_policy = "x"\n'
+    )
     assert (
         stage.main(["--config", str(cfg), "--folds", str(ds / "folds.csv"), "--out-dir", str(out)])
         == 2

@@ -56,3 +56,27 @@ def test_local_weights_file_roundtrip(tmp_path):
         np.testing.assert_array_equal(wa, wb)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         build_model("mobilenet_v2_035", 3, 32, weights=str(tmp_path / "nope.weights.h5"))
+
+
+def test_converted_imagenet_weights_missing_says_make_weights(monkeypatch, tmp_path):
+    import dataclasses
+
+    from pipeline import backbones
+
+    spec = dataclasses.replace(
+        backbones.BACKBONES["mobilenet_v2_pt"], imagenet_file=str(tmp_path / "none.weights.h5")
+    )
+    monkeypatch.setitem(backbones.BACKBONES, "mobilenet_v2_pt", spec)
+    with pytest.raises(FileNotFoundError, match="run `make weights`"):
+        build_model("mobilenet_v2_pt", 3, 32, weights="imagenet")
+
+
+def test_keras_imagenet_offline_fails_fast_with_a_hint(monkeypatch):
+    import keras
+
+    def offline(*args, **kwargs):
+        raise OSError("URL fetch failure: no network")
+
+    monkeypatch.setattr(keras.applications, "MobileNetV2", offline)
+    with pytest.raises(RuntimeError, match="put the Keras weights file"):
+        build_model("mobilenet_v2", 3, 32, weights="imagenet")
