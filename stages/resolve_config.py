@@ -43,6 +43,9 @@ def run(config: Path, out_dir: Path) -> None:
         f"TRAIN_DIR := {cfg.data.train_dir}",
         f"TEST_DIR := {cfg.data.test_dir}",
         f"DEMO_DIR := {cfg.demo.out_dir if is_demo else ''}",
+        f"HOLDOUT_SOURCE := {cfg.data.holdout_source}",
+        f"HOLDOUT_ARGS := --src {cfg.data.holdout_source} --out {Path(cfg.data.train_dir).parent} "
+        f"--fraction {cfg.data.holdout_fraction} --seed {cfg.data.holdout_seed}",
         f"DEMO_ARGS := --out {cfg.demo.out_dir} --n-train {cfg.demo.n_train} "
         f"--n-test {cfg.demo.n_test} --size {cfg.demo.size} --seed {cfg.demo.seed}",
     ]
