@@ -238,6 +238,41 @@ def set_scope(model, scope: str, unfreeze_top: float = 0.3) -> None:
         layer.trainable = i >= cut
 
 
+def job_fingerprint(job: FoldJob) -> str:
+    """Hash of everything a job's result depends on: its settings, its rows and the code.
+
+    A work dir holding checkpoints of another fingerprint is stale (the config, the data or
+    the training code changed since): resuming from it would mix old and new runs.
+    """
+    import dataclasses
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in dataclasses.fields(job):
+        value = getattr(job, f.name)
+        if isinstance(value, np.ndarray):
+            h.update(f.name.encode() + np.ascontiguousarray(value).tobytes())
+        else:
+            h.update(f"{f.name}={value!r}".encode())
+    for module in ("train.py", "backbones.py", "losses.py", "data.py"):
+        h.update((Path(__file__).parent / module).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _prepare_work_dir(work_dir: Path, job: FoldJob) -> None:
+    """Keep a work dir to resume from only if it belongs to this exact job."""
+    stamp = work_dir / "fingerprint.txt"
+    fingerprint = job_fingerprint(job)
+    if stamp.is_file() and stamp.read_text().strip() == fingerprint:
+        return
+    stale = [p for p in work_dir.iterdir() if p.name != stamp.name]
+    if stale:
+        log.info("%s: inputs changed since its checkpoints were made; starting over", work_dir)
+        for p in stale:
+            p.unlink()
+    stamp.write_text(fingerprint + "\n")
+
+
 def _checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
     found = []
     for p in work_dir.glob("ckpt_epoch*.keras"):
@@ -275,6 +310,7 @@ def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict
 
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    _prepare_work_dir(work_dir, job)
     keras.utils.set_random_seed(job.seed)
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf

@@ -141,3 +141,13 @@ def test_parse_phases_errors():
     assert parse_phases(["head:1", "all:2:1e-4:1e-3"], 1e-3, 1e-2)[1].lr_max == 1e-3
     with pytest.raises(ValueError, match="scope one of head, top, all"):
         parse_phases(["body:1"], 1e-3, 1e-2)
+
+
+def test_changed_job_does_not_resume_stale_checkpoints(tiny_data, tmp_path):
+    job = _job(tiny_data, tmp_path, epochs=1)
+    train_fold(job, tmp_path / "w", tmp_path / "a.npz")
+    changed = dataclasses.replace(job, lr_max=job.lr_max * 2)
+    train_fold(changed, tmp_path / "w", tmp_path / "b.npz")
+    train_fold(changed, tmp_path / "w_clean", tmp_path / "c.npz")
+    with np.load(tmp_path / "b.npz") as b, np.load(tmp_path / "c.npz") as c:
+        np.testing.assert_array_equal(b["oof"], c["oof"])  # retrained, not resumed
