@@ -56,7 +56,7 @@ CODE_SUBMIT := $(CODE_DATA) pipeline/submit.py stages/submit.py
 CODE_REPORT := $(CODE_DATA) pipeline/report.py pipeline/metrics.py pipeline/thresholds.py stages/report.py
 
 
-.PHONY: help all summary install demo-data folds augment weights train-cnn stack thresholds submit report test lint \
+.PHONY: help all summary install demo-data folds augment weights import-data train-cnn stack thresholds submit report test lint \
         bench bench-thresholds bench-feed bench-stack clean clean-all
 
 help: ## list the targets
@@ -119,6 +119,9 @@ VERIFY_IMAGES ?= ../shared/data/clothing-attributes/images
 build/weights/%_imagenet.weights.h5: pipeline/weights.py stages/weights.py | $(INSTALLED)
 	$(PY) -m stages.weights --model $* --out-dir build/weights \
 	  $(if $(wildcard $(VERIFY_IMAGES)),--verify-images $(VERIFY_IMAGES))
+
+import-data: $(INSTALLED) ## convert a published data set: make import-data FORMAT=kaggle_csv SRC=… OUT=data/x [IMPORT_OPTS=…]
+	$(PY) -m stages.import_data --format $(FORMAT) --src $(SRC) --out $(OUT) $(IMPORT_OPTS)
 
 stack: $(BUILD)/stack/stacked.npz ## top-N epoch selection -> per-label XGBoost (grid + early stopping)
 
