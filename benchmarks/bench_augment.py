@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import platform
@@ -40,25 +39,10 @@ import pandas as pd
 
 from pipeline import demo
 from pipeline.augment import AugmentConfig, garment_mask, read_augmented, run_augmentation
-from pipeline.data import load_image, read_labels
+from pipeline.data import load_image, read_labels, write_json_atomic
 from pipeline.folds import make_folds
 
 log = logging.getLogger("benchmarks.bench_augment")
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Temp file beside ``path`` then ``os.replace``: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _read_mask(path: Path) -> np.ndarray:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_thresholds import write_json_atomic
 from pipeline.config import load_config
+from pipeline.data import write_json_atomic
 
 
 def _truth(path: str, test_ids, labels) -> np.ndarray:
@@ -45,10 +45,10 @@ def run(config: Path, build: Path) -> dict:
         load_base_predictions,
         select_columns,
     )
-    from pipeline.stack import PerLabelXGBStacker
     from pipeline.submit import fold_votes, majority_vote
     from pipeline.thresholds import ThresholdSearch
     from stages.common import group_pred_files
+    from stages.stack import make_stacker
 
     cfg = load_config(config)
     if not cfg.data.test_truth:
@@ -65,18 +65,7 @@ def run(config: Path, build: Path) -> dict:
 
     t0 = time.perf_counter()
     sel = select_columns(base.oof, y, base.columns, beta, s.top_n, s.corr_threshold, step)
-    stacker = PerLabelXGBStacker(
-        features_per_label=feature_indices(sel.indices, n_labels),
-        eta=s.eta,
-        max_depth=s.max_depth,
-        min_child_weight=s.min_child_weight,
-        n_estimators=s.n_estimators,
-        early_stopping_rounds=s.early_stopping_rounds,
-        n_folds=s.n_folds,
-        beta=beta,
-        threshold_step=step,
-        seed=s.seed,
-    ).fit(X, y)
+    stacker = make_stacker(cfg, feature_indices(sel.indices, n_labels)).fit(X, y)
     th = ThresholdSearch(beta=beta, step=step, average=cfg.thresholds.average)
     th.fit(stacker.oof_, y)
     test_probs = np.stack([stacker.predict_proba(flatten_columns(t)) for t in base.test])

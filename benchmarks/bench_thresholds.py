@@ -10,17 +10,15 @@ prints one summary line.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from benchmarks.reference_thresholds import naive_threshold_search
+from pipeline.data import write_json_atomic
 from pipeline.thresholds import ThresholdSearch
 
 
@@ -34,21 +32,6 @@ def make_scores(n: int, n_labels: int, seed: int = 0) -> tuple[np.ndarray, np.nd
     p = 1.0 / (1.0 + np.exp(-logits))
     y[rng.random((n, n_labels)) < 0.05] = np.nan
     return p, y
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write to a temp file beside ``path`` then ``os.replace``: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def run(

@@ -272,5 +272,12 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     _write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
+def write_json_atomic(path: str | Path, payload) -> None:
+    """Indented JSON (with a final newline), written to a temp file and renamed."""
+    import json
+
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
 def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> None:
     _write_atomic(path, lambda tmp: df.to_csv(tmp, index=False, lineterminator="\n"))

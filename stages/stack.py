@@ -22,10 +22,30 @@ from stages.common import cli, group_pred_files
 log = logging.getLogger("stages.stack")
 
 
+def make_stacker(cfg: Config, features, client=None):
+    """The per-label XGBoost stacker as the config describes it."""
+    from pipeline.stack import PerLabelXGBStacker
+
+    s = cfg.stack
+    return PerLabelXGBStacker(
+        features_per_label=features,
+        eta=s.eta,
+        max_depth=s.max_depth,
+        min_child_weight=s.min_child_weight,
+        n_estimators=s.n_estimators,
+        early_stopping_rounds=s.early_stopping_rounds,
+        n_folds=s.n_folds,
+        beta=cfg.thresholds.beta,
+        threshold_step=cfg.thresholds.step,
+        seed=s.seed,
+        n_jobs=s.n_jobs,
+        client=client,
+    )
+
+
 def run(cfg: Config, preds, out: Path, client=None) -> None:
     from pipeline.data import read_labels
     from pipeline.select import feature_indices, load_base_predictions, select_columns
-    from pipeline.stack import PerLabelXGBStacker
 
     s = cfg.stack
     table = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)
@@ -41,20 +61,7 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
         step=cfg.thresholds.step,
     )
     features = feature_indices(selection.indices, n_labels)
-    stacker = PerLabelXGBStacker(
-        features_per_label=features,
-        eta=s.eta,
-        max_depth=s.max_depth,
-        min_child_weight=s.min_child_weight,
-        n_estimators=s.n_estimators,
-        early_stopping_rounds=s.early_stopping_rounds,
-        n_folds=s.n_folds,
-        beta=cfg.thresholds.beta,
-        threshold_step=cfg.thresholds.step,
-        seed=s.seed,
-        n_jobs=s.n_jobs,
-        client=client,
-    )
+    stacker = make_stacker(cfg, features, client)
     stacker.fit(base.oof.reshape(n, n_cols * n_labels), table.y)
     k = base.test.shape[0]
     m = base.test.shape[1]

@@ -17,17 +17,15 @@ Preprocessing the weights need: MobileNetV2 "torch" (ImageNet mean/std), Lite0 "
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pipeline import weights as W
+from pipeline.data import write_json_atomic
 from stages.common import cli
 
 log = logging.getLogger("stages.weights")
@@ -40,20 +38,6 @@ def output_names(model: str) -> dict[str, str]:
         "top": f"{model}_imagenet_top.weights.h5",
         "verify": f"{model}_imagenet.verify.json",
     }
-
-
-def _write_json_atomic(data: dict[str, Any], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is for everyone to read
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def run(
@@ -101,7 +85,7 @@ def run(
         "outputs": {k: v for k, v in names.items() if k != "verify"},
         "keras_builder": f"pipeline.weights.{arch.builder}",
     }
-    _write_json_atomic(report, out_dir / names["verify"])
+    write_json_atomic(out_dir / names["verify"], report)
     summary = (
         f"{model} vs {result['reference']} reference on {result['n_images']} images: top-1 "
         f"agreement {agreement:.1%}, max |logit diff| {result['exact']['max_abs_logit_diff']:.2g}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +77,33 @@ min_child_weight = [1]
 n_estimators = 50
 early_stopping_rounds = 10
 """
+
+
+def run_stage(module: str, *args, timeout: int = 300, env=None) -> subprocess.CompletedProcess:
+    """``python -m stages.<module> args...`` from the repo root, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{module}", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def train_args(config, backbone, folds, work_dir, out, fold=0) -> list:
+    """The train_cnn CLI arguments of one fold job."""
+    return [
+        "--config",
+        config,
+        "--backbone",
+        backbone,
+        "--fold",
+        fold,
+        "--folds",
+        folds,
+        "--work-dir",
+        work_dir,
+        "--out",
+        out,
+    ]

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_config_text, write_dataset
+from tests.conftest import run_stage, tiny_config_text, train_args, write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,13 +152,7 @@ def test_folds_stage_rejects(name, good, tmp_path):
     mutate, fragments = CASES[name]
     mutate(root)
     out = tmp_path / "out" / "folds.csv"
-    r = subprocess.run(
-        [sys.executable, "-m", "stages.folds", "--config", str(root / "c.toml"), "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = run_stage("folds", "--config", root / "c.toml", "--out", out)
     assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
     message = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(message) == 1, r.stderr[-1500:]
@@ -180,13 +172,7 @@ def test_odd_images_and_headers_are_accepted(good, tmp_path):
     lines[0] = "\ufeff" + " , ".join(lines[0].split(","))
     (root / "train" / "labels.csv").write_bytes("\r\n".join(lines).encode("utf-8") + b"\r\n")
     out = tmp_path / "folds.csv"
-    r = subprocess.run(
-        [sys.executable, "-m", "stages.folds", "--config", str(root / "c.toml"), "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = run_stage("folds", "--config", root / "c.toml", "--out", out)
     assert r.returncode == 0, r.stderr[-1500:]
     assert out.read_text().count("\n") == 21
 
@@ -220,42 +206,10 @@ def test_unknown_backbone_is_named(good, tmp_path):
     root = _copy(good, tmp_path)
     cfg = (root / "c.toml").read_text().replace('name = "small_cnn"', 'name = "resnet5"')
     (root / "c.toml").write_text(cfg)
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stages.folds",
-            "--config",
-            str(root / "c.toml"),
-            "--out",
-            str(root / "f.csv"),
-        ],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stages.train_cnn",
-            "--config",
-            str(root / "c.toml"),
-            "--backbone",
-            "resnet5",
-            "--fold",
-            "0",
-            "--folds",
-            str(root / "f.csv"),
-            "--work-dir",
-            str(tmp_path / "w"),
-            "--out",
-            str(tmp_path / "p.npz"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    assert run_stage("folds", "--config", root / "c.toml", "--out", root / "f.csv").returncode == 0
+    r = run_stage(
+        "train_cnn",
+        *train_args(root / "c.toml", "resnet5", root / "f.csv", tmp_path / "w", tmp_path / "p.npz"),
     )
     assert r.returncode == 2
     assert "unknown backbone 'resnet5'" in r.stderr and "mobilenet_v2" in r.stderr
@@ -265,28 +219,11 @@ def test_unknown_backbone_is_named(good, tmp_path):
 def test_folds_file_that_does_not_match(good, tmp_path):
     root = _copy(good, tmp_path)
     (root / "f.csv").write_text("image,fold\ntrain_000.png,0\n")
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stages.train_cnn",
-            "--config",
-            str(root / "c.toml"),
-            "--backbone",
-            "small_cnn",
-            "--fold",
-            "0",
-            "--folds",
-            str(root / "f.csv"),
-            "--work-dir",
-            str(tmp_path / "w"),
-            "--out",
-            str(tmp_path / "p.npz"),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    r = run_stage(
+        "train_cnn",
+        *train_args(
+            root / "c.toml", "small_cnn", root / "f.csv", tmp_path / "w", tmp_path / "p.npz"
+        ),
     )
     assert r.returncode == 2
     assert "f.csv does not match labels.csv" in r.stderr and "make folds" in r.stderr

@@ -14,29 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import tiny_config_text, write_dataset
+from tests.conftest import tiny_config_text, train_args, write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _cmd(root: Path, work: str, out: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "stages.train_cnn",
-        "--config",
-        str(root / "c.toml"),
-        "--backbone",
-        "small_cnn",
-        "--fold",
-        "0",
-        "--folds",
-        str(root / "f.csv"),
-        "--work-dir",
-        str(root / work),
-        "--out",
-        str(root / out),
-    ]
+    args = train_args(root / "c.toml", "small_cnn", root / "f.csv", root / work, root / out)
+    return [sys.executable, "-m", "stages.train_cnn", *map(str, args)]
 
 
 @pytest.mark.slow
