@@ -1,0 +1,415 @@
+"""Two-Flow base model: random projections of raw pixels + CNN embeddings -> random forests.
+
+DESIGN "Beyond the seeds" (seed 001): flow 1 is a random projection of downsampled raw
+pixels (colour and layout, which a CNN trained for a few epochs may still miss), flow 2 the
+pooled embedding of a trained backbone (shape and texture). The two are concatenated, the
+``top_features`` most important by random-forest impurity are kept (most projected pixel
+dimensions are noise for any one label, and a forest on fewer, better features is both
+faster and stronger), and one random forest per label gives the probabilities.
+
+Why it is a *base model* and not a stacker: for CNN fold k it uses only that fold's
+checkpoint (which never saw fold k) and fits only on rows outside fold k, so its fold-k
+predictions are honest out-of-fold predictions. :func:`run_twoflow_fold` writes them in the
+CNN prediction-file format (one "epoch"), so selection and stacking take it like any other
+backbone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+from tqdm import tqdm
+
+from pipeline.data import load_image, save_npz_atomic
+from pipeline.metrics import check_labels
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_LAYER = "pool"
+"""The layer of every ``pipeline.backbones.build_model`` model whose output is the embedding."""
+
+
+def downsample_pixels(images: Sequence[str | Path] | np.ndarray, pixel_size: int) -> np.ndarray:
+    """Images -> (n, pixel_size * pixel_size * 3) float32 in [0, 1].
+
+    Accepts image paths (decoded and area-resized) or an array of images (n, H, W, 3):
+    uint8 is scaled by 1/255, float is taken as already in [0, 1]. Area resizing averages
+    the pixels it merges, so a 16 x 16 thumbnail keeps the colour layout and drops the noise.
+    """
+    import cv2
+
+    if pixel_size < 1:
+        raise ValueError(f"pixel_size must be >= 1, got {pixel_size}")
+    if isinstance(images, np.ndarray):
+        if images.ndim == 2:
+            if images.shape[1] != pixel_size * pixel_size * 3:
+                raise ValueError(
+                    f"flat pixel features have {images.shape[1]} columns, expected "
+                    f"{pixel_size}*{pixel_size}*3 = {pixel_size * pixel_size * 3}"
+                )
+            return np.asarray(images, dtype=np.float32)
+        if images.ndim != 4 or images.shape[3] != 3:
+            raise ValueError(f"images must be (n, H, W, 3), got shape {images.shape}")
+        scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
+        out = np.empty((len(images), pixel_size, pixel_size, 3), dtype=np.float32)
+        for i, img in enumerate(images):
+            if img.shape[:2] != (pixel_size, pixel_size):
+                img = cv2.resize(
+                    np.ascontiguousarray(img),
+                    (pixel_size, pixel_size),
+                    interpolation=cv2.INTER_AREA,
+                )
+            out[i] = img * scale
+        return out.reshape(len(images), -1)
+    out = np.empty((len(images), pixel_size * pixel_size * 3), dtype=np.float32)
+    for i, path in enumerate(tqdm(images, desc="pixels", unit="img", leave=False, mininterval=1)):
+        img = load_image(path)
+        if img.shape[:2] != (pixel_size, pixel_size):
+            img = cv2.resize(img, (pixel_size, pixel_size), interpolation=cv2.INTER_AREA)
+        out[i] = img.reshape(-1) / np.float32(255.0)
+    return out
+
+
+def load_checkpoint(model_path: str | Path):
+    """Load a fold checkpoint (``.keras``) for inference only."""
+    import keras
+
+    import pipeline.backbones  # noqa: F401  (registers the custom layers for load_model)
+    import pipeline.losses  # noqa: F401  (registers the loss and LR schedule for load_model)
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{model_path} does not exist; run `make train-cnn` first")
+    return keras.saving.load_model(model_path, compile=False)
+
+
+def embedding_model(model):
+    """The sub-model from the image input to the pooled embedding (the ``pool`` layer)."""
+    import keras
+
+    try:
+        pool = model.get_layer(EMBEDDING_LAYER)
+    except ValueError as exc:
+        raise ValueError(
+            f"model {model.name!r} has no {EMBEDDING_LAYER!r} layer; embeddings need a model "
+            "built by pipeline.backbones.build_model"
+        ) from exc
+    return keras.Model(model.inputs, pool.output, name=f"{model.name}_embedding")
+
+
+def embed(
+    model_path: str | Path,
+    paths: Sequence[str | Path],
+    size: int,
+    batch: int = 64,
+    tta_flip: bool = False,
+    model=None,
+) -> np.ndarray:
+    """Pooled CNN embeddings (n, D) float32 of images, from a fold checkpoint.
+
+    Args:
+        model_path: the ``.keras`` checkpoint (ignored when ``model`` is given).
+        paths: image files, in the order of the returned rows.
+        size: the model's input size (``data.image_size``).
+        batch: images per predict batch (halved per batch with ``tta_flip``).
+        tta_flip: average the embedding with that of the mirrored image, as the CNN's own
+            predictions do, so the features describe the same view the CNN scored.
+        model: an already loaded model, to embed several image lists with one load.
+    """
+    from pipeline.train import predict_paths
+
+    if len(paths) == 0:
+        raise ValueError("no images to embed")
+    if tta_flip and batch < 2:
+        raise ValueError("tta_flip needs batch >= 2")
+    model = load_checkpoint(model_path) if model is None else model
+    sub = embedding_model(model)
+    return predict_paths(sub, list(paths), size, batch, tta_flip)
+
+
+def last_checkpoint(work_dir: str | Path) -> Path:
+    """The highest-epoch ``ckpt_epoch<EEE>.keras`` in a fold's work dir (its final model)."""
+    work_dir = Path(work_dir)
+    found = []
+    for p in work_dir.glob("ckpt_epoch*.keras"):
+        epoch = p.stem.removeprefix("ckpt_epoch")
+        if epoch.isdigit():
+            found.append((int(epoch), p))
+    if not found:
+        raise FileNotFoundError(
+            f"{work_dir} holds no ckpt_epoch*.keras; train that fold first (`make train-cnn`)"
+        )
+    return max(found)[1]
+
+
+class TwoFlowModel(BaseEstimator):
+    """Random projection of pixels + deep features -> RF feature selection -> per-label RF.
+
+    scikit-learn conventions: ``__init__`` only stores parameters (so ``get_params``,
+    ``set_params`` and ``clone`` work); ``fit`` returns ``self``; learned state ends in ``_``.
+    ``fit`` takes two feature blocks instead of one ``X`` because the pixel block is
+    projected and the deep block is not.
+
+    Args:
+        n_components: random-projection dimensions of the pixel flow (capped at the pixel
+            count).
+        pixel_size: side of the pixel thumbnail (pixel_size x pixel_size x 3 values).
+        n_trees: trees per label forest.
+        top_features: features kept by importance (all when there are fewer).
+        selector_trees: trees of the selection forest.
+        projection: ``"gaussian"`` or ``"sparse"`` random projection.
+        n_jobs: forests' worker threads (1 keeps Make ``-j`` jobs from oversubscribing).
+        seed: seeds the projection and every forest, so a refit gives the same model.
+
+    Attributes:
+        projection_: the fitted random projection.
+        n_deep_: width of the deep block seen in ``fit`` (0 without one).
+        importances_: (n_components + n_deep_,) impurity importances of the selection forest.
+        selected_: sorted indices of the kept features.
+        forests_: per label, a fitted ``RandomForestClassifier`` or ``None`` (one class).
+        constant_: (L,) the prevalence predicted for labels with ``None`` forests (NaN else).
+        n_labels_: L.
+    """
+
+    def __init__(
+        self,
+        n_components: int = 256,
+        pixel_size: int = 16,
+        n_trees: int = 200,
+        top_features: int = 200,
+        selector_trees: int = 100,
+        projection: str = "gaussian",
+        n_jobs: int = 1,
+        seed: int = 0,
+    ) -> None:
+        self.n_components = n_components
+        self.pixel_size = pixel_size
+        self.n_trees = n_trees
+        self.top_features = top_features
+        self.selector_trees = selector_trees
+        self.projection = projection
+        self.n_jobs = n_jobs
+        self.seed = seed
+
+    def _features(self, X_pixels, X_deep) -> np.ndarray:
+        pixels = downsample_pixels(X_pixels, self.pixel_size)
+        flow1 = self.projection_.transform(pixels).astype(np.float32)
+        if X_deep is None:
+            if self.n_deep_:
+                raise ValueError(f"the model was fit with {self.n_deep_} deep features; pass them")
+            return flow1
+        deep = np.asarray(X_deep, dtype=np.float32)
+        if deep.ndim != 2 or len(deep) != len(flow1):
+            raise ValueError(
+                f"X_deep must be (n, D) with n = {len(flow1)} (the pixel rows), got {deep.shape}"
+            )
+        if deep.shape[1] != self.n_deep_:
+            raise ValueError(
+                f"X_deep has {deep.shape[1]} columns, the model was fit with {self.n_deep_}"
+            )
+        if not np.isfinite(deep).all():
+            raise ValueError("X_deep holds NaN/inf; re-embed the images")
+        return np.concatenate([flow1, deep], axis=1)
+
+    def fit(self, X_pixels, X_deep: np.ndarray | None, y: np.ndarray) -> TwoFlowModel:
+        """Fit on pixels (paths, images or flat thumbnails), deep features (n, D) and y (n, L).
+
+        ``y`` holds 1, 0 or NaN (unknown): a NaN cell drops that row from that label's
+        forest only, and counts as "no information" in the feature selection.
+        """
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+        from sklearn.random_projection import (
+            GaussianRandomProjection,
+            SparseRandomProjection,
+        )
+
+        if self.projection not in ("gaussian", "sparse"):
+            raise ValueError(f"projection must be 'gaussian' or 'sparse', got {self.projection!r}")
+        if min(self.n_components, self.n_trees, self.top_features, self.selector_trees) < 1:
+            raise ValueError("n_components, n_trees, top_features and selector_trees must be >= 1")
+        y = check_labels(y)
+        pixels = downsample_pixels(X_pixels, self.pixel_size)
+        if len(pixels) != len(y):
+            raise ValueError(f"{len(pixels)} pixel rows but {len(y)} label rows")
+        n_comp = min(self.n_components, pixels.shape[1])
+        proj_cls = (
+            GaussianRandomProjection if self.projection == "gaussian" else SparseRandomProjection
+        )
+        self.projection_ = proj_cls(n_components=n_comp, random_state=self.seed).fit(pixels)
+        self.n_deep_ = 0 if X_deep is None else int(np.asarray(X_deep).shape[1])
+        features = self._features(pixels, X_deep)
+        n_labels = y.shape[1]
+        known = ~np.isnan(y)
+
+        # Selection: one multi-output regression forest on standardised labels, so every
+        # label weighs the same in the importances however rare it is (raw 0/1 targets would
+        # let common labels pick all the features); an unknown cell becomes 0 = the mean,
+        # which adds no impurity. MSE on 0/1 targets is Gini impurity up to a factor.
+        mean = np.array(
+            [y[known[:, j], j].mean() if known[:, j].any() else 0.0 for j in range(n_labels)]
+        )
+        std = np.array(
+            [y[known[:, j], j].std() if known[:, j].any() else 0.0 for j in range(n_labels)]
+        )
+        z = np.where(known, (np.nan_to_num(y) - mean) / np.where(std > 0, std, 1.0), 0.0)
+        n_features = features.shape[1]
+        if self.top_features >= n_features or not (std > 0).any():
+            self.importances_ = np.full(n_features, 1.0 / n_features)
+            self.selected_ = np.arange(n_features)
+        else:
+            selector = RandomForestRegressor(
+                n_estimators=self.selector_trees,
+                max_features="sqrt",
+                min_samples_leaf=2,
+                random_state=self.seed,
+                n_jobs=self.n_jobs,
+            ).fit(features, z[:, std > 0])
+            self.importances_ = selector.feature_importances_
+            order = np.argsort(-self.importances_, kind="stable")
+            self.selected_ = np.sort(order[: self.top_features])
+        kept = features[:, self.selected_]
+        n_pixel_kept = int((self.selected_ < n_comp).sum())
+        log.info(
+            "two-flow: %d rows, %d features (%d pixel projections + %d deep) -> kept %d "
+            "(%d pixel, %d deep)",
+            len(kept),
+            n_features,
+            n_comp,
+            self.n_deep_,
+            len(self.selected_),
+            n_pixel_kept,
+            len(self.selected_) - n_pixel_kept,
+        )
+
+        self.forests_: list[Any] = []
+        self.constant_ = np.full(n_labels, np.nan)
+        for j in tqdm(range(n_labels), desc="two-flow forests", unit="label", leave=False):
+            rows = known[:, j]
+            yj = y[rows, j].astype(np.int64)
+            if len(np.unique(yj)) < 2:
+                self.constant_[j] = float(yj.mean()) if len(yj) else 0.0
+                self.forests_.append(None)
+                log.warning(
+                    "two-flow: label %d has one class in its %d known rows; it predicts %.1f",
+                    j,
+                    len(yj),
+                    self.constant_[j],
+                )
+                continue
+            forest = RandomForestClassifier(
+                n_estimators=self.n_trees,
+                random_state=self.seed + 1 + j,
+                n_jobs=self.n_jobs,
+            )
+            self.forests_.append(forest.fit(kept[rows], yj))
+        self.n_labels_ = n_labels
+        return self
+
+    def predict_proba(self, X_pixels, X_deep: np.ndarray | None = None) -> np.ndarray:
+        """Per-label positive probabilities (n, L) float32."""
+        check_is_fitted(self, "forests_")
+        kept = self._features(X_pixels, X_deep)[:, self.selected_]
+        out = np.empty((len(kept), self.n_labels_), dtype=np.float32)
+        for j, forest in enumerate(self.forests_):
+            if forest is None:
+                out[:, j] = self.constant_[j]
+            else:
+                out[:, j] = forest.predict_proba(kept)[:, list(forest.classes_).index(1)]
+        return out
+
+
+def person_product_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Accuracy of a worn-by-a-person (1) vs product-only (0) decision, unknown cells ignored.
+
+    Why accuracy and not F-beta: the person label is balanced-ish and a routing decision
+    (which model to apply) costs the same for both kinds of error.
+    """
+    y_true = np.asarray(y_true, dtype=np.float64).ravel()
+    y_pred = np.asarray(y_pred).ravel()
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true has {y_true.shape[0]} values, y_pred {y_pred.shape[0]}")
+    known = ~np.isnan(y_true)
+    if not known.any():
+        raise ValueError("y_true has no known value: accuracy is undefined")
+    if not np.isin(y_pred[known], (0, 1)).all():
+        raise ValueError("y_pred must be binary 0/1; threshold probabilities first")
+    return float(np.mean(y_true[known] == y_pred[known]))
+
+
+def run_twoflow_fold(
+    cfg,
+    backbone: str,
+    fold: int,
+    folds_csv: str | Path,
+    cnn_work_dir: str | Path,
+    out_path: str | Path,
+    model: TwoFlowModel | None = None,
+) -> dict[str, Any]:
+    """Fit the Two-Flow model for one CNN fold; write its OOF + test predictions file.
+
+    The embeddings come from fold ``fold``'s own final checkpoint in ``cnn_work_dir``, which
+    was trained without fold ``fold``'s rows, and the forests are fit on rows outside fold
+    ``fold`` only: the fold-``fold`` predictions are out of fold, like a CNN's.
+
+    Output ``out_path`` (.npz, the CNN format of ``pipeline.train.train_fold``):
+    ``labels``, ``val_ids``, ``test_ids``, ``epochs`` = [1], ``oof`` (1, n_val, L),
+    ``test`` (1, n_test, L), ``loss`` = [nan]; written atomically.
+
+    Returns:
+        ``fit_paths`` / ``val_paths`` / ``val_ids`` (the images fit on and predicted),
+        ``checkpoint`` and the fitted ``model``, so callers (and the leakage test) can check
+        what was trained on what.
+    """
+    from stages.train_cnn import build_job
+
+    job = build_job(cfg, backbone, fold, Path(folds_csv))
+    ckpt = last_checkpoint(cnn_work_dir)
+    log.info("two-flow %s fold %d: embeddings from %s", backbone, fold, ckpt)
+    if model is None:
+        model = TwoFlowModel(seed=job.seed)
+    cnn = load_checkpoint(ckpt)
+    deep = {}
+    for part, paths in (("fit", job.train_paths), ("val", job.val_paths), ("test", job.test_paths)):
+        deep[part] = embed(ckpt, paths, job.image_size, job.batch_size, job.tta_flip, model=cnn)
+        log.info(
+            "two-flow fold %d: embedded %d %s images -> %s",
+            fold,
+            len(paths),
+            part,
+            deep[part].shape,
+        )
+    pixels = {
+        part: downsample_pixels(paths, model.pixel_size)
+        for part, paths in (
+            ("fit", job.train_paths),
+            ("val", job.val_paths),
+            ("test", job.test_paths),
+        )
+    }
+    model.fit(pixels["fit"], deep["fit"], job.train_y)
+    oof = model.predict_proba(pixels["val"], deep["val"])
+    test = model.predict_proba(pixels["test"], deep["test"])
+    save_npz_atomic(
+        out_path,
+        labels=np.array(job.labels),
+        val_ids=np.asarray(job.val_ids).astype(str),
+        test_ids=np.asarray(job.test_ids).astype(str),
+        epochs=np.array([1], dtype=np.int64),
+        oof=oof[None].astype(np.float32),
+        test=test[None].astype(np.float32),
+        loss=np.array([np.nan], dtype=np.float32),
+    )
+    log.info("two-flow %s fold %d: wrote %s", backbone, fold, out_path)
+    return {
+        "fit_paths": [str(p) for p in job.train_paths],
+        "val_paths": [str(p) for p in job.val_paths],
+        "val_ids": np.asarray(job.val_ids).astype(str),
+        "checkpoint": str(ckpt),
+        "model": model,
+    }

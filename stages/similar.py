@@ -1,0 +1,143 @@
+"""`make similar`: build, query and evaluate the cosine similarity index over CNN embeddings.
+
+    python -m stages.similar build --config C --model CKPT_OR_FOLD_DIR --out INDEX.npz
+    python -m stages.similar query --index INDEX.npz --image PATH --k 10
+    python -m stages.similar evaluate --index INDEX.npz --config C --k 10 --out METRICS.json
+
+``--model`` takes a ``.keras`` checkpoint or a fold work dir (its last checkpoint is used).
+The database is the training set; ``evaluate`` queries with the test images and their
+``data.test_truth`` labels and compares precision@k with a raw-pixel baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.config import Config, load_config
+from stages.common import cli
+
+
+def _resolve_model(model: Path) -> Path:
+    from pipeline.twoflow import last_checkpoint
+
+    return last_checkpoint(model) if model.is_dir() else model
+
+
+def _batch_size(cfg: Config) -> int:
+    return cfg.train.backbones[0].batch_size if cfg.train.backbones else 64
+
+
+def build(cfg: Config, model: Path | None, out: Path, pixel_size: int = 16) -> None:
+    """Index every training image with ``model`` (or raw pixels when ``model`` is None)."""
+    from pipeline.data import read_labels
+    from pipeline.similar import build_index
+
+    table = read_labels(cfg.data.train_dir, cfg.data.id_column)
+    index = build_index(
+        table.ids,
+        table.paths(),
+        table.y,
+        table.labels,
+        None if model is None else _resolve_model(model),
+        cfg.data.image_size,
+        batch=_batch_size(cfg),
+        tta_flip=cfg.train.tta_flip,
+        pixel_size=pixel_size,
+    )
+    index.save(out)
+
+
+def query(index_path: Path, image: Path, k: int) -> list[tuple[str, float]]:
+    """The ``k`` most similar indexed images to ``image``, best first, printed ``id score``."""
+    from pipeline.similar import SimilarityIndex
+
+    if not image.is_file():
+        raise FileNotFoundError(f"{image} does not exist; give an image file")
+    index = SimilarityIndex.load(index_path)
+    rows, scores = index.search(index.embed([image]), k)
+    out = [(str(index.ids[r]), float(s)) for r, s in zip(rows[0], scores[0], strict=True)]
+    for image_id, score in out:
+        print(f"{image_id} {score:.4f}")
+    return out
+
+
+def _read_truth(path: Path, ids: np.ndarray, labels: tuple[str, ...], id_column: str) -> np.ndarray:
+    import pandas as pd
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; set data.test_truth to the test labels")
+    df = pd.read_csv(path, dtype={id_column: str}, keep_default_na=True)
+    if id_column not in df.columns:
+        raise ValueError(f"{path}: no {id_column!r} column")
+    missing = [c for c in labels if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing label column(s) {missing}")
+    df = df.set_index(id_column)
+    absent = [i for i in ids if i not in df.index]
+    if absent:
+        raise ValueError(f"{path}: {len(absent)} test image(s) not listed, e.g. {absent[0]!r}")
+    return df.loc[list(ids), list(labels)].to_numpy(dtype=np.float32)
+
+
+def evaluate(cfg: Config, index_path: Path, k: int, out: Path, pixel_size: int = 16) -> dict:
+    """precision@k (Jaccard >= 0.5) of the index vs raw pixels, test images as queries."""
+    from pipeline.data import image_paths, read_test_ids, write_text_atomic
+    from pipeline.similar import SimilarityIndex, evaluate_index
+
+    if not cfg.data.test_truth:
+        raise ValueError("the config has no data.test_truth; evaluation needs test labels")
+    index = SimilarityIndex.load(index_path)
+    test_ids, test_dir = read_test_ids(cfg.data.test_dir, cfg.data.id_column)
+    truth = _read_truth(Path(cfg.data.test_truth), test_ids, index.labels, cfg.data.id_column)
+    result = evaluate_index(
+        index,
+        image_paths(test_ids, test_dir),
+        truth,
+        k,
+        pixel_size=pixel_size,
+        batch=_batch_size(cfg),
+    )
+    result["index"] = str(index_path)
+    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+    print(f"precision@{k} model  {result['model_precision_at_k']:.4f}")
+    print(f"precision@{k} pixels {result['pixels_precision_at_k']:.4f}")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="index the training images")
+    b.add_argument("--config", type=Path, required=True)
+    b.add_argument("--model", type=Path, help="checkpoint or fold work dir; omit for raw pixels")
+    b.add_argument("--out", type=Path, required=True, help="index .npz")
+    b.add_argument("--pixel-size", type=int, default=16)
+    q = sub.add_parser("query", help="print the k most similar training images: id score")
+    q.add_argument("--index", type=Path, required=True)
+    q.add_argument("--image", type=Path, required=True)
+    q.add_argument("--k", type=int, default=10)
+    e = sub.add_parser("evaluate", help="precision@k vs a raw-pixel baseline on the test set")
+    e.add_argument("--index", type=Path, required=True)
+    e.add_argument("--config", type=Path, required=True)
+    e.add_argument("--k", type=int, default=10)
+    e.add_argument("--out", type=Path, required=True, help="metrics .json")
+    e.add_argument("--pixel-size", type=int, default=16)
+    args = ap.parse_args(argv)
+    if args.command == "build":
+        return cli(lambda: build(load_config(args.config), args.model, args.out, args.pixel_size))
+    if args.command == "query":
+        return cli(lambda: query(args.index, args.image, args.k))
+    return cli(
+        lambda: evaluate(load_config(args.config), args.index, args.k, args.out, args.pixel_size)
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""`make twoflow`: fit the Two-Flow base model for one CNN fold; write its OOF + test predictions.
+
+The output has the CNN prediction-file format, so `make stack` takes
+``preds/twoflow.fold<k>.npz`` like any backbone's ``preds/<backbone>.fold<k>.npz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.config import load_config
+from stages.common import cli
+
+
+def run(
+    cfg,
+    backbone: str,
+    fold: int,
+    folds_csv: Path,
+    cnn_work_dir: Path,
+    out: Path,
+    n_components: int = 256,
+    pixel_size: int = 16,
+    n_trees: int = 200,
+    top_features: int = 200,
+    seed: int | None = None,
+) -> dict:
+    from pipeline.twoflow import TwoFlowModel, run_twoflow_fold
+
+    model = TwoFlowModel(
+        n_components=n_components,
+        pixel_size=pixel_size,
+        n_trees=n_trees,
+        top_features=top_features,
+        seed=cfg.train.seed * 1000 + fold if seed is None else seed,
+    )
+    return run_twoflow_fold(cfg, backbone, fold, folds_csv, cnn_work_dir, out, model=model)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--backbone", required=True, help="the backbone whose embeddings are flow 2")
+    ap.add_argument("--fold", type=int, required=True)
+    ap.add_argument("--folds", type=Path, required=True, help="folds CSV from `make folds`")
+    ap.add_argument(
+        "--cnn-work-dir",
+        type=Path,
+        required=True,
+        help="that backbone's fold work dir (build/<name>/cnn/<backbone>.fold<k>)",
+    )
+    ap.add_argument("--out", type=Path, required=True, help="predictions .npz (CNN format)")
+    ap.add_argument("--n-components", type=int, default=256, help="pixel random projections")
+    ap.add_argument("--pixel-size", type=int, default=16, help="pixel thumbnail side")
+    ap.add_argument("--n-trees", type=int, default=200, help="trees per label forest")
+    ap.add_argument("--top-features", type=int, default=200, help="features kept by importance")
+    ap.add_argument("--seed", type=int, default=None, help="default: train.seed * 1000 + fold")
+    args = ap.parse_args(argv)
+    return cli(
+        lambda: run(
+            load_config(args.config),
+            args.backbone,
+            args.fold,
+            args.folds,
+            args.cnn_work_dir,
+            args.out,
+            args.n_components,
+            args.pixel_size,
+            args.n_trees,
+            args.top_features,
+            args.seed,
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
