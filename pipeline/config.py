@@ -114,6 +114,19 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class TwoFlowConfig:
+    """The Two-Flow base model (pixel random projections + one backbone's embeddings ->
+    random forests); its OOF joins the stack like a backbone's. ``backbone`` "" = first."""
+
+    enabled: bool = False
+    backbone: str = ""
+    n_components: int = 256
+    pixel_size: int = 16
+    n_trees: int = 200
+    top_features: int = 200
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """Epoch selection + per-label XGBoost grid (DESIGN steps 5-6)."""
 
@@ -151,6 +164,7 @@ class Config:
     demo: DemoConfig = field(default_factory=DemoConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    twoflow: TwoFlowConfig = field(default_factory=TwoFlowConfig)
     stack: StackConfig = field(default_factory=StackConfig)
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
@@ -275,6 +289,11 @@ def config_from_dict(raw: dict) -> Config:
                 f"config: backbone {b.name!r}: epochs = {b.epochs} but its phases add up to "
                 f"{total}; make them equal"
             )
+    if cfg.twoflow.backbone and cfg.twoflow.backbone not in names:
+        raise ValueError(
+            f"config: twoflow.backbone = {cfg.twoflow.backbone!r} is not one of the backbones "
+            f"{names}"
+        )
     if cfg.stack.top_n < 1:
         raise ValueError("config: stack.top_n must be >= 1")
     for key in ("eta", "max_depth", "min_child_weight"):
@@ -325,6 +344,7 @@ def section_payloads(cfg: Config) -> dict[str, dict]:
         "folds": {**common, "folds": to_dict(cfg.folds)},
         "demo": {"demo": to_dict(cfg.demo)},
         "augment": {**common, "augment": to_dict(cfg.augment)},
+        "twoflow": {**common, "twoflow": to_dict(cfg.twoflow)},
         "stack": {"stack": to_dict(cfg.stack)},
         "thresholds": {"thresholds": to_dict(cfg.thresholds)},
         "submit": {"submit": to_dict(cfg.submit), "thresholds": to_dict(cfg.thresholds)},

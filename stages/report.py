@@ -38,6 +38,7 @@ def run(
     thresholds: Path,
     submission: Path,
     out_dir: Path,
+    similar: Path | None = None,
 ) -> None:
     import pandas as pd
 
@@ -153,6 +154,17 @@ def run(
             else ["-", "-"]
         )
         label_rows.append([lab, float(np.nanmean(y[:, j])), float(t[j]), *f, *pr])
+    if similar is not None and similar.is_file():
+        sim = json.loads(similar.read_text())
+        metrics["similarity"] = sim
+        summary_rows.append(
+            [
+                f"similarity P@{sim['k']}",
+                "CNN embeddings (vs raw pixels)",
+                "-",
+                f"{sim['model_precision_at_k']:.4f} (pixels {sim['pixels_precision_at_k']:.4f})",
+            ]
+        )
     metrics["versions"] = versions()
     page = render_html(
         f"{cfg.name}: F{beta:g} report",
@@ -196,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--thresholds", type=Path)
     ap.add_argument("--submission", type=Path)
     ap.add_argument("--out-dir", type=Path)
+    ap.add_argument("--similar", type=Path, help="similarity evaluation JSON (make similar)")
     args = ap.parse_args(argv)
     if args.summary:
         return cli(lambda: print_summary(args.summary))
@@ -212,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             args.thresholds,
             args.submission,
             args.out_dir,
+            args.similar,
         )
     )
 

@@ -49,6 +49,10 @@ def run(config: Path, out_dir: Path) -> None:
         f"DEMO_ARGS := --out {cfg.demo.out_dir} --n-train {cfg.demo.n_train} "
         f"--n-test {cfg.demo.n_test} --size {cfg.demo.size} --seed {cfg.demo.seed}",
     ]
+    tf = cfg.twoflow
+    lines.append(
+        f"TWOFLOW_BACKBONE := {(tf.backbone or cfg.train.backbones[0].name) if tf.enabled else ''}"
+    )
     lines += [f"WEIGHTS_{b.name} := {weights_file(b)}" for b in cfg.train.backbones]
     write_if_changed(out_dir / "vars.mk", "\n".join(lines) + "\n")
 

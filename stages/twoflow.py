@@ -21,13 +21,20 @@ def run(
     folds_csv: Path,
     cnn_work_dir: Path,
     out: Path,
-    n_components: int = 256,
-    pixel_size: int = 16,
-    n_trees: int = 200,
-    top_features: int = 200,
+    n_components: int | None = None,
+    pixel_size: int | None = None,
+    n_trees: int | None = None,
+    top_features: int | None = None,
     seed: int | None = None,
 ) -> dict:
+    """Fit one fold's Two-Flow model; unset sizes come from the config's ``[twoflow]``."""
     from pipeline.twoflow import TwoFlowModel, run_twoflow_fold
+
+    t = cfg.twoflow
+    n_components = t.n_components if n_components is None else n_components
+    pixel_size = t.pixel_size if pixel_size is None else pixel_size
+    n_trees = t.n_trees if n_trees is None else n_trees
+    top_features = t.top_features if top_features is None else top_features
 
     model = TwoFlowModel(
         n_components=n_components,
@@ -52,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         help="that backbone's fold work dir (build/<name>/cnn/<backbone>.fold<k>)",
     )
     ap.add_argument("--out", type=Path, required=True, help="predictions .npz (CNN format)")
-    ap.add_argument("--n-components", type=int, default=256, help="pixel random projections")
-    ap.add_argument("--pixel-size", type=int, default=16, help="pixel thumbnail side")
-    ap.add_argument("--n-trees", type=int, default=200, help="trees per label forest")
-    ap.add_argument("--top-features", type=int, default=200, help="features kept by importance")
+    ap.add_argument("--n-components", type=int, default=None, help="pixel random projections")
+    ap.add_argument("--pixel-size", type=int, default=None, help="pixel thumbnail side")
+    ap.add_argument("--n-trees", type=int, default=None, help="trees per label forest")
+    ap.add_argument("--top-features", type=int, default=None, help="features kept by importance")
     ap.add_argument("--seed", type=int, default=None, help="default: train.seed * 1000 + fold")
     args = ap.parse_args(argv)
     return cli(
