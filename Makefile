@@ -163,9 +163,9 @@ $(SUBMISSION) $(SUBMISSION_LABELS) &: $(BUILD)/stack/stacked.npz $(BUILD)/thresh
 
 report: $(BUILD)/report/index.html ## build/<name>/report/index.html + metrics.json
 
-$(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD)/thresholds.json $(BUILD)/stack/stacked.npz $(BASE_PREDS) $(BUILD)/similar/metrics.json $(CODE_REPORT) | $(INSTALLED)
+$(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD)/thresholds.json $(BUILD)/stack/stacked.npz $(BASE_PREDS) $(BUILD)/similar/metrics.json $(AUGMENT) $(CODE_REPORT) | $(INSTALLED)
 	$(PY) -m stages.report --config $(CONFIG) --folds $(FOLDS) --preds $(BASE_PREDS) \
-	  --similar $(BUILD)/similar/metrics.json \
+	  --similar $(BUILD)/similar/metrics.json --augment-preview $(BUILD)/augment/preview.png \
 	  --stacked $(BUILD)/stack/stacked.npz --thresholds $(BUILD)/thresholds.json \
 	  --submission $(SUBMISSION) --out-dir $(BUILD)/report
 	@echo "submission: $(SUBMISSION)"

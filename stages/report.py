@@ -39,6 +39,7 @@ def run(
     submission: Path,
     out_dir: Path,
     similar: Path | None = None,
+    augment_preview: Path | None = None,
 ) -> None:
     import pandas as pd
 
@@ -119,6 +120,13 @@ def run(
         series = [np.load(p)["loss"] for p in paths]
         losses[b] = np.mean(np.stack(series), axis=0).tolist()
     figures = plots(labels, y, rows, np.nan_to_num(s_oof), t, curves, losses, beta, step)
+    if augment_preview is not None and augment_preview.is_file():
+        import base64
+
+        b64 = base64.b64encode(augment_preview.read_bytes()).decode()
+        figures["Colour-change augmentation: originals, garment masks, recoloured copies"] = (
+            f'<img src="data:image/png;base64,{b64}">'
+        )
     sel_path = stacked.parent / "selection.json"
     selection_rows = []
     if sel_path.is_file():
@@ -209,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--submission", type=Path)
     ap.add_argument("--out-dir", type=Path)
     ap.add_argument("--similar", type=Path, help="similarity evaluation JSON (make similar)")
+    ap.add_argument("--augment-preview", type=Path, help="augmentation preview PNG")
     args = ap.parse_args(argv)
     if args.summary:
         return cli(lambda: print_summary(args.summary))
@@ -226,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             args.submission,
             args.out_dir,
             args.similar,
+            args.augment_preview,
         )
     )
 
