@@ -50,10 +50,11 @@ def scheduler_address() -> str | None:
 def connect(address: str, timeout: float = 10.0):
     """A ``dask.distributed.Client`` for ``address``; an unreachable one fails within ``timeout``.
 
-    Why a bound: a typo in ``DASK_SCHEDULER`` must not hang ``make`` forever. Dask retries
-    a refused connection until its own timeout, so it gets 3/4 of ``timeout`` and client
-    start-up the rest: the whole call returns (or raises) within ``timeout`` seconds even
-    on a busy machine.
+    Why a bound: a typo in ``DASK_SCHEDULER`` must not hang ``make`` forever. Two ways to
+    hang exist: a refused port (Dask retries until its connect timeout) and a port where
+    something else listens and never answers the Dask handshake (Dask waits for it with no
+    timeout at all). A bounded handshake probe (:func:`_probe`) fails fast on both; then
+    the client connects with what is left of ``timeout``.
 
     Raises:
         ConnectionError: naming the address and what to do; ``filename`` is the address, so
@@ -61,16 +62,47 @@ def connect(address: str, timeout: float = 10.0):
     """
     from dask.distributed import Client
 
-    connect_s = max(1.0, 0.75 * timeout)
+    start = time.monotonic()
     try:
-        return Client(address, timeout=f"{connect_s}s")
+        _probe(address, 0.6 * timeout)
+        left = max(1.0, timeout - (time.monotonic() - start) - 1.0)
+        return Client(address, timeout=f"{left:.1f}s")
     except (OSError, TimeoutError) as exc:
+        reason = (
+            "no Dask handshake; is another program listening there?"
+            if isinstance(exc, TimeoutError) and not str(exc)
+            else _one_line(exc)
+        )
         raise ConnectionError(
             errno.ETIMEDOUT,
-            f"cannot reach the Dask scheduler within {timeout:.0f}s ({exc}); start it with "
-            "`dask scheduler` (or `make cluster-up`) or unset DASK_SCHEDULER",
+            f"cannot reach the Dask scheduler within {timeout:.0f}s ({reason}); start it "
+            "with `dask scheduler` (or `make cluster-up`) or unset DASK_SCHEDULER",
             address,
         ) from exc
+
+
+def _probe(address: str, timeout: float) -> None:
+    """Open and close one Dask comm to ``address``, handshake included, within ``timeout``.
+
+    Skipped when called from a running event loop (async callers manage their own).
+    """
+    import asyncio
+
+    from distributed.comm import connect as comm_connect
+
+    try:
+        asyncio.get_running_loop()
+        return
+    except RuntimeError:
+        pass
+
+    async def probe() -> None:
+        comm = await asyncio.wait_for(
+            comm_connect(address, timeout=round(0.8 * timeout, 1)), timeout
+        )
+        await comm.close()
+
+    asyncio.run(probe())
 
 
 def worker_resources(client) -> dict[str, dict[str, float]]:
