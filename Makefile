@@ -60,7 +60,8 @@ CODE_REPORT := $(CODE_DATA) pipeline/report.py pipeline/metrics.py pipeline/thre
 
 
 .PHONY: help all summary install demo-data folds augment weights import-data train-cnn twoflow similar stack thresholds submit report test lint \
-        bench bench-thresholds bench-feed bench-stack clean clean-all
+        bench bench-thresholds bench-feed bench-stack bench-augment bench-dask \
+        cluster-up cluster-down cluster-status clean clean-all
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -172,6 +173,21 @@ $(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD
 	@echo "report:     $(BUILD)/report/index.html"
 	@$(PY) -m stages.report --summary $(BUILD)/report/metrics.json
 
+WORKERS ?= 2
+CLUSTER_PORT ?= 8786
+CLUSTER_DIR ?= build/cluster
+export DASK_SCHEDULER
+
+cluster-up: $(INSTALLED) ## start a local Dask scheduler + WORKERS one-thread workers (pids, logs: build/cluster/)
+	$(PY) -m stages.cluster up --workers $(WORKERS) --threads 1 --port $(CLUSTER_PORT) --dir $(CLUSTER_DIR) $(if $(GPU_WORKERS),--gpu-resource)
+	@echo "next: export DASK_SCHEDULER=tcp://127.0.0.1:$(CLUSTER_PORT)"
+
+cluster-down: ## stop the processes started by cluster-up
+	$(PY) -m stages.cluster down --dir $(CLUSTER_DIR)
+
+cluster-status: ## the scheduler's workers and their resources
+	$(PY) -m stages.cluster status --dir $(CLUSTER_DIR) $(if $(DASK_SCHEDULER),--address $(DASK_SCHEDULER))
+
 test: $(INSTALLED) ## the test suite (what CI runs)
 	$(PY) -m pytest -q
 
@@ -179,13 +195,19 @@ lint: $(INSTALLED) ## ruff check + format check
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 bench: ## every benchmark, one after another (JSON under build/bench/, one line each)
-	$(MAKE) --jobs=1 bench-thresholds bench-feed bench-stack
+	$(MAKE) --jobs=1 bench-thresholds bench-feed bench-stack bench-augment bench-dask
 
 bench-thresholds: $(INSTALLED) ## vectorised vs naive threshold search, 50,000 x 50
 	$(PY) -m benchmarks.bench_thresholds --out build/bench/thresholds.json
 
 bench-feed: $(TRAIN_LABELS) | $(INSTALLED) ## training feed from files vs bare model.fit on arrays
 	$(PY) -m benchmarks.bench_feed --images $(TRAIN_DIR) --out build/bench/feed.json
+
+bench-augment: $(TRAIN_LABELS) | $(INSTALLED) ## mask IoU, colour match, skin changed of the colour-change augmentation
+	$(PY) -m benchmarks.bench_augment --out build/bench/augment.json
+
+bench-dask: $(INSTALLED) ## stacker grid (+ 4 tiny CNN jobs) serial vs a 2-worker local cluster
+	$(PY) -m benchmarks.bench_dask --cnn-jobs 4 --out build/bench/dask.json
 
 bench-stack: $(BASE_PREDS) | $(INSTALLED) ## our selection+stack+thresholds+vote vs a scikit-learn stack
 	$(PY) -m benchmarks.bench_stack --config $(CONFIG) --build $(BUILD) \

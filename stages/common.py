@@ -22,7 +22,14 @@ def cli(body: Callable[[], None]) -> int:
     setup_logging()
     try:
         body()
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except (
+        ValueError,
+        FileNotFoundError,
+        NotADirectoryError,
+        PermissionError,
+        ConnectionError,
+        RuntimeError,  # incl. pipeline.distributed.RemoteTaskError (a cluster failure)
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -93,6 +93,20 @@ def test_make_all_tiny_demo(tmp_path):
         "make -q all is not clean after make all:\n" + make(tmp_path, cfg, "-n", "all").stdout
     )
 
+    # determinism: the same config from clean gives byte-identical submission and metrics
+    first = {p.name: p.read_bytes() for p in subs}
+    first_metrics = (tmp_path / "build" / "report" / "metrics.json").read_bytes()
+    import shutil
+
+    shutil.rmtree(tmp_path / "build")
+    shutil.rmtree(tmp_path / "submissions")
+    (tmp_path / "folds.csv").unlink()
+    again = make(tmp_path, cfg, "all")
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = {p.name: p.read_bytes() for p in (tmp_path / "submissions").glob("*.csv")}
+    assert second == first
+    assert (tmp_path / "build" / "report" / "metrics.json").read_bytes() == first_metrics
+
     # editing only [stack] re-runs stack and what follows it, not the CNNs
     cfg.write_text(cfg.read_text().replace("top_n = 6", "top_n = 5"))
     plan = make(tmp_path, cfg, "-n", "all").stdout
