@@ -24,8 +24,8 @@ def tiny_demo_config(tmp: Path) -> Path:
         ('test_truth = "data/demo/test_truth.csv"', f'test_truth = "{tmp}/demo/test_truth.csv"'),
         ("n_train = 3000", "n_train = 200"),
         ("n_test = 600", "n_test = 40"),
-        ("size = 64", "size = 32"),
         ("image_size = 64", "image_size = 32"),
+        ("\nsize = 64", "\nsize = 32"),
         ("n_folds = 5\nseed = 42", "n_folds = 3\nseed = 42"),
     ]:
         assert old in text, old
@@ -86,7 +86,20 @@ def test_make_all_tiny_demo(tmp_path):
     metrics = (tmp_path / "build" / "report" / "metrics.json").read_text()
     assert '"vote"' in metrics and "test_fbeta_macro" in metrics
     html = (tmp_path / "build" / "report" / "index.html").read_text()
-    assert html.count("data:image/png;base64") >= 4
+    assert html.count("data:image/png;base64") >= 5
+    for section in (
+        "Summary",
+        "Per label",
+        "Per-label F-beta of every model",
+        "Label frequencies",
+        "Threshold curves",
+        "Training curves",
+        "Reliability of stacked probabilities",
+        "Selected epochs per label",
+        "Thresholds",
+        "Config and software",
+    ):
+        assert f"<h2>{section}" in html, section
 
     q = make(tmp_path, cfg, "-q", "all")
     assert q.returncode == 0, (
