@@ -92,3 +92,12 @@ def test_ids_without_extension_resolve(tmp_path):
     )
     t = read_labels(d)
     assert [p.name for p in t.paths()] == ["000001.jpg", "000002.PNG", "c.png"]
+
+
+def test_all_zero_and_all_one_columns_warn_but_load(tmp_path, caplog):
+    d = _write(tmp_path, "image,never,always,x\na.png,0,1,1\nb.png,0,1,0\nc.png,,1,1\n")
+    with caplog.at_level("WARNING"):
+        t = read_labels(d)
+    assert t.labels == ("never", "always", "x")
+    text = caplog.text
+    assert "'never' is 0 in every known row" in text and "'always' is 1 in every known row" in text
