@@ -33,9 +33,13 @@ class LabelTable:
         return image_paths(self.ids, self.image_dir)
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
+def read_csv_strings(
+    path: Path, missing_hint: str = "the data folder needs this file"
+) -> pd.DataFrame:
+    """Every cell as a string (ids like ``001`` stay intact), header names stripped; a
+    missing, empty or unparsable file is a clear error naming it."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; the data folder needs this file")
+        raise FileNotFoundError(f"{path} does not exist; {missing_hint}")
     if path.stat().st_size == 0:
         raise ValueError(f"{path} is empty; write a header row ('image,<label>,...') and rows")
     try:
@@ -112,7 +116,7 @@ def read_labels(train_dir: str | Path, id_column: str = "image", check_images: b
     """
     train_dir = Path(train_dir)
     path = train_dir / "labels.csv"
-    df = _read_csv(path)
+    df = read_csv_strings(path)
     ids = _check_ids(df, path, id_column)
     labels = tuple(c for c in df.columns if c != id_column)
     if not labels:
@@ -156,7 +160,7 @@ def read_test_ids(test_dir: str | Path, id_column: str = "image", check_images: 
     path = test_dir / "test.csv"
     image_dir = test_dir / "images"
     if path.exists():
-        ids = _check_ids(_read_csv(path), path, id_column)
+        ids = _check_ids(read_csv_strings(path), path, id_column)
     else:
         if not image_dir.is_dir():
             raise FileNotFoundError(

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
+from pipeline.data import read_csv_strings
 from pipeline.datasets.common import (
     atomic_dir,
     check_label_names,
@@ -30,20 +30,6 @@ from pipeline.datasets.common import (
 )
 
 log = logging.getLogger(__name__)
-
-
-def read_csv_strings(path: Path) -> pd.DataFrame:
-    """Every cell as a string (ids like ``0001`` stay intact), with a clear error."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; --src must be the CSV file")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except pd.errors.EmptyDataError as exc:
-        raise ValueError(f"{path} is empty; it needs a header and rows") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not a readable CSV: {exc}") from exc
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
 
 
 def convert_kaggle_csv(
@@ -71,7 +57,7 @@ def convert_kaggle_csv(
         overwrite: replace an existing ``out_dir`` this tool did not write.
     """
     src, out_dir = Path(src), Path(out_dir)
-    df = read_csv_strings(src)
+    df = read_csv_strings(src, missing_hint="--src must be the CSV file")
     image_dir = Path(image_dir) if image_dir is not None else src.parent / "images"
     if not image_dir.is_dir():
         raise FileNotFoundError(f"image folder {image_dir} does not exist; pass --image-dir")
