@@ -46,7 +46,6 @@ import json
 import logging
 import math
 import os
-import shutil
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -68,7 +67,7 @@ from pipeline.augment_config import (  # noqa: F401  (re-exported)
     augment_config_from_dict,
     parse_colour_map,
 )
-from pipeline.data import LabelTable, load_image, read_labels
+from pipeline.data import LabelTable, atomic_dir, load_image, read_labels
 from pipeline.folds import read_folds
 
 log = logging.getLogger(__name__)
@@ -896,14 +895,10 @@ def run_augmentation(
         raise FileNotFoundError(
             f"mask folder {mdir} does not exist; fix augment.mask_dir / --masks-dir"
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    old = out.with_name(f"{out.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     groups: dict[str, list[AugJob]] = {}
     for j in jobs:
         groups.setdefault(j.source, []).append(j)
-    try:
+    with atomic_dir(out) as tmp:
         for sub in ("images", "masks"):
             (tmp / sub).mkdir(parents=True)
         tasks = [
@@ -949,12 +944,6 @@ def run_augmentation(
             "config": asdict(cfg),
         }
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2, default=list) + "\n")
-        if out.exists() or out.is_symlink():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     log.info(
         "augment %s: rare %s, %d/%d copies written from %d sources -> %s; skipped %s",
         train_dir,

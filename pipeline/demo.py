@@ -35,7 +35,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -46,6 +45,8 @@ import cv2
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
+
+from pipeline.data import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -873,11 +874,7 @@ def generate(
     if n_train < 1 or n_test < 0:
         raise ValueError(f"need n_train >= 1 and n_test >= 0, got {n_train}, {n_test}")
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    old = out.with_name(f"{out.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(out) as tmp:
         for sub in ("train/images", "test/images", "masks", "skin_masks"):
             (tmp / sub).mkdir(parents=True)
         jobs = [(tmp, seed, "train", i, size) for i in range(n_train)]
@@ -889,12 +886,6 @@ def generate(
         truth[["image"]].to_csv(tmp / "test" / "test.csv", index=False)
         truth.to_csv(tmp / "test_truth.csv", index=False)
         pd.DataFrame([r["meta"] for r in rows]).to_csv(tmp / "meta.csv", index=False)
-        if out.exists() or out.is_symlink():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     prevalence = {k: round(float(train[k].mean()), 4) for k in LABELS}
     return {
         "out_dir": str(out),

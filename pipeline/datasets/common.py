@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data import IMAGE_EXTENSIONS
+from pipeline.data import atomic_dir as replace_dir_atomically
 
 log = logging.getLogger(__name__)
 
@@ -62,23 +63,8 @@ def atomic_dir(out_dir: str | Path, marker: str, overwrite: bool = False) -> Ite
     """
     out_dir = Path(out_dir)
     _check_replaceable(out_dir, marker, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f"{out_dir.name}.tmp-{os.getpid()}")
-    if tmp.exists():  # left by a killed run that had our pid
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with replace_dir_atomically(out_dir) as tmp:
         yield tmp
-        if out_dir.exists():
-            old = out_dir.with_name(f"{out_dir.name}.old-{os.getpid()}")
-            os.rename(out_dir, old)
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old)  # does not follow symlinks inside: the source is safe
-        else:
-            os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def place_image(src: Path, dst: Path) -> bool:
