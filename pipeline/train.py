@@ -283,6 +283,18 @@ def _checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def epoch_weights_path(work_dir: str | Path, epoch: int) -> Path:
+    """Where ``train_fold`` keeps the model weights after ``epoch`` (kept for every epoch)."""
+    return Path(work_dir) / f"weights_epoch{epoch:03d}.weights.h5"
+
+
+def _save_epoch_weights(model, work_dir: Path, epoch: int) -> None:
+    final = epoch_weights_path(work_dir, epoch)
+    tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")  # keras wants *.weights.h5
+    model.save_weights(tmp)
+    os.replace(tmp, final)
+
+
 def _compile(model, job: FoldJob, phase: Phase, steps_per_epoch: int):
     import keras
 
@@ -323,6 +335,8 @@ def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict
         start, path = ckpts[-1]
         model = keras.saving.load_model(path, compile=True)
         log.info("%s fold %d: resuming after epoch %d (%s)", job.backbone, job.fold, start, path)
+        if not epoch_weights_path(work_dir, start).is_file():  # killed between the two saves
+            _save_epoch_weights(model, work_dir, start)
     else:
         start = 0
         model = build_model(
@@ -370,6 +384,9 @@ def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict
         save_npz_atomic(
             work_dir / f"preds_epoch{epoch:03d}.npz", oof=oof, test=test, loss=np.float32(loss)
         )
+        # the weights of every epoch stay (no optimizer state: a third of the size), so
+        # `make serve` can score a new image with any epoch the stack selected
+        _save_epoch_weights(model, work_dir, epoch)
         ckpt = work_dir / f"ckpt_epoch{epoch:03d}.keras"
         tmp = atomic_path(ckpt)
         model.save(tmp)
