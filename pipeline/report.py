@@ -30,6 +30,7 @@ class ModelScores:
     test_precision: np.ndarray | None = None
     test_recall: np.ndarray | None = None
     detail: str = ""
+    test_f1: np.ndarray | None = None  # per label, at thresholds tuned for F1 on OOF
 
     def as_dict(self, labels) -> dict:
         out = {
@@ -48,6 +49,8 @@ class ModelScores:
             out["test_recall_per_label"] = dict(
                 zip(labels, map(float, self.test_recall), strict=True)
             )
+        if self.test_f1 is not None:
+            out["test_f1_macro"] = float(np.mean(self.test_f1))
         return out
 
 
@@ -58,6 +61,23 @@ def _test_scores(y_test, pred, beta):
     return fbeta_per_label(y_test, pred, beta=beta), prec, rec
 
 
+def _per_epoch(base, backbone, y, beta, step, average):
+    """(OOF macro F-beta, column, fitted ThresholdSearch) of each of a backbone's epochs."""
+    out = []
+    for c, (b, _) in enumerate(base.columns):
+        if b == backbone:
+            ts = ThresholdSearch(beta=beta, step=step, average=average).fit(base.oof[:, c], y)
+            out.append((float(ts.score_), c, ts))
+    if not out:
+        raise ValueError(f"no prediction columns for base model {backbone!r}")
+    return out
+
+
+def best_epoch(base, backbone, y, beta, step, average):
+    """A base model's best epoch column: (OOF macro F-beta, column index, ThresholdSearch)."""
+    return max(_per_epoch(base, backbone, y, beta, step, average), key=lambda t: t[0])
+
+
 def score_backbones(base, y, beta, step, average, y_test=None) -> tuple[list[ModelScores], dict]:
     """Each backbone at its best epoch (by OOF macro F-beta at per-label OOF thresholds).
 
@@ -65,23 +85,33 @@ def score_backbones(base, y, beta, step, average, y_test=None) -> tuple[list[Mod
     applies the OOF thresholds, as a single-model submission would.
     """
     rows, curves = [], {}
-    backbones = sorted({b for b, _ in base.columns}, key=[b for b, _ in base.columns].index)
-    for b in backbones:
-        cols = [i for i, (bb, _) in enumerate(base.columns) if bb == b]
-        per_epoch = []
-        for c in cols:
-            ts = ThresholdSearch(beta=beta, step=step, average=average).fit(base.oof[:, c], y)
-            per_epoch.append((float(ts.score_), c, ts))
+    for b in dict.fromkeys(name for name, _ in base.columns):
+        per_epoch = _per_epoch(base, b, y, beta, step, average)
         curves[b] = {
             "epochs": [int(base.columns[c][1]) for _, c, _ in per_epoch],
             "oof_fbeta": [s for s, _, _ in per_epoch],
         }
         best_score, c, ts = max(per_epoch, key=lambda t: t[0])
         oof_f = fbeta_per_label(y, ts.transform(base.oof[:, c]), beta=beta)
-        test_pred = ts.transform(base.test[:, :, c].mean(axis=0))
-        f, p, r = _test_scores(y_test, test_pred, beta)
-        rows.append(ModelScores(b, oof_f, f, p, r, detail=f"epoch {base.columns[c][1]}"))
+        test_prob = base.test[:, :, c].mean(axis=0)
+        f, p, r = _test_scores(y_test, ts.transform(test_prob), beta)
+        f1 = f1_at_oof_thresholds(base.oof[:, c], y, test_prob, y_test, step, average)
+        rows.append(ModelScores(b, oof_f, f, p, r, f"epoch {base.columns[c][1]}", f1))
     return rows, curves
+
+
+def f1_at_oof_thresholds(oof, y, test_prob, y_test, step, average, votes_of=None):
+    """Per-label test F1 with thresholds re-tuned for F1 (not F2) on the OOF predictions,
+    so the F1 is the model's own best shot at that metric, comparable with F1 literature.
+
+    ``votes_of``: a function thresholds -> 0/1 test predictions (the vote bagging); by
+    default ``test_prob >= thresholds``.
+    """
+    if y_test is None:
+        return None
+    ts = ThresholdSearch(beta=1.0, step=step, average=average).fit(np.nan_to_num(oof), y)
+    pred = ts.transform(test_prob) if votes_of is None else votes_of(ts.thresholds_)
+    return fbeta_per_label(y_test, pred, beta=1.0)
 
 
 def figure_png(fig) -> str:
@@ -216,7 +246,7 @@ def render_html(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{css}</style></head><body><h1>{html.escape(title)}</h1>",
         "<h2>Summary (macro F-beta)</h2>",
-        _table(["model", "detail", "OOF", "test"], summary_rows),
+        _table(["model", "detail", "OOF", "test", "test F1"], summary_rows),
         "<h2>Per label</h2>",
         _table(label_header, label_rows),
     ]

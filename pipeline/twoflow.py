@@ -324,6 +324,26 @@ class TwoFlowModel(BaseEstimator):
         return out
 
 
+def save_model_atomic(model: TwoFlowModel, path: str | Path) -> None:
+    """joblib-dump a fitted model (compressed) to a temp file, then rename onto ``path``."""
+    import joblib
+
+    from pipeline.data import _write_atomic
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _write_atomic(path, lambda tmp: joblib.dump(model, tmp, compress=3))
+
+
+def load_model(path: str | Path) -> TwoFlowModel:
+    """A model saved by :func:`save_model_atomic` (only load files this pipeline wrote)."""
+    import joblib
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run `make twoflow` first")
+    return joblib.load(path)
+
+
 def person_product_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Accuracy of a worn-by-a-person (1) vs product-only (0) decision, unknown cells ignored.
 
@@ -342,6 +362,41 @@ def person_product_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean(y_true[known] == y_pred[known]))
 
 
+def fold_embeddings(cfg, backbone: str, fold: int, folds_csv, cnn_work_dir):
+    """A fold job and the pooled embeddings of its fit / val / test images, all from fold
+    ``fold``'s own final checkpoint (trained without fold ``fold``'s rows, so a model fit on
+    the ``fit`` rows and scored on ``val`` stays out of fold).
+
+    Returns:
+        ``(job, checkpoint path, {"fit": (n_fit, D), "val": ..., "test": ...})``.
+    """
+    from stages.train_cnn import build_job
+
+    job = build_job(cfg, backbone, fold, Path(folds_csv))
+    ckpt = last_checkpoint(cnn_work_dir)
+    log.info("%s fold %d: embeddings from %s", backbone, fold, ckpt)
+    cnn = load_checkpoint(ckpt)
+    deep = {}
+    for part, paths in (("fit", job.train_paths), ("val", job.val_paths), ("test", job.test_paths)):
+        deep[part] = embed(ckpt, paths, job.image_size, job.batch_size, job.tta_flip, model=cnn)
+        log.info("fold %d: embedded %d %s images -> %s", fold, len(paths), part, deep[part].shape)
+    return job, ckpt, deep
+
+
+def save_fold_predictions(out_path, job, oof: np.ndarray, test: np.ndarray) -> None:
+    """One (val, test) prediction pair in the CNN file format with a single "epoch" 1."""
+    save_npz_atomic(
+        out_path,
+        labels=np.array(job.labels),
+        val_ids=np.asarray(job.val_ids).astype(str),
+        test_ids=np.asarray(job.test_ids).astype(str),
+        epochs=np.array([1], dtype=np.int64),
+        oof=oof[None].astype(np.float32),
+        test=test[None].astype(np.float32),
+        loss=np.array([np.nan], dtype=np.float32),
+    )
+
+
 def run_twoflow_fold(
     cfg,
     backbone: str,
@@ -350,6 +405,7 @@ def run_twoflow_fold(
     cnn_work_dir: str | Path,
     out_path: str | Path,
     model: TwoFlowModel | None = None,
+    model_out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Fit the Two-Flow model for one CNN fold; write its OOF + test predictions file.
 
@@ -359,31 +415,17 @@ def run_twoflow_fold(
 
     Output ``out_path`` (.npz, the CNN format of ``pipeline.train.train_fold``):
     ``labels``, ``val_ids``, ``test_ids``, ``epochs`` = [1], ``oof`` (1, n_val, L),
-    ``test`` (1, n_test, L), ``loss`` = [nan]; written atomically.
+    ``test`` (1, n_test, L), ``loss`` = [nan]; written atomically. With ``model_out``, the
+    fitted model is also saved there (joblib) so ``pipeline.predict`` can score new images.
 
     Returns:
         ``fit_paths`` / ``val_paths`` / ``val_ids`` (the images fit on and predicted),
         ``checkpoint`` and the fitted ``model``, so callers (and the leakage test) can check
         what was trained on what.
     """
-    from stages.train_cnn import build_job
-
-    job = build_job(cfg, backbone, fold, Path(folds_csv))
-    ckpt = last_checkpoint(cnn_work_dir)
-    log.info("two-flow %s fold %d: embeddings from %s", backbone, fold, ckpt)
+    job, ckpt, deep = fold_embeddings(cfg, backbone, fold, folds_csv, cnn_work_dir)
     if model is None:
         model = TwoFlowModel(seed=job.seed)
-    cnn = load_checkpoint(ckpt)
-    deep = {}
-    for part, paths in (("fit", job.train_paths), ("val", job.val_paths), ("test", job.test_paths)):
-        deep[part] = embed(ckpt, paths, job.image_size, job.batch_size, job.tta_flip, model=cnn)
-        log.info(
-            "two-flow fold %d: embedded %d %s images -> %s",
-            fold,
-            len(paths),
-            part,
-            deep[part].shape,
-        )
     pixels = {
         part: downsample_pixels(paths, model.pixel_size)
         for part, paths in (
@@ -395,16 +437,9 @@ def run_twoflow_fold(
     model.fit(pixels["fit"], deep["fit"], job.train_y)
     oof = model.predict_proba(pixels["val"], deep["val"])
     test = model.predict_proba(pixels["test"], deep["test"])
-    save_npz_atomic(
-        out_path,
-        labels=np.array(job.labels),
-        val_ids=np.asarray(job.val_ids).astype(str),
-        test_ids=np.asarray(job.test_ids).astype(str),
-        epochs=np.array([1], dtype=np.int64),
-        oof=oof[None].astype(np.float32),
-        test=test[None].astype(np.float32),
-        loss=np.array([np.nan], dtype=np.float32),
-    )
+    save_fold_predictions(out_path, job, oof, test)
+    if model_out is not None:
+        save_model_atomic(model, model_out)
     log.info("two-flow %s fold %d: wrote %s", backbone, fold, out_path)
     return {
         "fit_paths": [str(p) for p in job.train_paths],

@@ -40,6 +40,7 @@ def run(
     out_dir: Path,
     similar: Path | None = None,
     augment_preview: Path | None = None,
+    baseline=None,
 ) -> None:
     import pandas as pd
 
@@ -47,6 +48,7 @@ def run(
     from pipeline.metrics import fbeta_per_label, precision_recall_per_label
     from pipeline.report import (
         ModelScores,
+        f1_at_oof_thresholds,
         plots,
         render_html,
         score_backbones,
@@ -71,8 +73,22 @@ def run(
     )
 
     models, curves = score_backbones(base, y, beta, step, avg, y_test)
+    baselines = []
+    if baseline:
+        from pipeline.baseline import NAME
+
+        b_base = load_base_predictions(group_pred_files(baseline), table.ids)
+        baselines, _ = score_backbones(b_base, y, beta, step, avg, y_test)
+        for m in baselines:
+            m.detail = f"scikit-learn logistic regression on CNN embeddings ({NAME})"
     stack_oof_pred = (np.nan_to_num(s_oof) >= t).astype(np.int8)
     stack_test_pred = (s_test.mean(axis=0) >= t).astype(np.int8)
+    sub_cfg = cfg.submit
+
+    def vote_with(thr):
+        from pipeline.submit import fold_votes, majority_vote
+
+        return majority_vote(fold_votes(s_test, thr), sub_cfg.tie)
 
     def scores(pred):
         if y_test is None:
@@ -85,14 +101,16 @@ def run(
         fbeta_per_label(y, stack_oof_pred, beta=beta),
         *scores(stack_test_pred),
         detail="XGBoost, fold-mean probability",
+        test_f1=f1_at_oof_thresholds(s_oof, y, s_test.mean(axis=0), y_test, step, avg),
     )
     vote_row = ModelScores(
         "vote",
         stack_row.oof_fbeta,
         *scores(vote),
         detail=f"majority of {s_test.shape[0]} fold votes (OOF = stack's)",
+        test_f1=f1_at_oof_thresholds(s_oof, y, None, y_test, step, avg, votes_of=vote_with),
     )
-    rows = [*models, stack_row, vote_row]
+    rows = [*models, *baselines, stack_row, vote_row]
     best = max(models, key=lambda m: m.oof_fbeta.mean())
     metrics = {
         "name": cfg.name,
@@ -114,7 +132,14 @@ def run(
             "vote_test": float(vote_row.test_fbeta.mean()),
             "all_ones_test": metrics["all_ones_test_fbeta_macro"],
             "ensemble_gain": float(vote_row.test_fbeta.mean() - best.test_fbeta.mean()),
+            "best_single_test_f1": float(best.test_f1.mean()),
+            "stack_test_f1": float(stack_row.test_f1.mean()),
+            "vote_test_f1": float(vote_row.test_f1.mean()),
         }
+        if baselines:
+            metrics["summary"]["sklearn_baseline_test"] = float(baselines[0].test_fbeta.mean())
+            metrics["summary"]["sklearn_baseline_test_f1"] = float(baselines[0].test_f1.mean())
+        metrics["baselines"] = [m.name for m in baselines]
     losses = {}
     for b, paths in files.items():
         series = [np.load(p)["loss"] for p in paths]
@@ -143,12 +168,19 @@ def run(
             m.detail,
             float(m.oof_fbeta.mean()),
             float(m.test_fbeta.mean()) if m.test_fbeta is not None else "-",
+            float(m.test_f1.mean()) if m.test_f1 is not None else "-",
         ]
         for m in rows
     ]
     if y_test is not None:
         summary_rows.append(
-            ["all ones", "predict every label", "-", metrics["all_ones_test_fbeta_macro"]]
+            [
+                "all ones",
+                "predict every label",
+                "-",
+                metrics["all_ones_test_fbeta_macro"],
+                float(fbeta_per_label(y_test, ones, beta=1.0).mean()),
+            ]
         )
     header = (
         ["label", "prevalence", "threshold"] + [f"{m.name} F" for m in rows] + ["vote P", "vote R"]
@@ -171,6 +203,7 @@ def run(
                 "CNN embeddings (vs raw pixels)",
                 "-",
                 f"{sim['model_precision_at_k']:.4f} (pixels {sim['pixels_precision_at_k']:.4f})",
+                "-",
             ]
         )
     metrics["versions"] = versions()
@@ -197,6 +230,8 @@ def print_summary(path: Path) -> None:
     b = m["beta"]
     for name, d in m["models"].items():
         test = f"  test F{b:g} {d['test_fbeta_macro']:.4f}" if "test_fbeta_macro" in d else ""
+        if "test_f1_macro" in d:
+            test += f"  F1 {d['test_f1_macro']:.4f}"
         print(f"  {name:<20} OOF F{b:g} {d['oof_fbeta_macro']:.4f}{test}")
     if "summary" in m:
         s = m["summary"]
@@ -218,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out-dir", type=Path)
     ap.add_argument("--similar", type=Path, help="similarity evaluation JSON (make similar)")
     ap.add_argument("--augment-preview", type=Path, help="augmentation preview PNG")
+    ap.add_argument("--baseline", type=Path, nargs="*", help="sklearn baseline fold files")
     args = ap.parse_args(argv)
     if args.summary:
         return cli(lambda: print_summary(args.summary))
@@ -236,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out_dir,
             args.similar,
             args.augment_preview,
+            args.baseline,
         )
     )
 

@@ -26,6 +26,7 @@ def run(
     n_trees: int | None = None,
     top_features: int | None = None,
     seed: int | None = None,
+    model_out: Path | None = None,
 ) -> dict:
     """Fit one fold's Two-Flow model; unset sizes come from the config's ``[twoflow]``."""
     from pipeline.twoflow import TwoFlowModel, run_twoflow_fold
@@ -43,7 +44,9 @@ def run(
         top_features=top_features,
         seed=cfg.train.seed * 1000 + fold if seed is None else seed,
     )
-    return run_twoflow_fold(cfg, backbone, fold, folds_csv, cnn_work_dir, out, model=model)
+    return run_twoflow_fold(
+        cfg, backbone, fold, folds_csv, cnn_work_dir, out, model=model, model_out=model_out
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-trees", type=int, default=None, help="trees per label forest")
     ap.add_argument("--top-features", type=int, default=None, help="features kept by importance")
     ap.add_argument("--seed", type=int, default=None, help="default: train.seed * 1000 + fold")
+    ap.add_argument(
+        "--model-out", type=Path, default=None, help="also save the fitted model (joblib)"
+    )
     args = ap.parse_args(argv)
     return cli(
         lambda: run(
@@ -78,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             args.n_trees,
             args.top_features,
             args.seed,
+            args.model_out,
         )
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -107,3 +108,60 @@ def train_args(config, backbone, folds, work_dir, out, fold=0) -> list:
         "--out",
         out,
     ]
+
+
+def tiny_demo_config(tmp: Path) -> Path:
+    text = (ROOT / "configs" / "demo.toml").read_text()
+    for old, new in [
+        ('out_dir = "data/demo"', f'out_dir = "{tmp}/demo"'),
+        ('train_dir = "data/demo/train"', f'train_dir = "{tmp}/demo/train"'),
+        ('test_dir = "data/demo/test"', f'test_dir = "{tmp}/demo/test"'),
+        ('test_truth = "data/demo/test_truth.csv"', f'test_truth = "{tmp}/demo/test_truth.csv"'),
+        ("n_train = 3000", "n_train = 200"),
+        ("n_test = 600", "n_test = 40"),
+        ("image_size = 64", "image_size = 32"),
+        ("\nsize = 64", "\nsize = 32"),
+        ("n_folds = 5\nseed = 42", "n_folds = 3\nseed = 42"),
+    ]:
+        assert old in text, old
+        text = text.replace(old, new)
+    text = text.replace("epochs = 6", "epochs = 2")
+    path = tmp / "tiny_demo.toml"
+    path.write_text(text)
+    return path
+
+
+def make(tmp: Path, cfg: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [
+        "make",
+        *args,
+        f"CONFIG={cfg}",
+        f"BUILD={tmp}/build",
+        f"FOLDS={tmp}/folds.csv",
+        f"SUBMISSIONS={tmp}/submissions",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """A finished ``make all`` on the tiny demo: its folder and config file."""
+
+    root: Path
+    config: Path
+
+    @property
+    def build(self) -> Path:
+        return self.root / "build"
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory) -> TinyRun:
+    """One real ``make all`` on the tiny demo, shared by the e2e, predict and serve tests
+    (they only read it)."""
+    root = tmp_path_factory.mktemp("tiny_demo")
+    cfg = tiny_demo_config(root)
+    run = make(root, cfg, "all")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return TinyRun(root, cfg)

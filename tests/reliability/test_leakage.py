@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import load_config
-from tests.conftest import run_stage
-from tests.test_e2e import tiny_demo_config
+from tests.conftest import run_stage, tiny_demo_config
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,40 @@
+"""`make baseline`: the scikit-learn baseline (logistic regression per label on a
+backbone's embeddings) for one CNN fold; OOF + test predictions in the CNN format."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.config import load_config
+from stages.common import cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.baseline import run_baseline_fold
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--backbone", required=True, help="the backbone whose embeddings are used")
+    ap.add_argument("--fold", type=int, required=True)
+    ap.add_argument("--folds", type=Path, required=True, help="folds CSV from `make folds`")
+    ap.add_argument("--cnn-work-dir", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--C", type=float, default=1.0, help="inverse L2 strength")
+    args = ap.parse_args(argv)
+    return cli(
+        lambda: run_baseline_fold(
+            load_config(args.config),
+            args.backbone,
+            args.fold,
+            args.folds,
+            args.cnn_work_dir,
+            args.out,
+            args.C,
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

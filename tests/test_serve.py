@@ -1,0 +1,243 @@
+"""`make serve`: the page in a real headless Chromium (Selenium), against the real server
+process on 127.0.0.1, over the shared tiny demo run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.serve import BadUpload, check_upload
+from tests.conftest import ROOT, run_stage
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+# ---- upload checks (no browser) --------------------------------------------------------
+
+
+def test_check_upload_accepts_an_image():
+    ok, data = cv2.imencode(".png", np.zeros((20, 30, 3), np.uint8))
+    assert ok
+    assert check_upload(data.tobytes(), "a.png").shape == (20, 30, 3)
+
+
+@pytest.mark.parametrize(
+    ("data", "limit", "message"),
+    [
+        (b"", 100, "a.png is empty"),
+        (b"hello, not an image", 100, "not an image this page can read"),
+        (b"x" * 101, 100, "the limit is"),
+    ],
+)
+def test_check_upload_refuses_with_a_clear_message(data, limit, message):
+    with pytest.raises(BadUpload, match=message):
+        check_upload(data, "a.png", limit)
+
+
+# ---- the page in a browser -------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_demo):
+    port = _free_port()
+    log = tiny_demo.root / f"serve-{port}.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "stages.serve",
+                "--config",
+                str(tiny_demo.config),
+                "--build",
+                str(tiny_demo.build),
+                "--port",
+                str(port),
+                "--max-upload-mb",
+                "1",
+            ],
+            cwd=ROOT,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "/", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server did not answer in 240 s:\n{log.read_text()[-3000:]}")
+            time.sleep(1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if not (CHROMIUM and CHROMEDRIVER):
+        msg = (
+            "Debian's chromium and chromium-driver are not installed "
+            "(`make browser` or .ci/run installs them)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from selenium import webdriver
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(180)
+    yield driver
+    driver.quit()
+
+
+def _test_image(tiny_demo, i=0):
+    ids = pd.read_csv(tiny_demo.root / "demo" / "test" / "test.csv", dtype={"image": str})
+    image_id = ids["image"].iloc[i]
+    return image_id, next((tiny_demo.root / "demo" / "test" / "images").glob(f"{image_id}.*"))
+
+
+def _cli_labels(tiny_demo, path, model="ensemble") -> list[str]:
+    out = run_stage(
+        "predict",
+        "--config",
+        tiny_demo.config,
+        "--build",
+        tiny_demo.build,
+        "--image",
+        path,
+        "--model",
+        model,
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])["labels"]
+
+
+def _submit(browser, url, upload=None, test_id="", model="ensemble"):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    browser.get(url + "/")
+    if upload is not None:
+        browser.find_element(By.ID, "image").send_keys(str(upload))
+    Select(browser.find_element(By.ID, "test_id")).select_by_value(test_id)
+    Select(browser.find_element(By.ID, "model")).select_by_value(model)
+    browser.find_element(By.ID, "submit").click()
+
+
+def _shown_labels(browser) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    shown = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "#labels li")]
+    return [] if shown == ["(no label)"] else shown
+
+
+@pytest.mark.slow
+def test_index_shows_form_and_metrics_table(server, browser, tiny_demo):
+    from selenium.webdriver.common.by import By
+
+    browser.get(server + "/")
+    labels = list(pd.read_csv(tiny_demo.root / "demo" / "train" / "labels.csv", nrows=0))[1:]
+    rows = browser.find_elements(By.CSS_SELECTOR, "#metrics tr")
+    assert len(rows) == len(labels) + 2  # header + labels + macro
+    assert "vote" in rows[0].text and "stack" in rows[0].text
+    models = [
+        o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#model option")
+    ]
+    assert models[0] == "ensemble" and "small_cnn" in models and "twoflow" in models
+
+
+@pytest.mark.slow
+def test_upload_shows_the_cli_labels_and_similar_images(server, browser, tiny_demo):
+    from selenium.webdriver.common.by import By
+
+    _, path = _test_image(tiny_demo, 0)
+    _submit(browser, server, upload=path)
+    assert browser.find_elements(By.ID, "result"), browser.page_source[-2000:]
+    assert _shown_labels(browser) == _cli_labels(tiny_demo, path)
+    rows = browser.find_elements(By.CSS_SELECTOR, "#scores tr[data-label]")
+    marked = [
+        r.get_attribute("data-label") for r in rows if "yes" in (r.get_attribute("class") or "")
+    ]
+    assert marked == _shown_labels(browser)
+    sims = browser.find_elements(By.CSS_SELECTOR, "#similar img")
+    assert len(sims) == 10
+    assert all(browser.execute_script("return arguments[0].naturalWidth", im) > 0 for im in sims)
+
+
+@pytest.mark.slow
+def test_pick_a_test_image_with_one_model(server, browser, tiny_demo):
+    from selenium.webdriver.common.by import By
+
+    image_id, path = _test_image(tiny_demo, 3)
+    _submit(browser, server, test_id=image_id, model="small_cnn")
+    assert "small_cnn" in browser.find_element(By.CSS_SELECTOR, "#result h2").text
+    assert _shown_labels(browser) == _cli_labels(tiny_demo, path, "small_cnn")
+    assert browser.find_elements(By.ID, "truth")  # the demo's test truth is shown
+
+
+@pytest.mark.slow
+def test_text_file_upload_shows_an_error(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("this is not an image\n")
+    _submit(browser, server, upload=notes)
+    error = browser.find_element(By.ID, "error").text
+    assert "notes.txt is not an image this page can read" in error
+    assert not browser.find_elements(By.ID, "result")
+
+
+@pytest.mark.slow
+def test_too_big_upload_shows_an_error(server, browser, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    big = tmp_path / "huge.png"
+    big.write_bytes(b"\x89PNG" + os.urandom(2 * 1024 * 1024))
+    _submit(browser, server, upload=big)
+    assert "the limit is 1 MB" in browser.find_element(By.ID, "error").text
