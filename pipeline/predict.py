@@ -181,19 +181,25 @@ class Predictor:
             model.set_weights(self._weights[key])
         return model
 
-    def _column(self, paths: list[Path], backbone: str, fold: int, epoch: int) -> np.ndarray:
+    def _inputs(self, paths: list[Path]) -> np.ndarray:
+        """The decoded batch, mirrored copies appended with TTA: what the prediction feed of
+        ``pipeline.train.predict_paths`` gives the model for these files."""
+        from pipeline.data import load_image
+
+        batch = np.stack([load_image(p, self.size) for p in paths]).astype(np.float32)
+        return np.concatenate([batch, batch[:, :, ::-1]]) if self.tta_flip else batch
+
+    def _run(self, model, inputs: np.ndarray) -> np.ndarray:
+        out = np.asarray(model.predict_on_batch(inputs), dtype=np.float32)
+        return out.reshape(2, -1, out.shape[-1]).mean(axis=0) if self.tta_flip else out
+
+    def _column(self, paths, inputs, backbone: str, fold: int, epoch: int) -> np.ndarray:
         """(n, L) probabilities of one base column's fold-``fold`` model."""
-        from pipeline.train import predict_paths
-
         if backbone == TWOFLOW:
-            return self._twoflow_column(paths, fold)
-        batch = 2 * len(paths) if self.tta_flip else len(paths)
-        return predict_paths(
-            self._cnn(backbone, fold, epoch), paths, self.size, batch, self.tta_flip
-        )
+            return self._twoflow_column(paths, inputs, fold)
+        return self._run(self._cnn(backbone, fold, epoch), inputs)
 
-    def _twoflow_column(self, paths: list[Path], fold: int) -> np.ndarray:
-        from pipeline.train import predict_paths
+    def _twoflow_column(self, paths, inputs, fold: int) -> np.ndarray:
         from pipeline.twoflow import downsample_pixels, embedding_model, load_model
 
         if fold not in self._twoflow:
@@ -201,8 +207,10 @@ class Predictor:
         tf_model = self._twoflow[fold]
         b = self.cfg.twoflow.backbone or self.cfg.train.backbones[0].name
         cnn = self._cnn(b, fold, self.cfg.backbone(b).epochs)  # its final epoch, as in fit
-        batch = 2 * len(paths) if self.tta_flip else len(paths)
-        deep = predict_paths(embedding_model(cnn), paths, self.size, batch, self.tta_flip)
+        key = f"{b}/embedding"
+        if key not in self._models:  # shares cnn's layers: it follows its weight swaps
+            self._models[key] = embedding_model(cnn)
+        deep = self._run(self._models[key], inputs)
         pixels = downsample_pixels(paths, tf_model.pixel_size)
         return tf_model.predict_proba(pixels, deep).astype(np.float32)
 
@@ -210,21 +218,19 @@ class Predictor:
 
     def predict(self, paths, model: str = ENSEMBLE) -> list[Prediction]:
         """Score image files with ``model`` (``"ensemble"`` or a base model's name)."""
-        from pipeline.data import load_image
         from pipeline.submit import fold_votes, majority_vote
 
         paths = [Path(p) for p in paths]
-        for p in paths:
-            load_image(p)  # a clear error naming the file, before any model runs
         if model != ENSEMBLE and model not in self.singles:
             raise ValueError(f"unknown model {model!r}; choose one of {self.model_names}")
+        inputs = self._inputs(paths)  # a clear error naming a bad file, before any model runs
         n, n_labels = len(paths), len(self.labels)
         if model == ENSEMBLE:
             stacked = np.empty((self.n_folds, n, n_labels))
             for k in range(self.n_folds):
                 x = np.full((n, len(self.columns), n_labels), np.nan, dtype=np.float32)
                 for b, e in self.used_columns:
-                    x[:, self.columns.index((b, e))] = self._column(paths, b, k, e)
+                    x[:, self.columns.index((b, e))] = self._column(paths, inputs, b, k, e)
                 stacked[k] = self.stacker.predict_proba(x.reshape(n, -1))
             votes = fold_votes(stacked, self.thresholds)
             final = majority_vote(votes, self.cfg.submit.tie)
@@ -246,7 +252,9 @@ class Predictor:
                 for i in range(n)
             ]
         epoch, th, _ = self.singles[model]
-        prob = np.mean([self._column(paths, model, k, epoch) for k in range(self.n_folds)], axis=0)
+        prob = np.mean(
+            [self._column(paths, inputs, model, k, epoch) for k in range(self.n_folds)], axis=0
+        )
         pred = (prob >= th).astype(np.int8)
         detail = f"epoch {epoch}, mean of {self.n_folds} fold models, OOF thresholds"
         return [Prediction(model, detail, self.labels, prob[i], th, pred[i]) for i in range(n)]

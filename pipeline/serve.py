@@ -260,24 +260,28 @@ def create_app(cfg: Config, build_dir: str | Path, max_upload_bytes: int = MAX_U
     def index() -> str:
         return page(title, form_html(svc) + metrics_html(svc))
 
+    def _answer(image, test_id: str, model: str) -> tuple[dict, str, str]:
+        """(result, how the image is described, test id) or :class:`BadUpload`."""
+        if model not in svc.predictor.model_names:
+            raise BadUpload(f"unknown model {model!r}")
+        with tempfile.TemporaryDirectory() as tmp:
+            path, shown, tid = _resolve(image, test_id, Path(tmp))
+            return svc.predict(path, model), shown, tid
+
     @app.post("/predict", response_class=HTMLResponse)
     def predict(
         image: Annotated[UploadFile | None, File()] = None,
         test_id: Annotated[str, Form()] = "",
         model: Annotated[str, Form()] = "ensemble",
     ):
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                if model not in svc.predictor.model_names:
-                    raise BadUpload(f"unknown model {model!r}")
-                path, shown, tid = _resolve(image, test_id, Path(tmp))
-                result = svc.predict(path, model)
-            except BadUpload as exc:
-                body = f"<div class='error' id='error'>{_e(exc)}</div>"
-                return HTMLResponse(
-                    page(title, body + form_html(svc, model, test_id) + metrics_html(svc)),
-                    status_code=400,
-                )
+        try:
+            result, shown, tid = _answer(image, test_id, model)
+        except BadUpload as exc:
+            body = f"<div class='error' id='error'>{_e(exc)}</div>"
+            return HTMLResponse(
+                page(title, body + form_html(svc, model, test_id) + metrics_html(svc)),
+                status_code=400,
+            )
         body = result_html(svc, result, shown, _truth(tid))
         return page(title, form_html(svc, model, test_id) + body + metrics_html(svc))
 
@@ -287,14 +291,10 @@ def create_app(cfg: Config, build_dir: str | Path, max_upload_bytes: int = MAX_U
         test_id: Annotated[str, Form()] = "",
         model: Annotated[str, Form()] = "ensemble",
     ):
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                if model not in svc.predictor.model_names:
-                    raise BadUpload(f"unknown model {model!r}")
-                path, _, _ = _resolve(image, test_id, Path(tmp))
-                return svc.predict(path, model)
-            except BadUpload as exc:
-                return JSONResponse({"error": str(exc)}, status_code=400)
+        try:
+            return _answer(image, test_id, model)[0]
+        except BadUpload as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
 
     @app.get("/image/{split}/{image_id}")
     def image_file(split: str, image_id: str):

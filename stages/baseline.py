@@ -5,22 +5,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from pipeline.config import load_config
-from stages.common import cli
+from stages.common import add_fold_model_args, cli
 
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.baseline import run_baseline_fold
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--config", type=Path, required=True)
-    ap.add_argument("--backbone", required=True, help="the backbone whose embeddings are used")
-    ap.add_argument("--fold", type=int, required=True)
-    ap.add_argument("--folds", type=Path, required=True, help="folds CSV from `make folds`")
-    ap.add_argument("--cnn-work-dir", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
+    add_fold_model_args(ap, "are used")
     ap.add_argument("--C", type=float, default=1.0, help="inverse L2 strength")
     args = ap.parse_args(argv)
     return cli(

@@ -50,3 +50,20 @@ def group_pred_files(paths) -> dict:
             raise ValueError(f"{p}: prediction files must be named <backbone>.fold<k>.npz")
         groups.setdefault(backbone, []).append((int(fold), p))
     return {b: [p for _, p in sorted(v)] for b, v in groups.items()}
+
+
+def add_fold_model_args(ap, what: str) -> None:
+    """The arguments of a stage fit on one CNN fold's embeddings (Two-Flow, baseline)."""
+    from pathlib import Path
+
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--backbone", required=True, help=f"the backbone whose embeddings {what}")
+    ap.add_argument("--fold", type=int, required=True)
+    ap.add_argument("--folds", type=Path, required=True, help="folds CSV from `make folds`")
+    ap.add_argument(
+        "--cnn-work-dir",
+        type=Path,
+        required=True,
+        help="that backbone's fold work dir (build/<name>/cnn/<backbone>.fold<k>)",
+    )
+    ap.add_argument("--out", type=Path, required=True, help="predictions .npz (CNN format)")

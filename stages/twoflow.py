@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import load_config
-from stages.common import cli
+from stages.common import add_fold_model_args, cli
 
 
 def run(
@@ -51,17 +51,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--config", type=Path, required=True)
-    ap.add_argument("--backbone", required=True, help="the backbone whose embeddings are flow 2")
-    ap.add_argument("--fold", type=int, required=True)
-    ap.add_argument("--folds", type=Path, required=True, help="folds CSV from `make folds`")
-    ap.add_argument(
-        "--cnn-work-dir",
-        type=Path,
-        required=True,
-        help="that backbone's fold work dir (build/<name>/cnn/<backbone>.fold<k>)",
-    )
-    ap.add_argument("--out", type=Path, required=True, help="predictions .npz (CNN format)")
+    add_fold_model_args(ap, "are flow 2")
     ap.add_argument("--n-components", type=int, default=None, help="pixel random projections")
     ap.add_argument("--pixel-size", type=int, default=None, help="pixel thumbnail side")
     ap.add_argument("--n-trees", type=int, default=None, help="trees per label forest")

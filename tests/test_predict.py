@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from pipeline.config import load_config
+from pipeline.data import image_paths
 from tests.conftest import run_stage
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,7 @@ def _test_images(tiny_demo, n):
     ids = pd.read_csv(tiny_demo.root / "demo" / "test" / "test.csv", dtype={"image": str})
     ids = ids["image"].tolist()[:n]
     images = tiny_demo.root / "demo" / "test" / "images"
-    return ids, [next(images.glob(f"{i}.*")) for i in ids]
+    return ids, image_paths(ids, images)
 
 
 def test_ensemble_reproduces_submission_rows(tiny_demo, predictor):
@@ -75,20 +76,27 @@ def test_unknown_model_and_bad_image(tiny_demo, predictor, tmp_path):
         predictor.predict([bad])
 
 
-def test_cli_json_matches_predictor(tiny_demo, predictor, tmp_path):
-    _, paths = _test_images(tiny_demo, 2)
+def predict_cli(tiny_demo, paths, model="ensemble") -> list[dict]:
+    """``python -m stages.predict --json`` on image files: one dict per image."""
     out = run_stage(
         "predict",
         "--config",
         tiny_demo.config,
         "--build",
         tiny_demo.build,
+        "--model",
+        model,
+        "--json",
         "--image",
         *paths,
-        "--json",
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def test_cli_json_matches_predictor(tiny_demo, predictor, tmp_path):
+    _, paths = _test_images(tiny_demo, 2)
+    rows = predict_cli(tiny_demo, paths)
     assert [r["labels"] for r in rows] == [
         p.positive_labels for p in predictor.predict(paths, "ensemble")
     ]

@@ -3,7 +3,6 @@ process on 127.0.0.1, over the shared tiny demo run."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -17,8 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.data import image_paths
 from pipeline.serve import BadUpload, check_upload
-from tests.conftest import ROOT, run_stage
+from tests.conftest import ROOT
+from tests.test_predict import predict_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -138,24 +139,11 @@ def browser(tmp_path_factory):
 def _test_image(tiny_demo, i=0):
     ids = pd.read_csv(tiny_demo.root / "demo" / "test" / "test.csv", dtype={"image": str})
     image_id = ids["image"].iloc[i]
-    return image_id, next((tiny_demo.root / "demo" / "test" / "images").glob(f"{image_id}.*"))
+    return image_id, image_paths([image_id], tiny_demo.root / "demo" / "test" / "images")[0]
 
 
 def _cli_labels(tiny_demo, path, model="ensemble") -> list[str]:
-    out = run_stage(
-        "predict",
-        "--config",
-        tiny_demo.config,
-        "--build",
-        tiny_demo.build,
-        "--image",
-        path,
-        "--model",
-        model,
-        "--json",
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])["labels"]
+    return predict_cli(tiny_demo, [path], model)[0]["labels"]
 
 
 def _submit(browser, url, upload=None, test_id="", model="ensemble"):
