@@ -216,6 +216,12 @@ class Predictor:
 
     # ---- public ------------------------------------------------------------------------
 
+    def warm_up(self, image: str | Path) -> None:
+        """Load every fold x epoch weight set and trace every model once (one image through
+        every model), so the first real request is as fast as the others."""
+        for name in self.model_names:
+            self.predict([image], name)
+
     def predict(self, paths, model: str = ENSEMBLE) -> list[Prediction]:
         """Score image files with ``model`` (``"ensemble"`` or a base model's name)."""
         from pipeline.submit import fold_votes, majority_vote

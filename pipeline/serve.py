@@ -14,8 +14,8 @@ Routes:
     GET  /image/{split}/{id}  a train or test image of the run, by id
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: FastAPI reads the route signatures below at
+# definition time, and their types are imported inside create_app
 import html
 import json
 import tempfile
@@ -92,6 +92,9 @@ class Service:
             self.truth = pd.read_csv(cfg.data.test_truth, dtype={cfg.data.id_column: str})
             self.truth = self.truth.set_index(cfg.data.id_column)
         self.lock = threading.Lock()
+        if self.train_paths:
+            self.predictor.warm_up(next(iter(self.train_paths.values())))
+            self.similar(next(iter(self.train_paths.values())))
 
     def similar(self, path: Path, k: int = N_SIMILAR) -> list[dict]:
         from pipeline.twoflow import load_checkpoint

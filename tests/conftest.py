@@ -160,6 +160,9 @@ class TinyRun:
 def tiny_demo(tmp_path_factory) -> TinyRun:
     """One real ``make all`` on the tiny demo, shared by the e2e, predict and serve tests
     (they only read it)."""
+    reuse = os.environ.get("TINY_DEMO_DIR")  # developers: reuse a finished run's folder
+    if reuse and (Path(reuse) / "build" / "report" / "metrics.json").is_file():
+        return TinyRun(Path(reuse), Path(reuse) / "tiny_demo.toml")
     root = tmp_path_factory.mktemp("tiny_demo")
     cfg = tiny_demo_config(root)
     run = make(root, cfg, "all")

@@ -81,7 +81,7 @@ def server(tiny_demo):
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 600
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"the server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
@@ -92,7 +92,7 @@ def server(tiny_demo):
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer in 240 s:\n{log.read_text()[-3000:]}")
+                pytest.fail(f"the server did not answer in 600 s:\n{log.read_text()[-3000:]}")
             time.sleep(1)
         yield url
     finally:
@@ -148,7 +148,7 @@ def _cli_labels(tiny_demo, path, model="ensemble") -> list[str]:
 
 def _submit(browser, url, upload=None, test_id="", model="ensemble"):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     browser.get(url + "/")
     if upload is not None:
@@ -156,6 +156,9 @@ def _submit(browser, url, upload=None, test_id="", model="ensemble"):
     Select(browser.find_element(By.ID, "test_id")).select_by_value(test_id)
     Select(browser.find_element(By.ID, "model")).select_by_value(model)
     browser.find_element(By.ID, "submit").click()
+    WebDriverWait(browser, 300).until(
+        lambda d: d.find_elements(By.ID, "result") or d.find_elements(By.ID, "error")
+    )
 
 
 def _shown_labels(browser) -> list[str]:
