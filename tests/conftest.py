@@ -117,7 +117,7 @@ def tiny_demo_config(tmp: Path) -> Path:
         ('train_dir = "data/demo/train"', f'train_dir = "{tmp}/demo/train"'),
         ('test_dir = "data/demo/test"', f'test_dir = "{tmp}/demo/test"'),
         ('test_truth = "data/demo/test_truth.csv"', f'test_truth = "{tmp}/demo/test_truth.csv"'),
-        ("n_train = 3000", "n_train = 200"),
+        ("n_train = 2400", "n_train = 200"),
         ("n_test = 600", "n_test = 40"),
         ("image_size = 64", "image_size = 32"),
         ("\nsize = 64", "\nsize = 32"),
