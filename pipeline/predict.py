@@ -87,7 +87,7 @@ class Predictor:
     def __init__(self, cfg: Config, build_dir: str | Path, preds=None):
         from pipeline.data import read_labels
         from pipeline.report import best_epoch
-        from pipeline.select import load_base_predictions
+        from pipeline.select import Selection, load_base_predictions
         from pipeline.stack import PerLabelXGBStacker
         from stages.common import group_pred_files
 
@@ -107,13 +107,7 @@ class Predictor:
         if list(th["labels"]) != self.labels:
             raise ValueError(f"{need[1]} and {need[0]} disagree on labels; re-run `make all`")
         self.thresholds = np.asarray(th["thresholds"], dtype=np.float64)
-        used = sorted(
-            {
-                int(c)
-                for entries in selection["labels"].values()
-                for c in (e["column"] for e in entries)
-            }
-        )
+        used = sorted({int(c) for idx in Selection.from_dict(selection).indices for c in idx})
         self.used_columns = [self.columns[c] for c in used]
         self.n_folds = cfg.folds.n_folds
 
