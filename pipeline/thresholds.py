@@ -222,3 +222,54 @@ class ThresholdSearch(TransformerMixin, BaseEstimator):
                 return idx, n_pass
         self._not_converged()
         return idx, self.max_iter
+
+
+#: Threshold rules the second level chooses between (``pipeline.second_level``).
+RULES = ("per_label", "global", "shrunk")
+
+
+def rule_thresholds(
+    p: np.ndarray,
+    y: np.ndarray,
+    rule: str | list[str] | tuple[str, ...] = "per_label",
+    beta: float = 2.0,
+    step: float = 0.01,
+    shrink: float = 20.0,
+) -> np.ndarray:
+    """(L,) thresholds by a rule, fitted on probabilities ``p`` (n, L) against ``y`` (n, L).
+
+    - ``per_label``: each label's own F-beta-optimal grid threshold (``ThresholdSearch``
+      with macro averaging).
+    - ``global``: one threshold for every label, the grid value maximising macro F-beta.
+      Why: a rare label's own optimum is fitted on a handful of positives and often does
+      not carry over to new images (HPA 2018 teams found global thresholds generalise).
+    - ``shrunk``: ``(n_pos * t_label + shrink * t_global) / (n_pos + shrink)``, rounded to
+      the grid: labels with many positives keep their own threshold, rare ones move
+      towards the global one.
+
+    ``rule`` may be one name for every label or a sequence of L names (one per label).
+    """
+    y = check_labels(y)
+    p = check_probabilities(p, y.shape)
+    n_labels = y.shape[1]
+    rules = [rule] * n_labels if isinstance(rule, str) else list(rule)
+    if len(rules) != n_labels:
+        raise ValueError(f"{len(rules)} threshold rules for {n_labels} labels")
+    unknown = sorted(set(rules) - set(RULES))
+    if unknown:
+        raise ValueError(f"unknown threshold rule(s) {unknown}; choose from {RULES}")
+    if shrink < 0:
+        raise ValueError(f"shrink must be >= 0, got {shrink!r}")
+    grid = threshold_grid(step)
+    tp, fp, fn = _threshold_counts(y, p, step)
+    curves = fbeta_from_counts(tp, fp, fn, beta)  # (G, L)
+    own = grid[[select_threshold(curves[:, j], grid) for j in range(n_labels)]]
+    has_known = ~np.isnan(y).all(axis=0)
+    if not has_known.any():
+        raise ValueError("labels have no known cell: there is nothing to fit thresholds on")
+    t_global = grid[select_threshold(curves[:, has_known].mean(axis=1), grid)]
+    n_pos = np.nansum(y, axis=0)
+    shrunk = (n_pos * own + shrink * t_global) / np.maximum(n_pos + shrink, 1e-12)
+    shrunk = grid[np.clip(np.rint(shrunk / step).astype(np.intp), 0, grid.size - 1)]
+    by_rule = {"per_label": own, "global": np.full(n_labels, t_global), "shrunk": shrunk}
+    return np.array([by_rule[r][j] for j, r in enumerate(rules)], dtype=np.float64)

@@ -26,13 +26,11 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 from tqdm import tqdm
 
-from pipeline.data import load_image, save_npz_atomic
+from pipeline.data import load_image
+from pipeline.frozen import EMBEDDING_LAYER, embedding_model  # noqa: F401  (shared helpers)
 from pipeline.metrics import check_labels
 
 log = logging.getLogger(__name__)
-
-EMBEDDING_LAYER = "pool"
-"""The layer of every ``pipeline.backbones.build_model`` model whose output is the embedding."""
 
 
 def downsample_pixels(images: Sequence[str | Path] | np.ndarray, pixel_size: int) -> np.ndarray:
@@ -87,20 +85,6 @@ def load_checkpoint(model_path: str | Path):
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path} does not exist; run `make train-cnn` first")
     return keras.saving.load_model(model_path, compile=False)
-
-
-def embedding_model(model):
-    """The sub-model from the image input to the pooled embedding (the ``pool`` layer)."""
-    import keras
-
-    try:
-        pool = model.get_layer(EMBEDDING_LAYER)
-    except ValueError as exc:
-        raise ValueError(
-            f"model {model.name!r} has no {EMBEDDING_LAYER!r} layer; embeddings need a model "
-            "built by pipeline.backbones.build_model"
-        ) from exc
-    return keras.Model(model.inputs, pool.output, name=f"{model.name}_embedding")
 
 
 def embed(
@@ -385,16 +369,9 @@ def fold_embeddings(cfg, backbone: str, fold: int, folds_csv, cnn_work_dir):
 
 def save_fold_predictions(out_path, job, oof: np.ndarray, test: np.ndarray) -> None:
     """One (val, test) prediction pair in the CNN file format with a single "epoch" 1."""
-    save_npz_atomic(
-        out_path,
-        labels=np.array(job.labels),
-        val_ids=np.asarray(job.val_ids).astype(str),
-        test_ids=np.asarray(job.test_ids).astype(str),
-        epochs=np.array([1], dtype=np.int64),
-        oof=oof[None].astype(np.float32),
-        test=test[None].astype(np.float32),
-        loss=np.array([np.nan], dtype=np.float32),
-    )
+    from pipeline.select import save_single_epoch_predictions
+
+    save_single_epoch_predictions(out_path, job.labels, job.val_ids, job.test_ids, oof, test)
 
 
 def run_twoflow_fold(

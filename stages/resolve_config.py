@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.config import config_hash, load_config, section_payloads, to_dict, weights_file
+from pipeline.config import BackboneConfig, config_hash, load_config, section_payloads, to_dict, weights_file
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -54,6 +54,14 @@ def run(config: Path, out_dir: Path) -> None:
         f"TWOFLOW_BACKBONE := {(tf.backbone or cfg.train.backbones[0].name) if tf.enabled else ''}"
     )
     lines += [f"WEIGHTS_{b.name} := {weights_file(b)}" for b in cfg.train.backbones]
+    members = [(f, f"{f.name}_{h}") for f in cfg.frozen for h in f.heads]
+    lines.append(f"FROZEN := {' '.join(f.name for f in cfg.frozen)}")
+    lines.append(f"FROZEN_MEMBERS := {' '.join(m for _, m in members)}")
+    lines += [f"FROZEN_EMB_{m} := {f.name}" for f, m in members]
+    lines += [
+        f"WEIGHTS_FROZEN_{f.name} := {weights_file(BackboneConfig(f.backbone, f.weights))}"
+        for f in cfg.frozen
+    ]
     write_if_changed(out_dir / "vars.mk", "\n".join(lines) + "\n")
 
 

@@ -22,7 +22,7 @@ from stages.common import cli, group_pred_files
 log = logging.getLogger("stages.stack")
 
 
-def make_stacker(cfg: Config, features, client=None):
+def make_stacker(cfg: Config, features=None, client=None):
     """The per-label XGBoost stacker as the config describes it."""
     from pipeline.stack import PerLabelXGBStacker
 
@@ -43,33 +43,75 @@ def make_stacker(cfg: Config, features, client=None):
     )
 
 
-def run(cfg: Config, preds, out: Path, client=None) -> None:
-    from pipeline.data import read_labels
-    from pipeline.select import feature_indices, load_base_predictions, select_columns
+def make_second_level_combiners(cfg: Config, columns) -> dict:
+    """The config's candidate combiners over ``columns`` (``[stack] combiners``)."""
+    from pipeline.second_level import make_combiners
 
-    s = cfg.stack
+    s, t = cfg.stack, cfg.thresholds
+    return make_combiners(
+        s.combiners,
+        columns,
+        stacker=make_stacker(cfg),
+        top_n=s.top_n,
+        corr_threshold=s.corr_threshold,
+        beta=t.beta,
+        step=t.step,
+        inner_folds=s.n_folds,
+        seed=s.seed,
+        logistic_c=s.logistic_c,
+    )
+
+
+def run(cfg: Config, preds, out: Path, client=None) -> None:
+    from threadpoolctl import threadpool_limits
+
+    from pipeline.data import read_labels
+    from pipeline.second_level import fit_second_level
+    from pipeline.select import load_base_predictions, select_columns
+
+    s, t = cfg.stack, cfg.thresholds
     table = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)
     base = load_base_predictions(group_pred_files(preds), table.ids)
     n, n_cols, n_labels = base.oof.shape
+    combiners = make_second_level_combiners(cfg, base.columns)
+    # one BLAS thread per process: Make runs stages side by side on few cores, and threaded
+    # BLAS under contention made the small logistic fits ~10x slower (measured)
+    with threadpool_limits(limits=1):
+        level = fit_second_level(
+            base.oof,
+            table.y,
+            base.columns,
+            base.labels,
+            combiners,
+            rules=s.rules,
+            outer_folds=s.outer_folds,
+            mode=s.mode,
+            beta=t.beta,
+            step=t.step,
+            shrink=s.shrink,
+            seed=s.seed,
+            n_boot=s.n_boot,
+            client=client,
+        )
+        names = list(level.combiners)
+        k = base.test.shape[0]
+        cand_oof = np.stack([level.combiners[c].oof_ for c in names]).astype(np.float32)
+        cand_test = np.stack(
+            [
+                np.stack([level.combiners[c].predict_proba(base.test[f]) for f in range(k)])
+                for c in names
+            ]
+        ).astype(np.float32)
+    pick = np.array([names.index(c) for c, _ in level.choice])
+    labels_idx = np.arange(n_labels)
+    oof = cand_oof[pick, :, labels_idx].T
+    test = cand_test[pick, :, :, labels_idx].transpose(1, 2, 0)
+    oof = np.where(np.isnan(table.y), np.nan, oof).astype(np.float32)
+    level.save(out.parent / "models")
     selection = select_columns(
-        base.oof,
-        table.y,
-        base.columns,
-        beta=cfg.thresholds.beta,
-        top_n=s.top_n,
-        corr_threshold=s.corr_threshold,
-        step=cfg.thresholds.step,
+        base.oof, table.y, base.columns, t.beta, s.top_n, s.corr_threshold, t.step
     )
-    features = feature_indices(selection.indices, n_labels)
-    stacker = make_stacker(cfg, features, client)
-    stacker.fit(base.oof.reshape(n, n_cols * n_labels), table.y)
-    k = base.test.shape[0]
-    m = base.test.shape[1]
-    test = np.stack(
-        [stacker.predict_proba(base.test[f].reshape(m, n_cols * n_labels)) for f in range(k)]
-    ).astype(np.float32)
-    stacker.save(out.parent / "models", labels=base.labels)
-    sel = selection.to_dict(base.labels)
+    sel = {**selection.to_dict(base.labels), "second_level": level.report}
     write_text_atomic(out.parent / "selection.json", json.dumps(sel, indent=2) + "\n")
     save_npz_atomic(
         out,
@@ -77,10 +119,22 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
         train_ids=table.ids.astype(str),
         test_ids=np.asarray(base.test_ids).astype(str),
         y=table.y,
-        oof=stacker.oof_.astype(np.float32),
-        test=test,
+        oof=oof,
+        test=test.astype(np.float32),
+        combiners=np.asarray(names),
+        candidates_oof=cand_oof,
+        candidates_test=cand_test,
+        choice_combiner=pick,
+        choice_rule=np.asarray([r for _, r in level.choice]),
     )
-    log.info("stack: %d labels, %d base columns, %d CNN folds -> %s", n_labels, n_cols, k, out)
+    log.info(
+        "stack: %d labels, %d base columns, %d CNN folds; chosen %s -> %s",
+        n_labels,
+        n_cols,
+        k,
+        dict(zip(*np.unique([f"{c}/{r}" for c, r in level.choice], return_counts=True))),
+        out,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

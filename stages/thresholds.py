@@ -17,32 +17,52 @@ from stages.common import cli
 log = logging.getLogger("stages.thresholds")
 
 
+def stacked_thresholds(cfg: Config, z) -> tuple[np.ndarray, str]:
+    """(L,) thresholds for a stacked file: each label's chosen rule, fitted on its chosen
+    combiner's OOF over all labels (as the nested CV scored it); micro/samples averaging
+    couples labels, so it runs the coordinate-ascent search on the stacked OOF instead."""
+    from pipeline.thresholds import ThresholdSearch, rule_thresholds
+
+    t, s = cfg.thresholds, cfg.stack
+    y, oof = z["y"], z["oof"]
+    if t.average != "macro" or "candidates_oof" not in z:
+        search = ThresholdSearch(beta=t.beta, step=t.step, average=t.average)
+        return search.fit(np.nan_to_num(oof, nan=0.0), y).thresholds_, f"search ({t.average})"
+    cand_oof, pick, rules = z["candidates_oof"], z["choice_combiner"], z["choice_rule"]
+    out = np.empty(y.shape[1])
+    for c, rule in sorted({(int(c), str(r)) for c, r in zip(pick, rules, strict=True)}):
+        cols = (pick == c) & (rules == rule)
+        out[cols] = rule_thresholds(cand_oof[c], y, rule, t.beta, t.step, s.shrink)[cols]
+    names = [f"{z['combiners'][c]}/{r}" for c, r in zip(pick, rules, strict=True)]
+    return out, ", ".join(f"{n} x{names.count(n)}" for n in dict.fromkeys(names))
+
+
 def run(cfg: Config, stacked: Path, out: Path) -> None:
-    from pipeline.metrics import fbeta_per_label
-    from pipeline.thresholds import ThresholdSearch
+    from pipeline.metrics import fbeta_per_label, fbeta_score
 
     with np.load(stacked) as z:
         labels = [str(s) for s in z["labels"]]
         y, oof = z["y"], z["oof"]
-    known = ~np.isnan(oof)
-    if not known[~np.isnan(y)].all():
-        raise ValueError(
-            f"{stacked}: stacked OOF has gaps where labels are known; rerun make stack"
-        )
+        known = ~np.isnan(oof)
+        if not known[~np.isnan(y)].all():
+            raise ValueError(
+                f"{stacked}: stacked OOF has gaps where labels are known; rerun make stack"
+            )
+        thresholds, how = stacked_thresholds(cfg, z)
     t = cfg.thresholds
-    search = ThresholdSearch(beta=t.beta, step=t.step, average=t.average).fit(
-        np.nan_to_num(oof, nan=0.0), y
-    )
-    per_label = fbeta_per_label(y, search.transform(np.nan_to_num(oof, nan=0.0)), beta=t.beta)
+    pred = (np.nan_to_num(oof, nan=0.0) >= thresholds).astype(np.int8)
+    per_label = fbeta_per_label(y, pred, beta=t.beta)
+    score = fbeta_score(y, pred, beta=t.beta, average=t.average)
     payload = {
         "labels": labels,
-        "thresholds": [float(v) for v in search.thresholds_],
+        "thresholds": [float(v) for v in thresholds],
         "oof_fbeta_per_label": [float(v) for v in per_label],
-        "oof_fbeta": float(search.score_),
+        "oof_fbeta": float(score),
+        "rules": how,
         "config": to_dict(t),
     }
     write_text_atomic(out, json.dumps(payload, indent=2) + "\n")
-    log.info("thresholds: OOF F%.3g (%s) = %.4f -> %s", t.beta, t.average, search.score_, out)
+    log.info("thresholds (%s): OOF F%.3g (%s) = %.4f -> %s", how, t.beta, t.average, score, out)
 
 
 def main(argv: list[str] | None = None) -> int:

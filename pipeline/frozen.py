@@ -1,0 +1,290 @@
+"""Frozen-feature members: a pretrained backbone embeds every image once, heads per fold.
+
+DESIGN "Members and the second level": fine-tuning on CPU costs tens of minutes per
+backbone at 96 px; embedding every image once with a frozen ImageNet backbone at its native
+resolution (224 px or more, flip TTA) costs seconds to a minute, sees 5x more pixels, and
+gives members whose errors differ from the fine-tuned ones' — the diversity a second level
+needs. Per CNN fold k, a head is fitted on the rows of the other folds only and predicts
+fold k's rows and the test set, written in the CNN prediction-file format (one "epoch"), so
+selection and every combiner take it like any backbone, with no OOF leakage.
+
+Heads (sklearn-style, state as plain arrays for the predictor):
+- :class:`LogisticHead`: standardised embeddings, one L2 ``LogisticRegression`` per label
+  (``class_weight="balanced"``: rare labels keep their recall before thresholds).
+- :class:`KNNHead`: cosine nearest neighbours; per label the similarity-weighted share of
+  positives among the ``k`` nearest known rows, shrunk towards the label's prevalence.
+
+The embedding file (``build/<config>/embed/<name>.npz``) has one writer and one reader
+here: :func:`save_embeddings` / :func:`load_embeddings`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+
+from pipeline.metrics import check_labels
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_LAYER = "pool"
+_EMBED_KEYS = ("train_ids", "test_ids", "train", "test", "backbone", "image_size")
+
+
+def embedding_model(model):
+    """The sub-model from the image input to the pooled embedding (the ``pool`` layer)."""
+    import keras
+
+    try:
+        pool = model.get_layer(EMBEDDING_LAYER)
+    except ValueError as exc:
+        raise ValueError(
+            f"model {model.name!r} has no {EMBEDDING_LAYER!r} layer; embeddings need a model "
+            "built by pipeline.backbones.build_model"
+        ) from exc
+    return keras.Model(model.inputs, pool.output, name=f"{model.name}_embedding")
+
+
+def frozen_backbone(backbone: str, weights: str, image_size: int):
+    """The pretrained backbone (with its preprocessing) up to global average pooling."""
+    from pipeline.backbones import build_model
+
+    model = build_model(backbone, 1, image_size, weights, head_layers=0)
+    return embedding_model(model)
+
+
+def embed_paths(model, paths: Sequence[Path], image_size: int, batch: int, tta_flip: bool):
+    """(n, D) float32 embeddings of image files (mean with the mirrored image if TTA)."""
+    from pipeline.train import predict_paths
+
+    if tta_flip and batch < 2:
+        raise ValueError("tta_flip needs batch >= 2")
+    return predict_paths(model, list(paths), image_size, batch, tta_flip)
+
+
+def save_embeddings(path, train_ids, test_ids, train, test, backbone: str, image_size: int):
+    """Write an embedding file (atomically)."""
+    from pipeline.data import save_npz_atomic
+
+    save_npz_atomic(
+        path,
+        train_ids=np.asarray(train_ids).astype(str),
+        test_ids=np.asarray(test_ids).astype(str),
+        train=np.asarray(train, dtype=np.float32),
+        test=np.asarray(test, dtype=np.float32),
+        backbone=np.asarray(backbone),
+        image_size=np.asarray(image_size),
+    )
+
+
+def load_embeddings(path) -> dict[str, Any]:
+    """Read an embedding file written by :func:`save_embeddings`, refusing a bad one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run `make embed`")
+    with np.load(path, allow_pickle=False) as z:
+        missing = [k for k in _EMBED_KEYS if k not in z.files]
+        if missing:
+            raise ValueError(f"{path} lacks {missing}; re-run `make embed`")
+        data = {k: z[k] for k in _EMBED_KEYS}
+    for part in ("train", "test"):
+        ids = data[f"{part}_ids"]
+        if data[part].shape[0] != len(ids) or not np.isfinite(data[part]).all():
+            raise ValueError(f"{path}: {part} embeddings do not match their ids or hold NaN")
+    data["train_ids"] = data["train_ids"].astype(str)
+    data["test_ids"] = data["test_ids"].astype(str)
+    return data
+
+
+def run_embed(cfg, name: str, out_path) -> None:
+    """Embed every training and test image with frozen member ``name``; write the file."""
+    from pipeline.data import image_paths, read_labels, read_test_ids
+
+    f = frozen_config(cfg, name)
+    table = read_labels(cfg.data.train_dir, cfg.data.id_column)
+    test_ids, test_dir = read_test_ids(cfg.data.test_dir, cfg.data.id_column)
+    model = frozen_backbone(f.backbone, f.weights, f.image_size)
+    paths = table.paths() + image_paths(test_ids, test_dir)
+    log.info(
+        "%s: embedding %d images with frozen %s at %d px%s",
+        name,
+        len(paths),
+        f.backbone,
+        f.image_size,
+        " (flip TTA)" if f.tta_flip else "",
+    )
+    emb = embed_paths(model, paths, f.image_size, f.batch_size, f.tta_flip)
+    n = len(table.ids)
+    save_embeddings(out_path, table.ids, test_ids, emb[:n], emb[n:], f.backbone, f.image_size)
+    log.info("%s: %s embeddings -> %s", name, emb.shape, out_path)
+
+
+def frozen_config(cfg, name: str):
+    for f in cfg.frozen:
+        if f.name == name:
+            return f
+    raise ValueError(f"{name!r} is not a [[frozen]] entry of the config")
+
+
+def parse_member(cfg, member: str) -> tuple[Any, str]:
+    """``<name>_<head>`` -> (its FrozenConfig, head)."""
+    for f in cfg.frozen:
+        for head in f.heads:
+            if member == f"{f.name}_{head}":
+                return f, head
+    known = [f"{f.name}_{h}" for f in cfg.frozen for h in f.heads]
+    raise ValueError(f"{member!r} is not a frozen member of the config ({known})")
+
+
+class LogisticHead(BaseEstimator):
+    """Standardise, then per label an L2 logistic regression (balanced classes)."""
+
+    def __init__(self, C: float = 0.1, max_iter: int = 500) -> None:
+        self.C = C
+        self.max_iter = max_iter
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> LogisticHead:
+        from sklearn.linear_model import LogisticRegression
+
+        X = np.asarray(X, dtype=np.float64)
+        y = check_labels(y)
+        self.mean_ = X.mean(axis=0)
+        scale = X.std(axis=0)
+        self.scale_ = np.where(scale > 1e-12, scale, 1.0)
+        Z = (X - self.mean_) / self.scale_
+        self.coef_ = np.zeros((y.shape[1], X.shape[1]))
+        self.intercept_ = np.zeros(y.shape[1])
+        for j in range(y.shape[1]):
+            known = ~np.isnan(y[:, j])
+            yj = y[known, j].astype(int)
+            if len(np.unique(yj)) < 2:
+                rate = np.clip(yj.mean() if len(yj) else 0.0, 1e-6, 1 - 1e-6)
+                self.intercept_[j] = np.log(rate / (1 - rate))
+                continue
+            lr = LogisticRegression(C=self.C, class_weight="balanced", max_iter=self.max_iter)
+            lr.fit(Z[known], yj)
+            self.coef_[j], self.intercept_[j] = lr.coef_[0], lr.intercept_[0]
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        Z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.scale_
+        return 1.0 / (1.0 + np.exp(-(Z @ self.coef_.T + self.intercept_)))
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, f"{k}_") for k in ("mean", "scale", "coef", "intercept")}
+
+    def set_state(self, state) -> LogisticHead:
+        for k in ("mean", "scale", "coef", "intercept"):
+            setattr(self, f"{k}_", np.asarray(state[k], dtype=np.float64))
+        return self
+
+
+class KNNHead(BaseEstimator):
+    """Cosine k nearest neighbours: per label, (sum of w * y + prior) / (sum of w + 1) over
+    the k most similar known rows, with w = max(similarity, 0)^3 and prior = prevalence."""
+
+    def __init__(self, k: int = 25) -> None:
+        self.k = k
+
+    @staticmethod
+    def _normalise(X: np.ndarray, mean: np.ndarray) -> np.ndarray:
+        Z = np.asarray(X, dtype=np.float64) - mean
+        return Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> KNNHead:
+        y = check_labels(y)
+        self.mean_ = np.asarray(X, dtype=np.float64).mean(axis=0)
+        self.train_ = self._normalise(X, self.mean_)
+        self.y_ = y
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        sims = self._normalise(X, self.mean_) @ self.train_.T  # (m, n)
+        k = min(self.k, sims.shape[1])
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        w = np.maximum(np.take_along_axis(sims, top, axis=1), 0.0) ** 3  # (m, k)
+        known = ~np.isnan(self.y_)
+        prior = np.nanmean(np.where(known, self.y_, np.nan), axis=0)
+        prior = np.nan_to_num(prior, nan=0.0)
+        yk, kk = np.nan_to_num(self.y_)[top], known[top]  # (m, k, L)
+        num = np.einsum("mk,mkl->ml", w, yk * kk) + prior
+        den = np.einsum("mk,mkl->ml", w, kk.astype(np.float64)) + 1.0
+        return np.clip(num / den, 0.0, 1.0)
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {"mean": self.mean_, "train": self.train_, "y": self.y_, "k": np.asarray(self.k)}
+
+    def set_state(self, state) -> KNNHead:
+        self.k = int(state["k"])
+        self.mean_ = np.asarray(state["mean"], dtype=np.float64)
+        self.train_ = np.asarray(state["train"], dtype=np.float64)
+        self.y_ = np.asarray(state["y"], dtype=np.float64)
+        return self
+
+
+def make_head(f, head: str):
+    """The head estimator named ``head`` with the member's settings."""
+    if head == "logistic":
+        return LogisticHead(C=f.C)
+    if head == "knn":
+        return KNNHead(k=f.knn_k)
+    raise ValueError(f"unknown frozen head {head!r}; choose logistic or knn")
+
+
+def save_head(path, head) -> None:
+    from pipeline.data import save_npz_atomic
+
+    save_npz_atomic(path, kind=np.asarray(type(head).__name__), **head.get_state())
+
+
+def load_head(path):
+    """A head written by :func:`save_head`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run `make frozen`")
+    with np.load(path, allow_pickle=False) as z:
+        kind = str(z["kind"])
+        state = {k: z[k] for k in z.files if k != "kind"}
+    cls = {"LogisticHead": LogisticHead, "KNNHead": KNNHead}.get(kind)
+    if cls is None:
+        raise ValueError(f"{path}: unknown head kind {kind!r}; re-run `make frozen`")
+    return cls().set_state(state)
+
+
+def run_frozen_fold(cfg, member: str, fold: int, folds_csv, embedding, out_path, head_out=None):
+    """Fit member ``member``'s head on the rows outside ``fold``; write fold ``fold``'s OOF
+    and test predictions (CNN format) and, with ``head_out``, the head's state."""
+    from threadpoolctl import threadpool_limits
+
+    from pipeline.data import read_labels, read_test_ids
+    from pipeline.folds import read_folds
+    from pipeline.select import save_single_epoch_predictions
+
+    f, head_name = parse_member(cfg, member)
+    table = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)
+    folds = read_folds(folds_csv, table.ids, cfg.folds.n_folds)
+    if not 0 <= fold < cfg.folds.n_folds:
+        raise ValueError(f"fold {fold} is outside 0..{cfg.folds.n_folds - 1}")
+    test_ids, _ = read_test_ids(cfg.data.test_dir, cfg.data.id_column, check_images=False)
+    emb = load_embeddings(embedding)
+    if not np.array_equal(emb["train_ids"], table.ids.astype(str)) or not np.array_equal(
+        emb["test_ids"], np.asarray(test_ids).astype(str)
+    ):
+        raise ValueError(f"{embedding}: its ids differ from the data set's; re-run `make embed`")
+    tr, va = folds != fold, folds == fold
+    head = make_head(f, head_name)
+    with threadpool_limits(limits=1):  # Make runs fold jobs side by side
+        head.fit(emb["train"][tr], table.y[tr])
+        oof = head.predict_proba(emb["train"][va])
+        test = head.predict_proba(emb["test"])
+    if head_out is not None:
+        save_head(head_out, head)
+    save_single_epoch_predictions(
+        out_path, table.labels, table.ids[va], test_ids, oof, test
+    )
+    log.info("%s fold %d: fit on %d rows, wrote %s", member, fold, int(tr.sum()), out_path)

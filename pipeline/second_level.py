@@ -1,0 +1,377 @@
+"""The second level, chosen by nested cross-validation on the OOF rows (never the holdout).
+
+Candidates are (combiner, threshold rule) pairs: every combiner of ``pipeline.combiners``
+times every rule of ``pipeline.thresholds.RULES``. The outer CV splits the OOF rows into
+``outer_folds`` folds (iterative stratification); for each outer fold, every combiner is
+fitted on the other rows only (its column selection included), its thresholds are fitted
+by each rule on its inner-CV ``oof_`` of those rows only, and the outer rows are predicted
+0/1. So every outer-fold prediction was made without its row's own label, and the
+per-label outer-CV F-beta of every candidate is an honest estimate.
+
+The choice (``mode``):
+- ``global``: one candidate for all labels, the best outer-CV macro F-beta;
+- ``per_label``: each label's best candidate (optimistic: a max over candidates);
+- ``auto`` (default): the global winner, except where a label's own best candidate beats it
+  on that label with a paired bootstrap 95% interval (over the OOF rows) above 0. The max
+  over many candidates on few positives is mostly noise, so a label leaves the global
+  winner only on evidence.
+
+Then every combiner is refitted on all OOF rows; the chosen one supplies each label's
+stacked OOF (its inner-CV ``oof_``, which the thresholds stage fits on) and its test
+probabilities per CNN fold (the vote stays: ``pipeline.submit``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.base import clone
+from tqdm.auto import tqdm
+
+from pipeline.combiners import (
+    CaruanaCombiner,
+    Combiner,
+    LogisticCombiner,
+    MeanCombiner,
+    XGBCombiner,
+    check_cube,
+    row_folds,
+)
+from pipeline.metrics import check_labels, fbeta_per_label, paired_bootstrap
+from pipeline.select import Column
+from pipeline.thresholds import RULES, rule_thresholds
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "global", "per_label")
+STATE_FILE = "second_level.json"
+FORMAT_VERSION = 1
+
+#: The combiners the second level can choose from, by name (config ``stack.combiners``).
+COMBINERS = (
+    "xgb",
+    "logistic_own",
+    "logistic_all",
+    "caruana",
+    "mean_top",
+    "mean_members",
+)
+
+
+def make_combiners(
+    names: Sequence[str],
+    columns: Sequence[Column],
+    stacker: Any = None,
+    top_n: int = 6,
+    corr_threshold: float = 0.9,
+    beta: float = 2.0,
+    step: float = 0.01,
+    inner_folds: int = 5,
+    seed: int = 0,
+    logistic_c: float = 0.1,
+) -> dict[str, Combiner]:
+    """The named combiners over ``columns``, sharing the selection rule and seeds."""
+    unknown = sorted(set(names) - set(COMBINERS))
+    if unknown:
+        raise ValueError(f"unknown combiner(s) {unknown}; choose from {COMBINERS}")
+    common = dict(
+        columns=list(columns),
+        top_n=top_n,
+        corr_threshold=corr_threshold,
+        beta=beta,
+        step=step,
+        inner_folds=inner_folds,
+        seed=seed,
+    )
+    factories = {
+        "xgb": lambda: XGBCombiner(stacker=stacker, **common),
+        "logistic_own": lambda: LogisticCombiner(scope="own", C=1.0, **common),
+        "logistic_all": lambda: LogisticCombiner(scope="all", C=logistic_c, **common),
+        "caruana": lambda: CaruanaCombiner(**common),
+        "mean_top": lambda: MeanCombiner(pool="selected", **common),
+        "mean_members": lambda: MeanCombiner(pool="members", **common),
+    }
+    return {name: factories[name]() for name in names}
+
+
+def _fit(est: Combiner, P: np.ndarray, y: np.ndarray, client: Any) -> Combiner:
+    if isinstance(est, XGBCombiner):
+        return est.fit(P, y, client=client)
+    return est.fit(P, y)
+
+
+@dataclass(frozen=True, eq=False)
+class OuterCV:
+    """Outer-CV outcome of every (combiner, rule) candidate.
+
+    Attributes:
+        candidates: (combiner name, rule) in evaluation order (combiners, then rules).
+        per_label: (n_candidates, L) outer-CV F-beta per label.
+        pred: (n_candidates, n, L) bool outer-CV 0/1 predictions.
+        folds: (n,) the outer fold of every OOF row.
+    """
+
+    candidates: list[tuple[str, str]]
+    per_label: np.ndarray
+    pred: np.ndarray
+    folds: np.ndarray
+
+    @property
+    def macro(self) -> np.ndarray:
+        return self.per_label.mean(axis=1)
+
+
+def nested_cv(
+    P: np.ndarray,
+    y: np.ndarray,
+    combiners: Mapping[str, Combiner],
+    rules: Sequence[str] = RULES,
+    outer_folds: int = 5,
+    beta: float = 2.0,
+    step: float = 0.01,
+    shrink: float = 20.0,
+    seed: int = 0,
+    client: Any = None,
+) -> OuterCV:
+    """Score every (combiner, rule) pair by outer K-fold CV over the OOF rows.
+
+    Args:
+        P: (n, C, L) base OOF probabilities; y: (n, L) labels 1/0/NaN.
+        combiners: name -> unfitted combiner (cloned per outer fold).
+        rules: threshold rules to try on each combiner.
+        outer_folds: K of the outer CV.
+        beta, step, shrink: F-beta, threshold grid, and the ``shrunk`` rule's strength.
+        seed: seeds the outer folds.
+        client: optional Dask client for the XGBoost grid.
+    """
+    y = check_labels(y)
+    P = check_cube(P, y)
+    folds = row_folds(y, outer_folds, seed)
+    candidates = [(name, rule) for name in combiners for rule in rules]
+    pred = np.zeros((len(candidates), *y.shape), dtype=bool)
+    bar = tqdm(total=outer_folds * len(combiners), desc="second level (outer CV)")
+    for k in range(outer_folds):
+        out = folds == k
+        for ci, (name, est) in enumerate(combiners.items()):
+            fitted = _fit(clone(est), P[~out], y[~out], client)
+            p_out = fitted.predict_proba(P[out])
+            for ri, rule in enumerate(rules):
+                t = rule_thresholds(fitted.oof_, y[~out], rule, beta, step, shrink)
+                pred[ci * len(rules) + ri, out] = p_out >= t
+            bar.update()
+    bar.close()
+    per_label = np.stack([fbeta_per_label(y, p, beta) for p in pred])
+    for (name, rule), score in zip(candidates, per_label.mean(axis=1), strict=True):
+        log.info("outer CV: %-13s %-9s macro F%g %.4f", name, rule, beta, score)
+    return OuterCV(candidates, per_label, pred, folds)
+
+
+def choose(
+    outer: OuterCV,
+    y: np.ndarray,
+    mode: str = "auto",
+    beta: float = 2.0,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[np.ndarray, int]:
+    """Per label, the index of its chosen candidate; and the global winner's index.
+
+    Ties keep the earlier candidate (the order of ``COMBINERS`` then ``RULES``).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    y = check_labels(y)
+    g = int(np.argmax(outer.macro))
+    n_labels = y.shape[1]
+    chosen = np.full(n_labels, g, dtype=np.int64)
+    if mode == "global":
+        return chosen, g
+    for j in range(n_labels):
+        best = int(np.argmax(outer.per_label[:, j]))
+        if best == g:
+            continue
+        if mode == "per_label":
+            chosen[j] = best
+            continue
+        boot = paired_bootstrap(
+            y[:, j : j + 1],
+            outer.pred[best][:, j : j + 1],
+            outer.pred[g][:, j : j + 1],
+            beta,
+            n_boot,
+            seed + j,
+        )
+        if boot["low"] > 0:
+            chosen[j] = best
+    return chosen, g
+
+
+@dataclass(eq=False)
+class SecondLevel:
+    """The fitted second level: every combiner refitted on all OOF rows, and the choice.
+
+    Attributes:
+        labels: the L label names.
+        columns: the C base columns (member, epoch).
+        combiners: name -> combiner fitted on all OOF rows.
+        choice: (L,) per label, its (combiner name, rule).
+        report: JSON-ready record of the outer CV (every candidate's scores) and the choice.
+    """
+
+    labels: list[str]
+    columns: list[Column]
+    combiners: dict[str, Combiner]
+    choice: list[tuple[str, str]]
+    report: dict[str, Any]
+
+    @property
+    def used_columns(self) -> list[int]:
+        """Column indices any chosen combiner reads (what a predictor must compute)."""
+        names = {name for name, _ in self.choice}
+        cols = set()
+        for name in names:
+            cols.update(int(c) for c in self.combiners[name].used_columns_)
+        return sorted(cols)
+
+    def predict_proba(self, P: np.ndarray) -> np.ndarray:
+        """(n, L) probabilities: label j from its chosen combiner."""
+        out = np.empty((P.shape[0], len(self.labels)))
+        for name in dict.fromkeys(name for name, _ in self.choice):
+            cols = [j for j, (n, _) in enumerate(self.choice) if n == name]
+            out[:, cols] = self.combiners[name].predict_proba(P)[:, cols]
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Write to directory ``path`` (atomically): ``second_level.json`` + XGBoost JSON."""
+        from pipeline.data import atomic_dir
+
+        state = {
+            "format": FORMAT_VERSION,
+            "labels": self.labels,
+            "columns": [[m, int(e)] for m, e in self.columns],
+            "choice": [{"combiner": c, "rule": r} for c, r in self.choice],
+            "combiners": {},
+            "report": self.report,
+        }
+        with atomic_dir(path) as tmp:
+            for name, est in self.combiners.items():
+                params = {
+                    k: v
+                    for k, v in est.get_params(deep=False).items()
+                    if k not in ("columns", "stacker")
+                }
+                state["combiners"][name] = {
+                    "class": type(est).__name__,
+                    "params": params,
+                    "n_columns": int(est.n_columns_),
+                    "n_labels": int(est.n_labels_),
+                    "state": est.get_state(),
+                }
+                if isinstance(est, XGBCombiner):
+                    est.stacker_.save(Path(tmp) / name, labels=self.labels)
+            (Path(tmp) / STATE_FILE).write_text(json.dumps(_jsonable(state)) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> SecondLevel:
+        """Read what :meth:`save` wrote; it predicts exactly as the saved one."""
+        from pipeline import combiners as combiner_module
+        from pipeline.stack import PerLabelXGBStacker
+
+        path = Path(path)
+        state_file = path / STATE_FILE
+        if not state_file.is_file():
+            raise FileNotFoundError(f"{state_file} does not exist; run `make stack` first")
+        state = json.loads(state_file.read_text())
+        if state.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{state_file}: format {state.get('format')!r}; re-run `make stack`")
+        columns = [(str(m), int(e)) for m, e in state["columns"]]
+        fitted: dict[str, Combiner] = {}
+        for name, rec in state["combiners"].items():
+            est = getattr(combiner_module, rec["class"])(columns=columns, **rec["params"])
+            est.set_state(rec["state"])
+            est.n_columns_, est.n_labels_ = rec["n_columns"], rec["n_labels"]
+            if isinstance(est, XGBCombiner):
+                est.stacker_ = PerLabelXGBStacker.load(path / name)
+            fitted[name] = est
+        choice = [(c["combiner"], c["rule"]) for c in state["choice"]]
+        return cls(list(state["labels"]), columns, fitted, choice, state["report"])
+
+
+def fit_second_level(
+    P: np.ndarray,
+    y: np.ndarray,
+    columns: Sequence[Column],
+    labels: Sequence[str],
+    combiners: Mapping[str, Combiner],
+    rules: Sequence[str] = RULES,
+    outer_folds: int = 5,
+    mode: str = "auto",
+    beta: float = 2.0,
+    step: float = 0.01,
+    shrink: float = 20.0,
+    seed: int = 0,
+    n_boot: int = 1000,
+    client: Any = None,
+) -> SecondLevel:
+    """Nested-CV choice, then every combiner refitted on all rows (see the module doc)."""
+    y = check_labels(y)
+    outer = nested_cv(P, y, combiners, rules, outer_folds, beta, step, shrink, seed, client)
+    chosen, g = choose(outer, y, mode, beta, n_boot, seed)
+    fitted = {}
+    for name, est in tqdm(combiners.items(), desc="second level (refit on all rows)"):
+        fitted[name] = _fit(clone(est), P, y, client)
+    choice = [outer.candidates[c] for c in chosen]
+    report = {
+        "mode": mode,
+        "outer_folds": outer_folds,
+        "beta": beta,
+        "shrink": shrink,
+        "global_winner": {"combiner": outer.candidates[g][0], "rule": outer.candidates[g][1]},
+        "candidates": [
+            {
+                "combiner": name,
+                "rule": rule,
+                "outer_cv_fbeta": float(outer.macro[i]),
+                "outer_cv_fbeta_per_label": dict(
+                    zip(labels, map(float, outer.per_label[i]), strict=True)
+                ),
+            }
+            for i, (name, rule) in enumerate(outer.candidates)
+        ],
+        "chosen": {
+            lab: {
+                "combiner": c,
+                "rule": r,
+                "outer_cv_fbeta": float(outer.per_label[chosen[j], j]),
+            }
+            for j, (lab, (c, r)) in enumerate(zip(labels, choice, strict=True))
+        },
+        "chosen_outer_cv_fbeta": float(np.mean(outer.per_label[chosen, np.arange(len(chosen))])),
+    }
+    log.info(
+        "second level: global winner %s/%s (outer CV F%g %.4f); %d of %d labels choose another",
+        *outer.candidates[g],
+        beta,
+        outer.macro[g],
+        int((chosen != g).sum()),
+        len(chosen),
+    )
+    return SecondLevel(list(labels), list(columns), fitted, choice, report)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

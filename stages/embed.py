@@ -1,0 +1,26 @@
+"""`make embed`: one frozen pretrained backbone embeds every train and test image once
+(native resolution, flip TTA) -> ``build/<config>/embed/<name>.npz``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipeline.config import load_config
+from stages.common import cli
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.frozen import run_embed
+
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--name", required=True, help="the [[frozen]] entry to embed with")
+    ap.add_argument("--out", type=Path, required=True, help="embedding file (.npz)")
+    args = ap.parse_args(argv)
+    return cli(lambda: run_embed(load_config(args.config), args.name, args.out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
