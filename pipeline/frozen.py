@@ -51,10 +51,17 @@ def embedding_model(model):
 
 
 def frozen_backbone(backbone: str, weights: str, image_size: int):
-    """The pretrained backbone (with its preprocessing) up to global average pooling."""
+    """The pretrained backbone (with its preprocessing) up to global average pooling.
+
+    Seeded, so ``weights="none"`` (random features, for tests) builds the same network in
+    `make embed` and in the predictor.
+    """
+    import keras
+
     from pipeline.backbones import build_model
 
-    model = build_model(backbone, 1, image_size, weights, head_layers=0)
+    keras.utils.set_random_seed(0)
+    model = build_model(backbone, 1, image_size, weights, head_layers=0, seed=0)
     return embedding_model(model)
 
 

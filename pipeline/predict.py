@@ -2,14 +2,15 @@
 
 The ensemble path repeats, for one image, exactly what the stages did for the test set:
 every base column the stacker uses, ``(backbone, epoch)``, is predicted by each of the K
-fold models at that epoch (flip TTA as in training), the K feature vectors go through the
-per-label XGBoost stacker, each fold's stacked probabilities are thresholded and the K
+fold models at that epoch (flip TTA as in training), the K feature cubes go through the
+chosen second-level combiners (``pipeline.second_level``), each fold's stacked probabilities are thresholded and the K
 votes are bagged by majority (``submit.tie`` on ties). A single base model is its best
 epoch (by OOF macro F-beta), the mean of its K fold models, at its own OOF thresholds,
 as the report scores it. So a test image gets the labels its submission row has.
 
 Needs a run's ``build/<name>/``: ``cnn/<backbone>.fold<k>/weights_epoch<EEE>.weights.h5``,
-``twoflow/fold<k>.joblib`` (if Two-Flow is on), ``stack/`` and ``thresholds.json``.
+``twoflow/fold<k>.joblib`` (if Two-Flow is on), ``frozen/<member>.fold<k>.head.npz`` (frozen
+members), ``stack/`` and ``thresholds.json``.
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ class Predictor:
     def __init__(self, cfg: Config, build_dir: str | Path, preds=None):
         from pipeline.data import read_labels
         from pipeline.report import best_epoch
-        from pipeline.select import Selection, load_base_predictions
-        from pipeline.stack import PerLabelXGBStacker
+        from pipeline.second_level import SecondLevel
+        from pipeline.select import load_base_predictions
         from stages.common import group_pred_files
 
         self.cfg = cfg
@@ -102,13 +103,14 @@ class Predictor:
         selection = json.loads(need[0].read_text())
         self.columns = [(str(b), int(e)) for b, e in selection["columns"]]
         self.labels = list(selection["labels"])
-        self.stacker = PerLabelXGBStacker.load(self.build / "stack" / "models")
+        self.level = SecondLevel.load(self.build / "stack" / "models")
         th = json.loads(need[1].read_text())
         if list(th["labels"]) != self.labels:
             raise ValueError(f"{need[1]} and {need[0]} disagree on labels; re-run `make all`")
         self.thresholds = np.asarray(th["thresholds"], dtype=np.float64)
-        used = sorted({int(c) for idx in Selection.from_dict(selection).indices for c in idx})
-        self.used_columns = [self.columns[c] for c in used]
+        if self.level.columns != self.columns or self.level.labels != self.labels:
+            raise ValueError(f"{self.build / 'stack'}: models and selection.json disagree")
+        self.used_columns = [self.columns[c] for c in self.level.used_columns]
         self.n_folds = cfg.folds.n_folds
 
         if preds is None:
@@ -118,6 +120,12 @@ class Predictor:
             preds = [
                 self.build / "preds" / f"{b}.fold{k}.npz"
                 for b in names
+                for k in range(self.n_folds)
+            ]
+            preds += [
+                self.build / "members" / f"{f.name}_{h}.fold{k}.npz"
+                for f in cfg.frozen
+                for h in f.heads
                 for k in range(self.n_folds)
             ]
         table = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)
@@ -132,6 +140,9 @@ class Predictor:
         self._models: dict[str, object] = {}
         self._weights: dict[tuple[str, int, int], list] = {}
         self._twoflow: dict[int, object] = {}
+        self._frozen_members = {f"{f.name}_{h}": f for f in cfg.frozen for h in f.heads}
+        self._heads: dict[tuple[str, int], object] = {}
+        self._embedded: dict[str, tuple[tuple, np.ndarray]] = {}
 
     @property
     def model_names(self) -> list[str]:
@@ -191,7 +202,33 @@ class Predictor:
         """(n, L) probabilities of one base column's fold-``fold`` model."""
         if backbone == TWOFLOW:
             return self._twoflow_column(paths, inputs, fold)
+        if backbone in self._frozen_members:
+            return self._frozen_column(paths, backbone, fold)
         return self._run(self._cnn(backbone, fold, epoch), inputs)
+
+    def _frozen_column(self, paths, member: str, fold: int) -> np.ndarray:
+        """A frozen-feature member: the pretrained embedding (once per image list and
+        backbone, at the member's own size, flip TTA as in `make embed`) -> fold's head."""
+        from pipeline.data import load_image
+        from pipeline.frozen import frozen_backbone, load_head
+
+        f = self._frozen_members[member]
+        key = tuple(str(p) for p in paths)
+        if f.name not in self._embedded or self._embedded[f.name][0] != key:
+            if f.name not in self._models:
+                self._models[f.name] = frozen_backbone(f.backbone, f.weights, f.image_size)
+            batch = np.stack([load_image(p, f.image_size) for p in paths]).astype(np.float32)
+            if f.tta_flip:
+                batch = np.concatenate([batch, batch[:, :, ::-1]])
+            out = np.asarray(self._models[f.name].predict_on_batch(batch), dtype=np.float32)
+            if f.tta_flip:
+                out = out.reshape(2, -1, out.shape[-1]).mean(axis=0)
+            self._embedded[f.name] = (key, out)
+        if (member, fold) not in self._heads:
+            path = self.build / "frozen" / f"{member}.fold{fold}.head.npz"
+            self._heads[(member, fold)] = load_head(path)
+        head = self._heads[(member, fold)]
+        return head.predict_proba(self._embedded[f.name][1]).astype(np.float32)
 
     def _twoflow_column(self, paths, inputs, fold: int) -> np.ndarray:
         from pipeline.twoflow import downsample_pixels, embedding_model, load_model
@@ -228,16 +265,18 @@ class Predictor:
         if model == ENSEMBLE:
             stacked = np.empty((self.n_folds, n, n_labels))
             for k in range(self.n_folds):
-                x = np.full((n, len(self.columns), n_labels), np.nan, dtype=np.float32)
+                # columns no chosen combiner reads stay 0 (they get no weight)
+                x = np.zeros((n, len(self.columns), n_labels), dtype=np.float32)
                 for b, e in self.used_columns:
                     x[:, self.columns.index((b, e))] = self._column(paths, inputs, b, k, e)
-                stacked[k] = self.stacker.predict_proba(x.reshape(n, -1))
+                stacked[k] = self.level.predict_proba(x)
             votes = fold_votes(stacked, self.thresholds)
             final = majority_vote(votes, self.cfg.submit.tie)
             prob = stacked.mean(axis=0)
             detail = (
                 f"{len(self.used_columns)} base columns x {self.n_folds} folds -> "
-                f"XGBoost stack -> majority of {self.n_folds} fold votes"
+                f"second level ({', '.join(sorted({c for c, _ in self.level.choice}))}) -> "
+                f"majority of {self.n_folds} fold votes"
             )
             return [
                 Prediction(
