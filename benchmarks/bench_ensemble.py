@@ -9,7 +9,9 @@ held-out macro F2 and macro F1 (F1 at thresholds re-tuned for F1 on OOF), with:
 ``best_single`` (the base model with the best OOF F2, as the pipeline would pick it),
 ``ensemble_gain`` = vote - best single, ``stack_gain`` = stack - best single and
 ``vs_sklearn`` = vote - the scikit-learn baseline (logistic regression per label on CNN
-embeddings). Prints one line.
+embeddings), each with its paired bootstrap 95% interval over the held-out images
+(``*_ci``, from the report) and labels won/lost/tied; ``combiners``: the held-out F2 of
+every second-level combiner at its best rule by outer CV. Prints one line.
 """
 
 from __future__ import annotations
@@ -72,6 +74,22 @@ def summarise(metrics: dict) -> dict:
         out["sklearn_baseline_test_f2"] = rows[b]["test_f2"]
         out["sklearn_baseline_test_f1"] = rows[b]["test_f1"]
         out["vs_sklearn"] = vote - rows[b]["test_f2"]
+    for key, iv in metrics.get("intervals", {}).items():
+        name = "ensemble_gain" if "best single" in key else "vs_sklearn"
+        out[f"{name}_ci"] = [iv["low"], iv["high"]]
+        out[f"{name}_labels"] = {k: len(iv[k]) for k in ("won", "lost", "tied")}
+        if name == "ensemble_gain":
+            out["ensemble_gain_bootstrap"] = {
+                k: iv[k] for k in ("gain", "low", "high", "p_le_0", "n_boot", "seed")
+            }
+    if "combiners" in metrics:
+        out["combiners"] = {n: r.get("test_fbeta") for n, r in metrics["combiners"].items()}
+        out["combiners_test_f1"] = {n: r.get("test_f1") for n, r in metrics["combiners"].items()}
+        out["combiners_outer_cv"] = {
+            n: {"rule": r["rule"], "outer_cv_f2": r["outer_cv_fbeta"]}
+            for n, r in metrics["combiners"].items()
+        }
+        out["second_level"] = metrics.get("second_level")
     return out
 
 
@@ -85,6 +103,14 @@ def table_markdown(result: dict) -> str:
             f"| {name}{mark} | {r['kind']} | {r['oof_f2']:.4f} | {r['test_f2']:.4f} | {f1} |"
         )
     lines.append(f"| all ones | - | - | {result['all_ones_test_f2']:.4f} | - |")
+    if "combiners" in result:
+        lines += ["", "| combiner (rule) | outer-CV F2 | held-out F2 | held-out F1 |"]
+        lines.append("|---|---|---|---|")
+        for name, cv in result["combiners_outer_cv"].items():
+            f2, f1 = result["combiners"][name], result["combiners_test_f1"][name]
+            lines.append(
+                f"| {name} ({cv['rule']}) | {cv['outer_cv_f2']:.4f} | {f2:.4f} | {f1:.4f} |"
+            )
     return "\n".join(lines)
 
 
@@ -103,7 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['stack_test_f2']:.4f}, best single {result['best_single']} "
         f"{result['best_single_test_f2']:.4f}"
         + (f", sklearn LR {base:.4f}" if base is not None else "")
-        + f", ensemble_gain {result['ensemble_gain']:+.4f} -> {args.out}"
+        + f", ensemble_gain {result['ensemble_gain']:+.4f}"
+        + (
+            " [{:+.4f}, {:+.4f}]".format(*result["ensemble_gain_ci"])
+            if "ensemble_gain_ci" in result
+            else ""
+        )
+        + f" -> {args.out}"
     )
     if args.markdown:
         print(table_markdown(result))

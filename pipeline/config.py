@@ -311,7 +311,11 @@ def _build(cls: type, raw: dict, where: str) -> Any:
             if not lo <= value <= hi:
                 raise ValueError(f"config: {key} = {value!r} is outside [{lo}, {hi}]")
         if key in _CHOICES:
-            bad = [v for v in (value if isinstance(value, tuple) else (value,)) if v not in _CHOICES[key]]
+            bad = [
+                v
+                for v in (value if isinstance(value, tuple) else (value,))
+                if v not in _CHOICES[key]
+            ]
             if bad or value == ():
                 raise ValueError(f"config: {key} = {value!r}; choose from {_CHOICES[key]}")
         kwargs[name] = value
@@ -353,9 +357,7 @@ def config_from_dict(raw: dict) -> Config:
     for f in cfg.frozen:
         bad = sorted(set(f.heads) - set(FROZEN_HEADS)) or (["(none)"] if not f.heads else [])
         if bad:
-            raise ValueError(
-                f"config: frozen {f.name!r} heads {bad}: choose from {FROZEN_HEADS}"
-            )
+            raise ValueError(f"config: frozen {f.name!r} heads {bad}: choose from {FROZEN_HEADS}")
         if f"{f.name}_logistic" in names or f"{f.name}_knn" in names:
             raise ValueError(f"config: frozen {f.name!r} members clash with a backbone name")
     if len(members) != len(names) + sum(len(f.heads) for f in cfg.frozen):

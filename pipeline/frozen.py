@@ -291,7 +291,5 @@ def run_frozen_fold(cfg, member: str, fold: int, folds_csv, embedding, out_path,
         test = head.predict_proba(emb["test"])
     if head_out is not None:
         save_head(head_out, head)
-    save_single_epoch_predictions(
-        out_path, table.labels, table.ids[va], test_ids, oof, test
-    )
+    save_single_epoch_predictions(out_path, table.labels, table.ids[va], test_ids, oof, test)
     log.info("%s fold %d: fit on %d rows, wrote %s", member, fold, int(tr.sum()), out_path)

@@ -31,6 +31,7 @@ class ModelScores:
     test_recall: np.ndarray | None = None
     detail: str = ""
     test_f1: np.ndarray | None = None  # per label, at thresholds tuned for F1 on OOF
+    test_pred: np.ndarray | None = None  # (m, L) 0/1 held-out predictions (for intervals)
 
     def as_dict(self, labels) -> dict:
         out = {
@@ -94,9 +95,10 @@ def score_backbones(base, y, beta, step, average, y_test=None) -> tuple[list[Mod
         best_score, c, ts = max(per_epoch, key=lambda t: t[0])
         oof_f = fbeta_per_label(y, ts.transform(base.oof[:, c]), beta=beta)
         test_prob = base.test[:, :, c].mean(axis=0)
-        f, p, r = _test_scores(y_test, ts.transform(test_prob), beta)
+        test_pred = ts.transform(test_prob)
+        f, p, r = _test_scores(y_test, test_pred, beta)
         f1 = f1_at_oof_thresholds(base.oof[:, c], y, test_prob, y_test, step, average)
-        rows.append(ModelScores(b, oof_f, f, p, r, f"epoch {base.columns[c][1]}", f1))
+        rows.append(ModelScores(b, oof_f, f, p, r, f"epoch {base.columns[c][1]}", f1, test_pred))
     return rows, curves
 
 
@@ -234,8 +236,18 @@ def versions() -> dict:
 
 
 def render_html(
-    title, summary_rows, label_rows, label_header, selection_rows, figures, config, thresholds
+    title,
+    summary_rows,
+    label_rows,
+    label_header,
+    selection_rows,
+    figures,
+    config,
+    thresholds,
+    tables: dict | None = None,
 ) -> str:
+    """One self-contained page; ``tables``: more titled tables ``{title: (header, rows)}``
+    shown after the summary (the second level's candidates, the intervals)."""
     css = (
         "body{font-family:sans-serif;margin:2em;max-width:1200px}"
         "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
@@ -247,6 +259,10 @@ def render_html(
         f"<style>{css}</style></head><body><h1>{html.escape(title)}</h1>",
         "<h2>Summary (macro F-beta)</h2>",
         _table(["model", "detail", "OOF", "test", "test F1"], summary_rows),
+    ]
+    for name, (header, rows) in (tables or {}).items():
+        parts += [f"<h2>{html.escape(name)}</h2>", _table(header, rows)]
+    parts += [
         "<h2>Per label</h2>",
         _table(label_header, label_rows),
     ]
@@ -261,3 +277,40 @@ def render_html(
         f"<pre>{html.escape(json.dumps(config, indent=2))}</pre></body></html>",
     ]
     return "\n".join(parts)
+
+
+def candidate_scores(z, y, y_test, report: dict, beta, step, shrink, tie) -> dict:
+    """Held-out F-beta and F1 of every second-level combiner, each at its own best rule by
+    outer CV (thresholds fitted on its OOF), voted over the CNN folds as the submission is.
+
+    Args:
+        z: the stacked file's arrays (``combiners``, ``candidates_oof``, ``candidates_test``).
+        report: the second level's record (``selection.json`` ``second_level``).
+    """
+    from pipeline.submit import fold_votes, majority_vote
+    from pipeline.thresholds import rule_thresholds
+
+    out = {}
+    for c, name in enumerate(str(n) for n in z["combiners"]):
+        mine = [r for r in report["candidates"] if r["combiner"] == name]
+        best = max(mine, key=lambda r: r["outer_cv_fbeta"])
+        row = {"rule": best["rule"], "outer_cv_fbeta": best["outer_cv_fbeta"]}
+        oof, test = z["candidates_oof"][c], z["candidates_test"][c]
+        for key, b in (("fbeta", beta), ("f1", 1.0)):
+            t = rule_thresholds(oof, y, best["rule"], b, step, shrink)
+            row[f"oof_{key}"] = float(fbeta_per_label(y, (oof >= t).astype(np.int8), b).mean())
+            if y_test is not None:
+                vote = majority_vote(fold_votes(test, t), tie)
+                row[f"test_{key}"] = float(fbeta_per_label(y_test, vote, beta=b).mean())
+        out[name] = row
+    return out
+
+
+def per_label_record(labels, a: np.ndarray, b: np.ndarray, tol: float = 1e-9) -> dict:
+    """Labels where per-label score ``a`` beats, loses to or ties ``b``."""
+    diff = np.asarray(a) - np.asarray(b)
+    return {
+        "won": [lab for lab, d in zip(labels, diff, strict=True) if d > tol],
+        "lost": [lab for lab, d in zip(labels, diff, strict=True) if d < -tol],
+        "tied": [lab for lab, d in zip(labels, diff, strict=True) if abs(d) <= tol],
+    }

@@ -158,7 +158,7 @@ def nested_cv(
     bar = tqdm(total=outer_folds * len(combiners), desc="second level (outer CV)")
     for k in range(outer_folds):
         out = folds == k
-        for ci, (name, est) in enumerate(combiners.items()):
+        for ci, est in enumerate(combiners.values()):
             fitted = _fit(clone(est), P[~out], y[~out], client)
             p_out = fitted.predict_proba(P[out])
             for ri, rule in enumerate(rules):
@@ -363,6 +363,28 @@ def fit_second_level(
         len(chosen),
     )
     return SecondLevel(list(labels), list(columns), fitted, choice, report)
+
+
+def chosen_thresholds(
+    y: np.ndarray,
+    candidates_oof: np.ndarray,
+    pick: np.ndarray,
+    rules: Sequence[str],
+    beta: float = 2.0,
+    step: float = 0.01,
+    shrink: float = 20.0,
+) -> np.ndarray:
+    """(L,) thresholds of the chosen second level: label j gets its rule ``rules[j]`` fitted
+    on its combiner's OOF ``candidates_oof[pick[j]]`` over all labels, exactly as the outer
+    CV scored that candidate (a ``global`` threshold is that combiner's, over every label).
+    """
+    pick = np.asarray(pick)
+    rules = np.asarray(rules).astype(str)
+    out = np.empty(len(pick))
+    for c, rule in sorted({(int(c), str(r)) for c, r in zip(pick, rules, strict=True)}):
+        cols = (pick == c) & (rules == rule)
+        out[cols] = rule_thresholds(candidates_oof[c], y, rule, beta, step, shrink)[cols]
+    return out
 
 
 def _jsonable(value: Any) -> Any:

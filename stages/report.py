@@ -30,6 +30,24 @@ def _read_truth(path: Path, test_ids, labels):
         raise ValueError(f"{path}: does not list every test image ({exc})") from exc
 
 
+def intervals(cfg: Config, y_test, vote_row, best, baselines, labels) -> dict:
+    """Vote minus the best single model (by OOF) and minus the scikit-learn baseline on the
+    held-out images: the gain, its paired bootstrap 95% interval, and labels won/lost/tied."""
+    from pipeline.metrics import paired_bootstrap
+    from pipeline.report import per_label_record
+
+    beta = cfg.thresholds.beta
+    out = {}
+    others = [(f"vote - best single ({best.name})", best)]
+    others += [(f"vote - {b.name} (scikit-learn baseline)", b) for b in baselines[:1]]
+    for name, other in others:
+        boot = paired_bootstrap(
+            y_test, vote_row.test_pred, other.test_pred, beta, cfg.stack.n_boot, cfg.stack.seed
+        )
+        out[name] = {**boot, **per_label_record(labels, vote_row.test_fbeta, other.test_fbeta)}
+    return out
+
+
 def run(
     cfg: Config,
     folds_csv: Path,
@@ -62,8 +80,13 @@ def run(
     y = table.y
     files = group_pred_files(preds)
     base = load_base_predictions(files, table.ids)
-    with np.load(stacked) as z:
-        s_oof, s_test, test_ids = z["oof"], z["test"], z["test_ids"].astype(str)
+    with np.load(stacked) as npz:
+        z = {k: npz[k] for k in npz.files}
+    s_oof, s_test, test_ids = z["oof"], z["test"], z["test_ids"].astype(str)
+    sel_path = stacked.parent / "selection.json"
+    sel = json.loads(sel_path.read_text()) if sel_path.is_file() else {}
+    level = sel.get("second_level")
+    chosen = sorted({c["combiner"] for c in level["chosen"].values()}) if level else ["xgb"]
     th = json.loads(thresholds.read_text())
     t = np.asarray(th["thresholds"])
     sub = pd.read_csv(submission, dtype={cfg.data.id_column: str})
@@ -96,21 +119,73 @@ def run(
         p, r = precision_recall_per_label(y_test, pred)
         return fbeta_per_label(y_test, pred, beta=beta), p, r
 
+    f1_thresholds = None
+    if level and avg == "macro" and y_test is not None:
+        from pipeline.second_level import chosen_thresholds
+
+        # F1 at the chosen rules re-fitted for F1, on the chosen combiners' OOF
+        f1_thresholds = chosen_thresholds(
+            y,
+            z["candidates_oof"],
+            z["choice_combiner"],
+            z["choice_rule"],
+            1.0,
+            step,
+            cfg.stack.shrink,
+        )
     stack_row = ModelScores(
         "stack",
         fbeta_per_label(y, stack_oof_pred, beta=beta),
         *scores(stack_test_pred),
-        detail="XGBoost, fold-mean probability",
-        test_f1=f1_at_oof_thresholds(s_oof, y, s_test.mean(axis=0), y_test, step, avg),
+        detail=f"second level ({', '.join(chosen)}), fold-mean probability",
+        test_f1=(
+            fbeta_per_label(y_test, (s_test.mean(axis=0) >= f1_thresholds).astype(np.int8), 1.0)
+            if f1_thresholds is not None
+            else f1_at_oof_thresholds(s_oof, y, s_test.mean(axis=0), y_test, step, avg)
+        ),
+        test_pred=stack_test_pred,
     )
     vote_row = ModelScores(
         "vote",
         stack_row.oof_fbeta,
         *scores(vote),
         detail=f"majority of {s_test.shape[0]} fold votes (OOF = stack's)",
-        test_f1=f1_at_oof_thresholds(s_oof, y, None, y_test, step, avg, votes_of=vote_with),
+        test_f1=(
+            fbeta_per_label(y_test, vote_with(f1_thresholds), 1.0)
+            if f1_thresholds is not None
+            else f1_at_oof_thresholds(s_oof, y, None, y_test, step, avg, votes_of=vote_with)
+        ),
+        test_pred=vote,
     )
     rows = [*models, *baselines, stack_row, vote_row]
+    tables: dict = {}
+    if level:
+        from pipeline.report import candidate_scores
+
+        metrics_combiners = candidate_scores(
+            z, y, y_test, level, beta, step, cfg.stack.shrink, sub_cfg.tie
+        )
+        tables["Second level: every combiner at its best threshold rule (nested CV on OOF)"] = (
+            ["combiner", "rule", "outer-CV F", "OOF F", "test F", "test F1"],
+            [
+                [
+                    n,
+                    r["rule"],
+                    r["outer_cv_fbeta"],
+                    r["oof_fbeta"],
+                    r.get("test_fbeta", "-"),
+                    r.get("test_f1", "-"),
+                ]
+                for n, r in metrics_combiners.items()
+            ],
+        )
+        tables["Second level: the choice per label (by outer CV only)"] = (
+            ["label", "combiner", "rule", "outer-CV F"],
+            [
+                [lab, c["combiner"], c["rule"], c["outer_cv_fbeta"]]
+                for lab, c in level["chosen"].items()
+            ],
+        )
     best = max(models, key=lambda m: m.oof_fbeta.mean())
     metrics = {
         "name": cfg.name,
@@ -121,6 +196,11 @@ def run(
         "best_single": best.name,
         "thresholds": dict(zip(labels, map(float, t), strict=True)),
     }
+    if level:
+        metrics["combiners"] = metrics_combiners
+        metrics["second_level"] = {
+            k: level[k] for k in ("mode", "global_winner", "chosen", "chosen_outer_cv_fbeta")
+        }
     if y_test is not None:
         ones = np.ones_like(y_test, dtype=np.int8)
         metrics["all_ones_test_fbeta_macro"] = float(
@@ -140,6 +220,24 @@ def run(
             metrics["summary"]["sklearn_baseline_test"] = float(baselines[0].test_fbeta.mean())
             metrics["summary"]["sklearn_baseline_test_f1"] = float(baselines[0].test_f1.mean())
         metrics["baselines"] = [m.name for m in baselines]
+        metrics["intervals"] = intervals(cfg, y_test, vote_row, best, baselines, labels)
+        interval_rows = [
+            [
+                name,
+                f"{r['gain']:+.4f}",
+                f"[{r['low']:+.4f}, {r['high']:+.4f}]",
+                "yes" if r["low"] > 0 else "no (within noise)" if r["high"] > 0 else "no",
+                f"{len(r['won'])} / {len(r['lost'])} / {len(r['tied'])}",
+            ]
+            for name, r in metrics["intervals"].items()
+        ]
+        tables[
+            f"Held-out gains with paired bootstrap 95% intervals ({cfg.stack.n_boot} "
+            f"resamples of the {len(y_test)} test images)"
+        ] = (
+            ["comparison", "gain", "95% interval", "clear gain?", "labels won / lost / tied"],
+            interval_rows,
+        )
     losses = {}
     for b, paths in files.items():
         series = [np.load(p)["loss"] for p in paths]
@@ -152,10 +250,8 @@ def run(
         figures["Colour-change augmentation: originals, garment masks, recoloured copies"] = (
             f'<img src="data:image/png;base64,{b64}">'
         )
-    sel_path = stacked.parent / "selection.json"
     selection_rows = []
-    if sel_path.is_file():
-        sel = json.loads(sel_path.read_text())
+    if sel:
         metrics["selection"] = sel["labels"]
         for lab in labels:
             picked = sel["labels"].get(lab, [])
@@ -216,6 +312,7 @@ def run(
         figures,
         to_dict(cfg),
         [[lab, float(v)] for lab, v in zip(labels, t, strict=True)],
+        tables,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(
@@ -238,6 +335,11 @@ def print_summary(path: Path) -> None:
         print(
             f"  all-ones test F{b:g} {s['all_ones_test']:.4f}; vote - best single "
             f"({m['best_single']}) = {s['ensemble_gain']:+.4f}"
+        )
+    for name, iv in m.get("intervals", {}).items():
+        print(
+            f"  {name}: {iv['gain']:+.4f}, 95% interval [{iv['low']:+.4f}, {iv['high']:+.4f}], "
+            f"labels won/lost/tied {len(iv['won'])}/{len(iv['lost'])}/{len(iv['tied'])}"
         )
 
 

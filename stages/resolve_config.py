@@ -13,7 +13,14 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.config import BackboneConfig, config_hash, load_config, section_payloads, to_dict, weights_file
+from pipeline.config import (
+    BackboneConfig,
+    config_hash,
+    load_config,
+    section_payloads,
+    to_dict,
+    weights_file,
+)
 
 
 def write_if_changed(path: Path, text: str) -> bool:

@@ -132,7 +132,7 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
         n_labels,
         n_cols,
         k,
-        dict(zip(*np.unique([f"{c}/{r}" for c, r in level.choice], return_counts=True))),
+        ", ".join(sorted({f"{c}/{r}" for c, r in level.choice})),
         out,
     )
 

@@ -21,18 +21,18 @@ def stacked_thresholds(cfg: Config, z) -> tuple[np.ndarray, str]:
     """(L,) thresholds for a stacked file: each label's chosen rule, fitted on its chosen
     combiner's OOF over all labels (as the nested CV scored it); micro/samples averaging
     couples labels, so it runs the coordinate-ascent search on the stacked OOF instead."""
-    from pipeline.thresholds import ThresholdSearch, rule_thresholds
+    from pipeline.second_level import chosen_thresholds
+    from pipeline.thresholds import ThresholdSearch
 
     t, s = cfg.thresholds, cfg.stack
     y, oof = z["y"], z["oof"]
     if t.average != "macro" or "candidates_oof" not in z:
         search = ThresholdSearch(beta=t.beta, step=t.step, average=t.average)
         return search.fit(np.nan_to_num(oof, nan=0.0), y).thresholds_, f"search ({t.average})"
-    cand_oof, pick, rules = z["candidates_oof"], z["choice_combiner"], z["choice_rule"]
-    out = np.empty(y.shape[1])
-    for c, rule in sorted({(int(c), str(r)) for c, r in zip(pick, rules, strict=True)}):
-        cols = (pick == c) & (rules == rule)
-        out[cols] = rule_thresholds(cand_oof[c], y, rule, t.beta, t.step, s.shrink)[cols]
+    out = chosen_thresholds(
+        y, z["candidates_oof"], z["choice_combiner"], z["choice_rule"], t.beta, t.step, s.shrink
+    )
+    pick, rules = z["choice_combiner"], z["choice_rule"]
     names = [f"{z['combiners'][c]}/{r}" for c, r in zip(pick, rules, strict=True)]
     return out, ", ".join(f"{n} x{names.count(n)}" for n in dict.fromkeys(names))
 
