@@ -335,24 +335,51 @@ def test_two_layer_net_matches_torch_semantics():
     )
 
 
+def torch_shapes(arch: W.Architecture) -> dict[str, tuple[int, ...]]:
+    """Every tensor the torch model of ``arch`` has, with its shape, in state-dict order.
+
+    Written from PyTorch's layout (conv OIHW, depthwise (C, 1, k, k), BN's four vectors and
+    a scalar ``num_batches_tracked``), independently of the converter.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    in_ch = 3
+    for block in arch.blocks:
+        for u in block.units:
+            shapes[f"{u.torch_conv}.weight"] = (
+                u.filters,
+                1 if u.depthwise else in_ch,
+                u.kernel,
+                u.kernel,
+            )
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                shapes[f"{u.torch_bn}.{key}"] = (u.filters,)
+            shapes[f"{u.torch_bn}.num_batches_tracked"] = ()
+            in_ch = u.filters
+    shapes[f"{arch.classifier}.weight"] = (1000, in_ch)
+    shapes[f"{arch.classifier}.bias"] = (1000,)
+    return shapes
+
+
 def random_state_dict(arch: W.Architecture = W.MOBILENET_V2, seed: int = 0) -> dict:
     """Random weights in the torch names and shapes of ``arch`` (kept well scaled)."""
     rng = np.random.default_rng(seed)
     sd: dict[str, np.ndarray] = {}
-    in_ch = 3
-    for block in arch.blocks:
-        for u in block.units:
-            fan_in = u.kernel * u.kernel * (1 if u.depthwise else in_ch)
-            shape = (u.filters, 1 if u.depthwise else in_ch, u.kernel, u.kernel)
-            sd[f"{u.torch_conv}.weight"] = rng.normal(0, 1 / np.sqrt(fan_in), shape).astype("f4")
-            sd[f"{u.torch_bn}.weight"] = rng.uniform(0.5, 1.5, u.filters).astype("f4")
-            sd[f"{u.torch_bn}.bias"] = rng.normal(0, 0.1, u.filters).astype("f4")
-            sd[f"{u.torch_bn}.running_mean"] = rng.normal(0, 0.1, u.filters).astype("f4")
-            sd[f"{u.torch_bn}.running_var"] = rng.uniform(1e-4, 2.0, u.filters).astype("f4")
-            sd[f"{u.torch_bn}.num_batches_tracked"] = np.array(1, np.int64)
-            in_ch = u.filters
-    sd[f"{arch.classifier}.weight"] = rng.normal(0, 0.05, (1000, 1280)).astype("f4")
-    sd[f"{arch.classifier}.bias"] = rng.normal(0, 0.05, 1000).astype("f4")
+    for name, shape in torch_shapes(arch).items():
+        kind = name.rsplit(".", 1)[-1]
+        if name.startswith(arch.classifier):
+            value = rng.normal(0, 0.05, shape)
+        elif len(shape) == 4:  # conv: fan-in scaling keeps activations O(1) through the net
+            value = rng.normal(0, 1 / np.sqrt(np.prod(shape[1:])), shape)
+        elif kind == "num_batches_tracked":
+            sd[name] = np.array(1, np.int64)
+            continue
+        elif kind == "weight":
+            value = rng.uniform(0.5, 1.5, shape)
+        elif kind == "running_var":
+            value = rng.uniform(1e-4, 2.0, shape)
+        else:  # bias, running_mean
+            value = rng.normal(0, 0.1, shape)
+        sd[name] = value.astype("f4")
     return sd
 
 
@@ -395,18 +422,61 @@ def test_mobilenet_v2_mapping_is_exact_with_torch_padding(tmp_path):
         W.convert_mobilenet_v2({k: v for k, v in sd.items() if "features.5" not in k})
 
 
-def test_efficientnet_lite0_mapping_is_exact(tmp_path):
-    arch = W.EFFICIENTNET_LITE0
+LITES = [W.EFFICIENTNET_LITE0, W.EFFICIENTNET_LITE1, W.EFFICIENTNET_LITE2]
+
+
+def test_round_filters_and_repeats_known_numbers():
+    """TF's rounding: to a multiple of 8, never 10% below the scaled width; repeats ceil."""
+    assert [W.round_filters(c, 1.1) for c in (16, 24, 40, 80, 112, 192, 320)] == [
+        16,
+        24,
+        48,
+        88,
+        120,
+        208,
+        352,
+    ]
+    assert W.round_filters(32, 1.2) == 40 and W.round_filters(16, 1.0) == 16
+    assert W.round_filters(10, 1.0) == 16  # 10 + 4 -> 8 is < 0.9 * 10: one divisor more
+    assert [W.round_repeats(n, 1.2) for n in (2, 3, 4)] == [3, 4, 5]
+
+
+@pytest.mark.parametrize(
+    "arch,blocks,last_block,widths",
+    [
+        (W.EFFICIENTNET_LITE0, 16, "block6d_", (16, 24, 40, 80, 112, 192, 320)),
+        (W.EFFICIENTNET_LITE1, 21, "block6e_", (16, 24, 40, 80, 112, 192, 320)),
+        (W.EFFICIENTNET_LITE2, 21, "block6e_", (16, 24, 48, 88, 120, 208, 352)),
+    ],
+    ids=lambda v: v.name if isinstance(v, W.Architecture) else None,
+)
+def test_efficientnet_lite_plan_layout(arch, blocks, last_block, widths):
+    """Stem 32 / head 1280 fixed, first and last stage one block, the rest scaled."""
+    inner = arch.blocks[1:-1]
+    assert len(inner) == blocks and inner[-2].name == last_block
+    assert arch.blocks[0].units[0].filters == 32 and arch.blocks[-1].units[0].filters == 1280
+    stage_out = {b.name[5]: b.units[-1].filters for b in inner}
+    assert tuple(stage_out[str(s)] for s in range(1, 8)) == widths
+    assert [b.name for b in inner if b.name[5] in "17"] == ["block1a_", "block7a_"]
+    assert inner[-1].units[-1].torch_conv == f"_blocks.{blocks - 1}._project_conv"
+
+
+@pytest.mark.parametrize("arch", LITES, ids=lambda a: a.name)
+def test_efficientnet_lite_mapping_is_exact(tmp_path, arch):
     sd = random_state_dict(arch, seed=3)
     path = W.save_keras_weights(sd, tmp_path / "l_top.weights.h5", arch, include_top=True)
-    model = W.efficientnet_lite0(
+    model = getattr(W, arch.builder)(
         include_top=True, input_shape=(64, 64, 3), classifier_activation=None, weights=path
     )
     x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype(np.float32)
     ref = W.reference_logits_numpy(sd, x, arch)
     np.testing.assert_allclose(np.asarray(model.predict_on_batch(x)), ref, atol=2e-3, rtol=0)
     names = [layer.name for layer in model.layers]
-    assert "block6d_dwconv" in names and not any("se_" in n for n in names)  # 16 blocks, no SE
+    assert not any("se_" in n for n in names)  # Lite: no squeeze-excitation
+    # every torch tensor but BN's step counter lands in exactly one Keras weight
+    used = sum(w.size for layer in model.layers for w in layer.get_weights())
+    assert used == sum(v.size for k, v in sd.items() if not k.endswith("num_batches_tracked"))
+    assert W.build_from_plan(arch).input_shape == (None, arch.native_size, arch.native_size, 3)
 
 
 @pytest.mark.slow
@@ -443,15 +513,23 @@ def _installed_checkpoint(arch: W.Architecture) -> Path:
         pytest.skip(f"{arch.package} not installed (make weights installs it)")
 
 
+@pytest.mark.parametrize("arch", list(W.ARCHITECTURES.values()), ids=lambda a: a.name)
+def test_real_wheel_matches_the_plan_exactly(arch):
+    """The checkpoint holds exactly the plan's tensors, each with the plan's shape."""
+    sd = W.read_torch_state_dict(_installed_checkpoint(arch))
+    assert {k: v.shape for k, v in sd.items()} == torch_shapes(arch)
+    assert getattr(W, arch.builder).__name__ == arch.builder
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", [W.MOBILENET_V2, W.EFFICIENTNET_LITE0], ids=lambda a: a.name)
+@pytest.mark.parametrize("arch", list(W.ARCHITECTURES.values()), ids=lambda a: a.name)
 def test_real_wheel_agrees_on_real_photos(arch):
     pth = _installed_checkpoint(arch)
     if not REAL_IMAGES.is_dir():
         pytest.skip(f"{REAL_IMAGES} not present")
     W.check_torchvision_hash(pth)
     sd = W.read_torch_state_dict(pth)
-    images = W.load_images(W.list_images(REAL_IMAGES)[:20])
+    images = W.load_images(W.list_images(REAL_IMAGES)[:20], arch.native_size)
     result = W.verify(sd, images, arch)
     assert result["exact"]["top1_agreement"] >= 0.95
     assert result["exact"]["max_abs_logit_diff"] < 1e-3
