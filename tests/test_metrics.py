@@ -225,3 +225,27 @@ def test_curves_and_best_threshold_by_hand():
 def test_best_threshold_of_a_label_without_positives_is_neutral():
     assert best_threshold_fbeta([0.0, 0.0, 0.0], [0.2, 0.6, 0.9]) == (0.0, 0.5)
     assert best_threshold_fbeta([NAN, NAN], [0.2, 0.6]) == (0.0, 0.5)
+
+
+def test_paired_bootstrap_matches_a_naive_loop_and_is_seeded():
+    from pipeline.metrics import fbeta_score, paired_bootstrap
+
+    rng = np.random.default_rng(3)
+    y = (rng.random((60, 3)) < 0.4).astype(float)
+    y[::9, 2] = np.nan
+    a = np.where(rng.random(y.shape) < 0.8, np.nan_to_num(y), 1 - np.nan_to_num(y)).astype(int)
+    b = (rng.random(y.shape) < 0.5).astype(int)
+    res = paired_bootstrap(y, a, b, beta=2.0, n_boot=200, seed=5)
+    assert res["gain"] == pytest.approx(fbeta_score(y, a) - fbeta_score(y, b))
+    # the same resamples drawn by hand
+    w = np.random.default_rng(5).multinomial(60, np.full(60, 1 / 60), size=200)
+    diffs = []
+    for counts in w:
+        rows = np.repeat(np.arange(60), counts)
+        diffs.append(fbeta_score(y[rows], a[rows]) - fbeta_score(y[rows], b[rows]))
+    assert res["low"] == pytest.approx(np.quantile(diffs, 0.025))
+    assert res["high"] == pytest.approx(np.quantile(diffs, 0.975))
+    assert res == paired_bootstrap(y, a, b, beta=2.0, n_boot=200, seed=5)
+    assert res["low"] > 0  # a is clearly better than coin flips
+    same = paired_bootstrap(y, a, a, n_boot=50)
+    assert same["gain"] == same["low"] == same["high"] == 0.0

@@ -147,7 +147,7 @@ def test_shuffled_labels_leave_outer_cv_at_chance():
     outer = nested_cv(P, y, combiners, outer_folds=3, seed=0)
     prev = np.nanmean(y, axis=0)
     chance = (5 * prev / (4 * prev + 1)).mean()  # F2 of predicting every label
-    assert outer.macro.max() < chance + 0.04, dict(zip(outer.candidates, outer.macro))
+    assert outer.macro.max() < chance + 0.04, dict(zip(outer.candidates, outer.macro, strict=True))
     # power: a flexible stacker scored on the rows it was fit on (a leak) beats chance
     deep = PerLabelXGBStacker(
         eta=(0.3,),
