@@ -317,7 +317,7 @@ def _build(cls: type, raw: dict, where: str) -> Any:
                 if v not in _CHOICES[key]
             ]
             if bad or value == ():
-                raise ValueError(f"config: {key} = {value!r}; choose from {_CHOICES[key]}")
+                raise ValueError(f"config: {key} = {value!r}; choose one of {_CHOICES[key]}")
         kwargs[name] = value
     return cls(**kwargs)
 

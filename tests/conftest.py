@@ -126,6 +126,11 @@ def tiny_demo_config(tmp: Path) -> Path:
         assert old in text, old
         text = text.replace(old, new)
     text = text.replace("epochs = 6", "epochs = 2")
+    # tests train from scratch: the frozen member embeds with random (seeded) weights
+    text = text.replace(
+        'backbone = "mobilenet_v2_pt"\nimage_size = 128',
+        'backbone = "small_cnn"\nweights = "none"\nimage_size = 32',
+    )
     path = tmp / "tiny_demo.toml"
     path.write_text(text)
     return path

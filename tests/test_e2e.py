@@ -36,11 +36,12 @@ def test_make_all_tiny_demo(tiny_demo, tmp_path):
 
     # OOF rows = train rows, each exactly once across a backbone's folds
     train_ids = pd.read_csv(run_dir / "demo" / "train" / "labels.csv")["image"].astype(str)
-    for backbone in ("small_cnn", "mobilenet_v2_035"):
+    for backbone in ("small_cnn", "mobilenet_v3_small", "mnv2_128_logistic"):
         held = np.concatenate(
             [
                 np.load(f)["val_ids"]
-                for f in sorted((run_dir / "build" / "preds").glob(f"{backbone}.fold*.npz"))
+                for d in ("preds", "members")
+                for f in sorted((run_dir / "build" / d).glob(f"{backbone}.fold*.npz"))
             ]
         )
         assert sorted(held.tolist()) == sorted(train_ids.tolist())

@@ -111,7 +111,7 @@ def test_frozen_config_is_validated(tmp_path):
     dup = [{"name": "f", "backbone": "x"}, {"name": "f", "backbone": "y"}]
     with pytest.raises(ValueError, match="unique"):
         config_from_dict({**base, "frozen": dup})
-    with pytest.raises(ValueError, match="stack.combiners"):
+    with pytest.raises(ValueError, match="stack.combiners.*choose one of"):
         config_from_dict({**base, "stack": {"combiners": ["xgb", "ridge"]}})
     with pytest.raises(ValueError, match="stack.mode"):
         config_from_dict({**base, "stack": {"mode": "best"}})
