@@ -45,6 +45,7 @@ from pipeline.combiners import (
 )
 from pipeline.metrics import check_labels, fbeta_per_label, paired_bootstrap
 from pipeline.select import Column
+from pipeline.stack import _jsonable
 from pipeline.thresholds import RULES, rule_thresholds
 
 log = logging.getLogger(__name__)
@@ -385,15 +386,3 @@ def chosen_thresholds(
         cols = (pick == c) & (rules == rule)
         out[cols] = rule_thresholds(candidates_oof[c], y, rule, beta, step, shrink)[cols]
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
