@@ -186,17 +186,21 @@ class Predictor:
             model.set_weights(self._weights[key])
         return model
 
-    def _inputs(self, paths: list[Path]) -> np.ndarray:
+    def _inputs(self, paths: list[Path], size: int | None = None, tta_flip=None) -> np.ndarray:
         """The decoded batch, mirrored copies appended with TTA: what the prediction feed of
-        ``pipeline.train.predict_paths`` gives the model for these files."""
+        ``pipeline.train.predict_paths`` gives the model for these files (default: the
+        CNNs' size and TTA; frozen members pass their own)."""
         from pipeline.data import load_image
 
-        batch = np.stack([load_image(p, self.size) for p in paths]).astype(np.float32)
-        return np.concatenate([batch, batch[:, :, ::-1]]) if self.tta_flip else batch
+        size = self.size if size is None else size
+        tta_flip = self.tta_flip if tta_flip is None else tta_flip
+        batch = np.stack([load_image(p, size) for p in paths]).astype(np.float32)
+        return np.concatenate([batch, batch[:, :, ::-1]]) if tta_flip else batch
 
-    def _run(self, model, inputs: np.ndarray) -> np.ndarray:
+    def _run(self, model, inputs: np.ndarray, tta_flip=None) -> np.ndarray:
         out = np.asarray(model.predict_on_batch(inputs), dtype=np.float32)
-        return out.reshape(2, -1, out.shape[-1]).mean(axis=0) if self.tta_flip else out
+        tta_flip = self.tta_flip if tta_flip is None else tta_flip
+        return out.reshape(2, -1, out.shape[-1]).mean(axis=0) if tta_flip else out
 
     def _column(self, paths, inputs, backbone: str, fold: int, epoch: int) -> np.ndarray:
         """(n, L) probabilities of one base column's fold-``fold`` model."""
@@ -209,7 +213,6 @@ class Predictor:
     def _frozen_column(self, paths, member: str, fold: int) -> np.ndarray:
         """A frozen-feature member: the pretrained embedding (once per image list and
         backbone, at the member's own size, flip TTA as in `make embed`) -> fold's head."""
-        from pipeline.data import load_image
         from pipeline.frozen import frozen_backbone, load_head
 
         f = self._frozen_members[member]
@@ -217,13 +220,8 @@ class Predictor:
         if f.name not in self._embedded or self._embedded[f.name][0] != key:
             if f.name not in self._models:
                 self._models[f.name] = frozen_backbone(f.backbone, f.weights, f.image_size)
-            batch = np.stack([load_image(p, f.image_size) for p in paths]).astype(np.float32)
-            if f.tta_flip:
-                batch = np.concatenate([batch, batch[:, :, ::-1]])
-            out = np.asarray(self._models[f.name].predict_on_batch(batch), dtype=np.float32)
-            if f.tta_flip:
-                out = out.reshape(2, -1, out.shape[-1]).mean(axis=0)
-            self._embedded[f.name] = (key, out)
+            batch = self._inputs(paths, f.image_size, f.tta_flip)
+            self._embedded[f.name] = (key, self._run(self._models[f.name], batch, f.tta_flip))
         if (member, fold) not in self._heads:
             path = self.build / "frozen" / f"{member}.fold{fold}.head.npz"
             self._heads[(member, fold)] = load_head(path)
