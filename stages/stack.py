@@ -67,7 +67,7 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
 
     from pipeline.data import read_labels
     from pipeline.second_level import fit_second_level
-    from pipeline.select import load_base_predictions, select_columns
+    from pipeline.select import load_base_predictions
 
     s, t = cfg.stack, cfg.thresholds
     table = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)
@@ -108,9 +108,8 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
     test = cand_test[pick, :, :, labels_idx].transpose(1, 2, 0)
     oof = np.where(np.isnan(table.y), np.nan, oof).astype(np.float32)
     level.save(out.parent / "models")
-    selection = select_columns(
-        base.oof, table.y, base.columns, t.beta, s.top_n, s.corr_threshold, t.step
-    )
+    # every combiner refitted on all rows made this same selection (one rule, all OOF rows)
+    selection = next(iter(level.combiners.values())).selection_
     sel = {**selection.to_dict(base.labels), "second_level": level.report}
     write_text_atomic(out.parent / "selection.json", json.dumps(sel, indent=2) + "\n")
     save_npz_atomic(
