@@ -74,8 +74,7 @@ def summarise(metrics: dict) -> dict:
         out["sklearn_baseline_test_f2"] = rows[b]["test_f2"]
         out["sklearn_baseline_test_f1"] = rows[b]["test_f1"]
         out["vs_sklearn"] = vote - rows[b]["test_f2"]
-    for key, iv in metrics.get("intervals", {}).items():
-        name = "ensemble_gain" if "best single" in key else "vs_sklearn"
+    for name, iv in metrics.get("intervals", {}).items():  # ensemble_gain, vs_sklearn
         out[f"{name}_ci"] = [iv["low"], iv["high"]]
         out[f"{name}_labels"] = {k: len(iv[k]) for k in ("won", "lost", "tied")}
         if name == "ensemble_gain":

@@ -38,13 +38,14 @@ def intervals(cfg: Config, y_test, vote_row, best, baselines, labels) -> dict:
 
     beta = cfg.thresholds.beta
     out = {}
-    others = [(f"vote - best single ({best.name})", best)]
-    others += [(f"vote - {b.name} (scikit-learn baseline)", b) for b in baselines[:1]]
-    for name, other in others:
+    others = [("ensemble_gain", f"vote - best single ({best.name})", best)]
+    others += [("vs_sklearn", f"vote - {b.name} (scikit-learn baseline)", b) for b in baselines[:1]]
+    for key, comparison, other in others:
         boot = paired_bootstrap(
             y_test, vote_row.test_pred, other.test_pred, beta, cfg.stack.n_boot, cfg.stack.seed
         )
-        out[name] = {**boot, **per_label_record(labels, vote_row.test_fbeta, other.test_fbeta)}
+        record = per_label_record(labels, vote_row.test_fbeta, other.test_fbeta)
+        out[key] = {"comparison": comparison, **boot, **record}
     return out
 
 
@@ -223,13 +224,13 @@ def run(
         metrics["intervals"] = intervals(cfg, y_test, vote_row, best, baselines, labels)
         interval_rows = [
             [
-                name,
+                r["comparison"],
                 f"{r['gain']:+.4f}",
                 f"[{r['low']:+.4f}, {r['high']:+.4f}]",
                 "yes" if r["low"] > 0 else "no (within noise)" if r["high"] > 0 else "no",
                 f"{len(r['won'])} / {len(r['lost'])} / {len(r['tied'])}",
             ]
-            for name, r in metrics["intervals"].items()
+            for r in metrics["intervals"].values()
         ]
         tables[
             f"Held-out gains with paired bootstrap 95% intervals ({cfg.stack.n_boot} "
@@ -336,9 +337,9 @@ def print_summary(path: Path) -> None:
             f"  all-ones test F{b:g} {s['all_ones_test']:.4f}; vote - best single "
             f"({m['best_single']}) = {s['ensemble_gain']:+.4f}"
         )
-    for name, iv in m.get("intervals", {}).items():
+    for iv in m.get("intervals", {}).values():
         print(
-            f"  {name}: {iv['gain']:+.4f}, 95% interval [{iv['low']:+.4f}, {iv['high']:+.4f}], "
+            f"  {iv['comparison']}: {iv['gain']:+.4f}, 95% interval [{iv['low']:+.4f}, {iv['high']:+.4f}], "
             f"labels won/lost/tied {len(iv['won'])}/{len(iv['lost'])}/{len(iv['tied'])}"
         )
 
