@@ -358,10 +358,11 @@ def config_from_dict(raw: dict) -> Config:
         bad = sorted(set(f.heads) - set(FROZEN_HEADS)) or (["(none)"] if not f.heads else [])
         if bad:
             raise ValueError(f"config: frozen {f.name!r} heads {bad}: choose from {FROZEN_HEADS}")
-        if f"{f.name}_logistic" in names or f"{f.name}_knn" in names:
-            raise ValueError(f"config: frozen {f.name!r} members clash with a backbone name")
     if len(members) != len(names) + sum(len(f.heads) for f in cfg.frozen):
-        raise ValueError("config: frozen member names (<name>_<head>) must be unique")
+        raise ValueError(
+            "config: frozen member names (<name>_<head>) must be unique and differ from "
+            "the backbone names"
+        )
     if cfg.stack.top_n < 1:
         raise ValueError("config: stack.top_n must be >= 1")
     for key in ("eta", "max_depth", "min_child_weight"):

@@ -111,6 +111,9 @@ def test_frozen_config_is_validated(tmp_path):
     dup = [{"name": "f", "backbone": "x"}, {"name": "f", "backbone": "y"}]
     with pytest.raises(ValueError, match="unique"):
         config_from_dict({**base, "frozen": dup})
+    clash = {**base, "train": {"backbones": [{"name": "f_knn"}]}}
+    with pytest.raises(ValueError, match="differ from the backbone names"):
+        config_from_dict({**clash, "frozen": [{"name": "f", "backbone": "x", "heads": ["knn"]}]})
     with pytest.raises(ValueError, match="stack.combiners.*choose one of"):
         config_from_dict({**base, "stack": {"combiners": ["xgb", "ridge"]}})
     with pytest.raises(ValueError, match="stack.mode"):
