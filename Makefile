@@ -67,7 +67,7 @@ CODE_REPORT := $(CODE_DATA) pipeline/report.py pipeline/metrics.py pipeline/thre
 
 
 .PHONY: help all summary install demo-data folds augment weights import-data train-cnn twoflow embed frozen similar stack thresholds submit report test lint \
-        browser baseline predict serve bench bench-thresholds bench-feed bench-stack bench-augment bench-dask bench-ensemble \
+        browser baseline predict serve bench bench-thresholds bench-feed bench-stack bench-augment bench-masks bench-dask bench-ensemble segmenter \
         cluster-up cluster-down cluster-status clean clean-all
 
 help: ## list the targets
@@ -120,10 +120,23 @@ $(FOLDS): $(TRAIN_LABELS) $(CFG)/folds.json pipeline/folds.py stages/folds.py | 
 
 augment: $(AUGMENT) ## colour-change copies of rare-label images (train side of other folds only)
 
-$(AUGMENT): $(FOLDS) $(TRAIN_LABELS) $(CFG)/augment.json $(CODE_DATA) pipeline/augment.py pipeline/augment_config.py stages/augment.py | $(INSTALLED)
+$(AUGMENT): $(FOLDS) $(TRAIN_LABELS) $(CFG)/augment.json $(MASK_MODEL) $(CODE_DATA) pipeline/augment.py pipeline/augment_config.py pipeline/segment.py stages/augment.py | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.augment --config $(CONFIG) --folds $(FOLDS) --out-dir $(BUILD)/augment \
 	  --preview $(BUILD)/augment/preview.png
+
+segmenter: $(if $(SEGMENTER_MAPS),$(BUILD)/segmenter.npz) ## garment segmenter fitted on the training split's pixel-level maps ([segmenter])
+
+ifneq ($(SEGMENTER_MAPS),)
+$(BUILD)/segmenter.npz: $(CFG)/segmenter.json $(WEIGHTS_SEGMENTER) $(TRAIN_LABELS) $(CODE_DATA) pipeline/segment.py pipeline/backbones.py stages/segmenter.py | $(INSTALLED)
+	$(PY) -m stages.segmenter --config $(CONFIG) --out $@
+endif
+ifneq ($(MASK_MODEL_CONFIG),)
+# augment.mask_model names another config's segmenter: that config builds it
+$(MASK_MODEL): FORCE
+	$(MAKE) CONFIG=$(MASK_MODEL_CONFIG) $@
+endif
+FORCE:
 
 train-cnn: $(PREDS) ## every backbone x every fold: per-epoch OOF + test predictions
 
@@ -253,6 +266,9 @@ bench-feed: $(TRAIN_LABELS) | $(INSTALLED) ## training feed from files vs bare m
 
 bench-augment: $(TRAIN_LABELS) | $(INSTALLED) ## mask IoU, colour match, skin changed of the colour-change augmentation
 	$(PY) -m benchmarks.bench_augment --out build/bench/augment.json
+
+bench-masks: $(if $(SEGMENTER_MAPS),$(BUILD)/segmenter.npz) $(TEST_LIST) | $(INSTALLED) ## garment masks (GrabCut vs segmenter) against the held-out photos' pixel maps
+	$(PY) -m benchmarks.bench_masks --config $(CONFIG) --out build/bench/masks_$(NAME).json
 
 bench-dask: $(INSTALLED) ## stacker grid (+ 4 tiny CNN jobs) serial vs a 2-worker local cluster
 	$(PY) -m benchmarks.bench_dask --cnn-jobs 4 --out build/bench/dask.json

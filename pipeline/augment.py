@@ -211,7 +211,8 @@ def _grabcut(
     size = (max(1, round(w * s)), max(1, round(h * s)))
     work = cv2.resize(img_rgb, size, interpolation=cv2.INTER_CUBIC if s > 1 else cv2.INTER_AREA)
     x, y, rw, rh = rect
-    r = (round(x * s), round(y * s), max(1, round(rw * s)), max(1, round(rh * s)))
+    # scaled, the rectangle must still leave background pixels (GrabCut's GMMs need both)
+    r = _clip_rect(x * s, y * s, (x + rw) * s - 1, (y + rh) * s - 1, size[0], size[1])
     mask = np.zeros(work.shape[:2], np.uint8)
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)  # GrabCut's GMM initialisation uses k-means: keep it deterministic
@@ -300,6 +301,8 @@ def garment_mask(
     *,
     colour: str | None = None,
     cfg: AugmentConfig | None = None,
+    grid_prob: np.ndarray | None = None,
+    whole: bool = False,
 ) -> np.ndarray:
     """Boolean mask of the garment to recolour, skin-like pixels removed.
 
@@ -311,6 +314,12 @@ def garment_mask(
             seeds the refinement (pixels of that colour inside the GrabCut foreground),
             which separates the labelled garment from hair, trousers and under-layers.
         cfg: thresholds and GrabCut settings.
+        grid_prob: the segmenter's coarse class probabilities for this image
+            (:meth:`pipeline.segment.GarmentSegmenter.predict_grid`); when given, the
+            refined segmentation (:func:`pipeline.segment.refine`) replaces the box-seeded
+            GrabCut as the clothing foreground.
+        whole: return every garment (the clothing foreground), not the one garment the
+            colour label or the centre of the picture points to (``mode = "rotate"``).
     """
     cfg = cfg or AugmentConfig()
     h, w = img_rgb.shape[:2]
@@ -329,9 +338,14 @@ def garment_mask(
                 f"colour {colour!r} is not in augment.colour_map ({', '.join(cfg.colours)})"
             )
         spec = cfg.colours[colour]
-    rect, _ = seed_box(img_rgb, cfg)
-    cand = _grabcut(img_rgb, rect, cfg) & ~skin
-    if not cand.any():
+    if grid_prob is not None:
+        from pipeline.segment import refine
+
+        cand = refine(img_rgb, grid_prob, skin)
+    else:
+        rect, _ = seed_box(img_rgb, cfg)
+        cand = _grabcut(img_rgb, rect, cfg) & ~skin
+    if whole or not cand.any():
         return cand
     return _refine(img_rgb, cand, spec, cfg) & ~skin
 
@@ -647,7 +661,7 @@ def _plan(
     if len(folds) != len(table.ids):
         raise ValueError(f"folds has {len(folds)} rows but the label table {len(table.ids)}")
     missing = [c for c in cfg.colours if c not in table.labels]
-    if missing and cfg.enabled:  # a switched-off augmentation needs no colour map
+    if missing and cfg.enabled and cfg.mode == "labels":  # off/rotate need no colour map
         raise ValueError(
             f"augment.colour_map: label {missing[0]!r} is not a column of the labels "
             f"({', '.join(table.labels)}); remove it from the map"
@@ -656,6 +670,8 @@ def _plan(
     rare = rare_labels(table, cfg)
     if not cfg.enabled or cfg.variants == 0 or not rare:
         return [], skipped, rare
+    if cfg.mode == "rotate":
+        return _plan_rotate(table, folds, cfg, rare), skipped, rare
     idx = {lab: j for j, lab in enumerate(table.labels)}
     colours, why = _source_colours(table, cfg)
     targets = cfg.targets()
@@ -734,15 +750,56 @@ def _plan(
                 reason=reason,
             )
         )
+    _check_stems(jobs)
+    return jobs, skipped, rare
+
+
+def rotation_offsets(variants: int) -> list[float]:
+    """Hue offsets (OpenCV units) of a source's ``rotate`` copies: evenly spread over the
+    wheel and clear of 0, so every copy is a visibly different colour."""
+    return [round(180.0 * (v + 1) / (variants + 1), 2) for v in range(variants)]
+
+
+def _plan_rotate(
+    table: LabelTable, folds: np.ndarray, cfg: AugmentConfig, rare: tuple[str, ...]
+) -> list[AugJob]:
+    """``mode = "rotate"``: ``variants`` hue-rotated copies of every rare-label positive."""
+    idx = {lab: j for j, lab in enumerate(table.labels)}
+    reason: dict[int, str] = {}
+    for lab in rare:
+        for i in np.flatnonzero(table.y[:, idx[lab]] == 1):
+            reason.setdefault(int(i), lab)
+    jobs = []
+    for i, lab in sorted(reason.items()):
+        stem = Path(str(table.ids[i])).stem
+        for v, offset in enumerate(rotation_offsets(cfg.variants)):
+            jobs.append(
+                AugJob(
+                    new_id=f"aug_{stem}_{v}.png",
+                    source=str(table.ids[i]),
+                    source_index=i,
+                    fold=int(folds[i]),
+                    source_colour=None,
+                    target_colour="",
+                    target_hue=offset,
+                    y=tuple(float(x) for x in table.y[i]),
+                    reason=lab,
+                )
+            )
+    _check_stems(jobs)
+    return jobs
+
+
+def _check_stems(jobs: list[AugJob]) -> None:
+    """Copy ids are built from stems: 'a.png' and 'a.jpg' would collide."""
     stems: dict[str, str] = {}
-    for job in jobs:  # ids are built from stems: 'a.png' and 'a.jpg' would collide
+    for job in jobs:
         other = stems.setdefault(Path(job.source).stem, job.source)
         if other != job.source:
             raise ValueError(
                 f"images {other!r} and {job.source!r} share the file stem "
                 f"{Path(other).stem!r}, so their augmented copies would collide; rename one"
             )
-    return jobs, skipped, rare
 
 
 def plan_augmentation(table: LabelTable, folds: np.ndarray, cfg: AugmentConfig) -> list[AugJob]:
@@ -815,7 +872,7 @@ def _make_copy(
 
 def _process_source(args: tuple) -> list[tuple[AugJob, str, str]]:
     """Mask one source image once, make its copies; returns (job, outcome, mask source)."""
-    jobs, image_path, mask_path, out_dir, cfg = args
+    jobs, image_path, mask_path, grid_prob, out_dir, cfg = args
     img = load_image(image_path)
     user = None
     if mask_path is not None:
@@ -823,14 +880,17 @@ def _process_source(args: tuple) -> list[tuple[AugJob, str, str]]:
         if user is None:
             raise ValueError(f"{mask_path}: cannot decode mask image; replace or delete it")
     src = jobs[0].source_colour
-    mask = garment_mask(img, user, colour=src, cfg=cfg)
+    rotate = cfg.mode == "rotate"
+    mask = garment_mask(img, user, colour=src, cfg=cfg, grid_prob=grid_prob, whole=rotate)
     cv2.imwrite(
         str(out_dir / "masks" / f"{Path(jobs[0].source).stem}.png"), mask.astype(np.uint8) * 255
     )
-    how = "user" if user is not None else "grabcut"
+    how = "user" if user is not None else ("segmenter" if grid_prob is not None else "grabcut")
     if mask.sum() < cfg.min_mask_fraction * mask.size:
         return [(j, "mask_too_small", how) for j in jobs]
     stats = dominant_hue(img, mask, cfg)
+    if rotate:
+        return _rotate_copies(img, mask, stats, jobs, out_dir, cfg, how)
     seen = colour_name(stats, cfg)
     if src is None:  # recolour_unlabelled: only a chromatic colour no label names
         if stats.achromatic or seen is not None:
@@ -845,11 +905,48 @@ def _process_source(args: tuple) -> list[tuple[AugJob, str, str]]:
         if cfg.verify and colour_name(dominant_hue(new, mask, cfg), cfg) != job.target_colour:
             out.append((job, "recolour_failed", how))
             continue
-        path = out_dir / "images" / job.new_id
-        if not cv2.imwrite(str(path), cv2.cvtColor(new, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write {path}")
+        _write_copy(out_dir, job, new)
         out.append((job, "ok", how))
     return out
+
+
+def _write_copy(out_dir: Path, job: AugJob, img: np.ndarray) -> None:
+    path = out_dir / "images" / job.new_id
+    if not cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
+
+
+def _rotate_copies(img, mask, stats: HueStats, jobs, out_dir: Path, cfg: AugmentConfig, how):
+    """``mode = "rotate"``: shift every masked hue by each job's offset (labels unchanged)."""
+    if math.isnan(stats.hue):  # no chromatic pixel: a rotation changes nothing
+        return [(j, "achromatic", how) for j in jobs]
+    out = []
+    for job in jobs:
+        new = recolour(
+            img,
+            mask,
+            (stats.hue + job.target_hue) % 180,
+            source_hue=stats.hue,
+            saturation_scale=cfg.saturation_scale,
+            feather=cfg.feather,
+        )
+        _write_copy(out_dir, job, new)
+        out.append((job, "ok", how))
+    return out
+
+
+def _segment_sources(paths: list[Path], cfg: AugmentConfig, progress: bool) -> dict:
+    """Coarse segmenter probabilities per image path (empty without ``cfg.mask_model``).
+
+    Computed here, in batches, so worker processes never load TensorFlow; a (28, 28, 4)
+    grid per image is cheap to send."""
+    if not cfg.mask_model or not paths:
+        return {}
+    from pipeline.segment import GarmentSegmenter
+
+    seg = GarmentSegmenter.load(cfg.mask_model)
+    grids = seg.predict_grid([load_image(p) for p in paths], progress=progress)
+    return dict(zip(paths, grids, strict=True))
 
 
 def run_augmentation(
@@ -901,8 +998,12 @@ def run_augmentation(
     with atomic_dir(out) as tmp:
         for sub in ("images", "masks"):
             (tmp / sub).mkdir(parents=True)
+        user = {src: _find_mask(mdir, src) if mdir else None for src in groups}
+        probs = _segment_sources(
+            [table.image_dir / src for src, m in user.items() if m is None], cfg, progress
+        )
         tasks = [
-            (g, table.image_dir / src, _find_mask(mdir, src) if mdir else None, tmp, cfg)
+            (g, table.image_dir / src, user[src], probs.get(table.image_dir / src), tmp, cfg)
             for src, g in groups.items()
         ]
         bar = dict(total=len(tasks), desc="augment", unit="img", disable=not progress)
@@ -939,7 +1040,9 @@ def run_augmentation(
             "sources": len({j.source for j in done}),
             "skipped": dict(sorted(skipped.items())),
             "per_rare_label": dict(sorted(Counter(j.reason for j in done).items())),
-            "per_target_colour": dict(sorted(Counter(j.target_colour for j in done).items())),
+            "per_target_colour": dict(
+                sorted(Counter(j.target_colour or "hue_rotation" for j in done).items())
+            ),
             "mask_source": dict(sorted(Counter(h for _, o, h in outcomes).items())),
             "config": asdict(cfg),
         }

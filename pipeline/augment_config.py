@@ -13,6 +13,7 @@ from dataclasses import dataclass
 ACHROMATIC_KINDS: tuple[str, ...] = ("black", "white", "grey")
 GREY_POLICIES: tuple[str, ...] = ("skip", "value")
 BOX_MODES: tuple[str, ...] = ("auto", "hog", "foreground", "centre")
+MODES: tuple[str, ...] = ("labels", "rotate")
 
 DEFAULT_COLOUR_MAP: tuple[str, ...] = (
     "red:170-8",
@@ -143,6 +144,14 @@ class AugmentConfig:
         min_mask_fraction: masks smaller than this fraction of the image are not trusted.
         verify: skip a source whose masked colour does not match its colour label, and
             drop a copy whose recoloured garment does not read as the target colour.
+        mode: ``"labels"`` (colour-label aware: copies get a mapped target colour and
+            their colour labels rewritten) or ``"rotate"`` (a data set without colour
+            labels, e.g. garment tags: every garment of a rare-label image has its hue
+            rotated by an offset spread over the colour wheel; the labels are copied
+            unchanged, since no label names a colour). ``rotate`` needs no colour map.
+        mask_model: a garment segmenter (``.npz`` of ``make segmenter``, e.g.
+            ``build/clothing_co_parsing/segmenter.npz``); its refined masks replace the
+            box-seeded GrabCut. "" = GrabCut.
         seed: seeds source sampling, target colours and target hues.
     """
 
@@ -174,6 +183,8 @@ class AugmentConfig:
     feather: float = 0.7
     min_mask_fraction: float = 0.02
     verify: bool = True
+    mode: str = "labels"
+    mask_model: str = ""
     seed: int = 13
 
     def __post_init__(self) -> None:
@@ -182,6 +193,8 @@ class AugmentConfig:
             raise ValueError(
                 f"augment.grey_policy = {self.grey_policy!r}; choose one of {GREY_POLICIES}"
             )
+        if self.mode not in MODES:
+            raise ValueError(f"augment.mode = {self.mode!r}; choose one of {MODES}")
         if self.box not in BOX_MODES:
             raise ValueError(f"augment.box = {self.box!r}; choose one of {BOX_MODES}")
         if not 0.0 <= self.rare_threshold <= 1.0:

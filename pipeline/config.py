@@ -150,6 +150,33 @@ class FrozenConfig:
 
 FROZEN_HEADS = ("logistic", "knn")
 
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """A garment segmenter fitted on a data set's pixel-level maps (``make segmenter``,
+    :mod:`pipeline.segment`). ``maps_dir`` "" = none. Only the maps of photos in the
+    training split are fitted (a held-out photo's map is never seen).
+
+    ``maps_dir`` holds ``<stem>.png`` label maps whose pixels index the names in
+    ``label_names`` (one per line); every class not listed as background, hair or skin is
+    a garment.
+    """
+
+    maps_dir: str = ""
+    label_names: str = ""
+    background: tuple[str, ...] = ("null",)
+    hair: tuple[str, ...] = ("hair",)
+    skin: tuple[str, ...] = ("skin",)
+    backbone: str = "mobilenet_v2_pt"
+    weights: str = "imagenet"
+    image_size: int = 224
+    grid: int = 28
+    width: int = 64
+    epochs: int = 15
+    batch_size: int = 16
+    seed: int = 0
+
+
 #: Second-level combiners and threshold rules (``pipeline.second_level``), kept here so the
 #: config is validated with the standard library alone.
 COMBINER_NAMES = ("xgb", "logistic_own", "logistic_all", "caruana", "mean_top", "mean_members")
@@ -209,6 +236,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     twoflow: TwoFlowConfig = field(default_factory=TwoFlowConfig)
     frozen: tuple[FrozenConfig, ...] = ()
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     stack: StackConfig = field(default_factory=StackConfig)
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
@@ -363,6 +391,14 @@ def config_from_dict(raw: dict) -> Config:
             "config: frozen member names (<name>_<head>) must be unique and differ from "
             "the backbone names"
         )
+    seg = cfg.segmenter
+    if seg.maps_dir and not seg.label_names:
+        raise ValueError("config: segmenter.maps_dir needs segmenter.label_names (one per line)")
+    if seg.maps_dir and seg.backbone not in ("mobilenet_v2_pt", "mobilenet_v2"):
+        raise ValueError(
+            f"config: segmenter.backbone = {seg.backbone!r}; choose mobilenet_v2_pt or "
+            "mobilenet_v2 (the decoder reads their stride-4..32 blocks)"
+        )
     if cfg.stack.top_n < 1:
         raise ValueError("config: stack.top_n must be >= 1")
     for key in ("eta", "max_depth", "min_child_weight"):
@@ -414,6 +450,7 @@ def section_payloads(cfg: Config) -> dict[str, dict]:
         "demo": {"demo": to_dict(cfg.demo)},
         "augment": {**common, "augment": to_dict(cfg.augment)},
         "twoflow": {**common, "twoflow": to_dict(cfg.twoflow)},
+        "segmenter": {**common, "segmenter": to_dict(cfg.segmenter)},
         "stack": {"stack": to_dict(cfg.stack)},
         "thresholds": {"thresholds": to_dict(cfg.thresholds)},
         "submit": {"submit": to_dict(cfg.submit), "thresholds": to_dict(cfg.thresholds)},

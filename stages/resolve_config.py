@@ -69,6 +69,19 @@ def run(config: Path, out_dir: Path) -> None:
         f"WEIGHTS_FROZEN_{f.name} := {weights_file(BackboneConfig(f.backbone, f.weights))}"
         for f in cfg.frozen
     ]
+    seg = cfg.segmenter
+    lines.append(f"SEGMENTER_MAPS := {seg.maps_dir}")
+    lines.append(
+        "WEIGHTS_SEGMENTER := "
+        + (weights_file(BackboneConfig(seg.backbone, seg.weights)) if seg.maps_dir else "")
+    )
+    # a mask model built by another config (build/<name>/segmenter.npz) is made by it
+    mm = Path(cfg.augment.mask_model) if cfg.augment.enabled else None
+    lines.append(f"MASK_MODEL := {mm or ''}")
+    other = mm is not None and mm.name == "segmenter.npz" and mm.parent.name != cfg.name
+    lines.append(
+        f"MASK_MODEL_CONFIG := {config.parent / (mm.parent.name + '.toml') if other else ''}"
+    )
     write_if_changed(out_dir / "vars.mk", "\n".join(lines) + "\n")
 
 
