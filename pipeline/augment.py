@@ -998,12 +998,11 @@ def run_augmentation(
     with atomic_dir(out) as tmp:
         for sub in ("images", "masks"):
             (tmp / sub).mkdir(parents=True)
+        path_of = dict(zip(map(str, table.ids), table.paths(), strict=True))  # ids may lack .jpg
         user = {src: _find_mask(mdir, src) if mdir else None for src in groups}
-        probs = _segment_sources(
-            [table.image_dir / src for src, m in user.items() if m is None], cfg, progress
-        )
+        probs = _segment_sources([path_of[s] for s, m in user.items() if m is None], cfg, progress)
         tasks = [
-            (g, table.image_dir / src, user[src], probs.get(table.image_dir / src), tmp, cfg)
+            (g, path_of[src], user[src], probs.get(path_of[src]), tmp, cfg)
             for src, g in groups.items()
         ]
         bar = dict(total=len(tasks), desc="augment", unit="img", disable=not progress)
