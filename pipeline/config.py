@@ -74,8 +74,12 @@ class DemoConfig:
 
 @dataclass(frozen=True)
 class FoldsConfig:
+    """``near_duplicates``: the largest pHash distance (bits of 64) at which two training
+    images count as copies of one photo and share a fold; -1 = exact copies only."""
+
     n_folds: int = 5
     seed: int = 42
+    near_duplicates: int = 4
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,7 @@ _RANGES = {
     "data.image_size": (16, 4096),
     "data.holdout_fraction": (0.01, 0.9),
     "folds.n_folds": (2, 100),
+    "folds.near_duplicates": (-1, 32),
     "train.keep_fraction": (0.05, 1.0),
     "train.rare_threshold": (0.0, 1.0),
     "train.rare_upsample": (1, 100),

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import check_disjoint, load_image, read_labels, read_test_ids
+from pipeline.data import load_image, read_dataset, read_labels, read_test_ids
 
 
 def _write(tmp_path, text, images=("a.png", "b.png", "c.png")):
@@ -54,8 +54,9 @@ def test_test_ids_from_folder_and_disjoint(tmp_path):
         (d / n).write_bytes(b"x")
     ids, _ = read_test_ids(tmp_path / "test", check_images=False)
     assert list(ids) == ["a.jpg", "b.png"]
-    with pytest.raises(ValueError, match="appear in both"):
-        check_disjoint(np.array(["a.jpg"]), ids, "labels.csv", "test.csv")
+    train = _write(tmp_path, "image,red\na.jpg,1\n", images=())
+    with pytest.raises(ValueError, match="appear in both.*'a.jpg'"):
+        read_dataset(train, tmp_path / "test", check_images=False)
 
 
 def test_load_image_converts_formats(tmp_path):
