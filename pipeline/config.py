@@ -28,6 +28,16 @@ LOCAL_IMAGENET = {
 }
 
 
+#: Smallest input side a backbone accepts, where it is not 32 (the registry in
+#: pipeline.backbones holds the same numbers; a test keeps them equal). Here so that a
+#: too-small image size is an error when the config is read, not when a job starts.
+MIN_IMAGE_SIZE = {"small_cnn": 16, "xception": 71, "inception_v3": 75}
+
+
+def min_image_size(backbone: str) -> int:
+    return MIN_IMAGE_SIZE.get(backbone, 32)
+
+
 def weights_file(backbone: BackboneConfig) -> str:
     """The local file a backbone's weights come from ("" for none / Keras' own download)."""
     if backbone.weights == "imagenet":
@@ -349,6 +359,19 @@ def config_from_dict(raw: dict) -> Config:
             raise ValueError(
                 f"config: backbone {b.name!r}: epochs = {b.epochs} but its phases add up to "
                 f"{total}; make them equal"
+            )
+    for b in cfg.train.backbones:
+        if cfg.data.image_size < min_image_size(b.name):
+            raise ValueError(
+                f"config: backbone {b.name!r} needs data.image_size >= "
+                f"{min_image_size(b.name)}, got data.image_size = {cfg.data.image_size}; "
+                "raise it or pick another backbone"
+            )
+    for f in cfg.frozen:
+        if f.image_size < min_image_size(f.backbone):
+            raise ValueError(
+                f"config: frozen {f.name!r} backbone {f.backbone!r} needs image_size >= "
+                f"{min_image_size(f.backbone)}, got {f.image_size}; raise it"
             )
     if cfg.twoflow.backbone and cfg.twoflow.backbone not in names:
         raise ValueError(

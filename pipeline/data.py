@@ -136,7 +136,7 @@ def _check_ids(df: pd.DataFrame, path: Path, id_column: str, image_dir: Path) ->
         s = i.strip()
         if not s:
             raise ValueError(f"{path} row {r + 2}: empty {id_column!r}; every row needs an id")
-        if s != i and not _resolves(i, present):
+        if s != i and not _resolves(i, present) and (_resolves(s, present) or not present):
             stripped.append((i, s))
             i = s
         if "/" in i or "\\" in i or i in (".", "..") or "\x00" in i:
