@@ -116,7 +116,7 @@ folds: $(FOLDS) ## labels.csv -> folds CSV (iterative stratification, made once)
 
 $(FOLDS): $(TRAIN_LABELS) $(CFG)/folds.json pipeline/folds.py stages/folds.py | $(INSTALLED)
 	@rm -f $@
-	$(PY) -m stages.folds --config $(CONFIG) --out $@
+	$(PY) -m stages.folds --config $(CONFIG) --out $@ --report $(BUILD)/data_report.json
 
 augment: $(AUGMENT) ## colour-change copies of rare-label images (train side of other folds only)
 

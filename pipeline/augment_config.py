@@ -254,6 +254,20 @@ class AugmentConfig:
         """Minimum median value for garments recoloured into ``label`` (None = no floor)."""
         return self._floors.get(label)
 
+    def for_labels(self, labels: Sequence[str]) -> AugmentConfig:
+        """This config for a data set with ``labels``: the default colour map describes the
+        demo's colour labels, so on another data set only its entries naming a label there
+        are kept (none: nothing is recoloured) instead of failing on a map the user never
+        wrote. A map the user wrote is kept as written and checked against the labels."""
+        if self.colour_map != DEFAULT_COLOUR_MAP:
+            return self
+        kept = tuple(e for e in DEFAULT_COLOUR_MAP if e.partition(":")[0] in set(labels))
+        if kept == self.colour_map:
+            return self
+        import dataclasses
+
+        return dataclasses.replace(self, colour_map=kept)
+
     def targets(self) -> tuple[str, ...]:
         """Colours copies may be recoloured into (``target_colours`` or the chromatic map)."""
         if self.target_colours:

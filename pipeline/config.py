@@ -28,6 +28,16 @@ LOCAL_IMAGENET = {
 }
 
 
+#: Smallest input side a backbone accepts, where it is not 32 (the registry in
+#: pipeline.backbones holds the same numbers; a test keeps them equal). Here so that a
+#: too-small image size is an error when the config is read, not when a job starts.
+MIN_IMAGE_SIZE = {"small_cnn": 16, "xception": 71, "inception_v3": 75}
+
+
+def min_image_size(backbone: str) -> int:
+    return MIN_IMAGE_SIZE.get(backbone, 32)
+
+
 def weights_file(backbone: BackboneConfig) -> str:
     """The local file a backbone's weights come from ("" for none / Keras' own download)."""
     if backbone.weights == "imagenet":
@@ -74,8 +84,12 @@ class DemoConfig:
 
 @dataclass(frozen=True)
 class FoldsConfig:
+    """``near_duplicates``: the largest pHash distance (bits of 64) at which two training
+    images count as copies of one photo and share a fold; -1 = exact copies only."""
+
     n_folds: int = 5
     seed: int = 42
+    near_duplicates: int = 4
 
 
 @dataclass(frozen=True)
@@ -261,6 +275,7 @@ _RANGES = {
     "data.image_size": (16, 4096),
     "data.holdout_fraction": (0.01, 0.9),
     "folds.n_folds": (2, 100),
+    "folds.near_duplicates": (-1, 32),
     "train.keep_fraction": (0.05, 1.0),
     "train.rare_threshold": (0.0, 1.0),
     "train.rare_upsample": (1, 100),
@@ -372,6 +387,19 @@ def config_from_dict(raw: dict) -> Config:
             raise ValueError(
                 f"config: backbone {b.name!r}: epochs = {b.epochs} but its phases add up to "
                 f"{total}; make them equal"
+            )
+    for b in cfg.train.backbones:
+        if cfg.data.image_size < min_image_size(b.name):
+            raise ValueError(
+                f"config: backbone {b.name!r} needs data.image_size >= "
+                f"{min_image_size(b.name)}, got data.image_size = {cfg.data.image_size}; "
+                "raise it or pick another backbone"
+            )
+    for f in cfg.frozen:
+        if f.image_size < min_image_size(f.backbone):
+            raise ValueError(
+                f"config: frozen {f.name!r} backbone {f.backbone!r} needs image_size >= "
+                f"{min_image_size(f.backbone)}, got {f.image_size}; raise it"
             )
     if cfg.twoflow.backbone and cfg.twoflow.backbone not in names:
         raise ValueError(

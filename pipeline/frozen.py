@@ -110,13 +110,13 @@ def load_embeddings(path) -> dict[str, Any]:
 
 def run_embed(cfg, name: str, out_path) -> None:
     """Embed every training and test image with frozen member ``name``; write the file."""
-    from pipeline.data import image_paths, read_labels, read_test_ids
+    from pipeline.data import read_dataset
 
     f = frozen_config(cfg, name)
-    table = read_labels(cfg.data.train_dir, cfg.data.id_column)
-    test_ids, test_dir = read_test_ids(cfg.data.test_dir, cfg.data.id_column)
+    ds = read_dataset(cfg.data.train_dir, cfg.data.test_dir, cfg.data.id_column)
+    table, test_ids = ds.train, ds.test_ids
     model = frozen_backbone(f.backbone, f.weights, f.image_size)
-    paths = table.paths() + image_paths(test_ids, test_dir)
+    paths = table.paths() + ds.test_paths()
     log.info(
         "%s: embedding %d images with frozen %s at %d px%s",
         name,

@@ -89,7 +89,12 @@ class Service:
             self.test_paths = dict(zip(map(str, ids), image_paths(ids, test_dir), strict=True))
         self.truth = None
         if cfg.data.test_truth and Path(cfg.data.test_truth).is_file():
-            self.truth = pd.read_csv(cfg.data.test_truth, dtype={cfg.data.id_column: str})
+            self.truth = pd.read_csv(
+                cfg.data.test_truth,
+                dtype={cfg.data.id_column: str},
+                keep_default_na=False,
+                na_values=[""],
+            )
             self.truth = self.truth.set_index(cfg.data.id_column)
         self.lock = threading.Lock()
         if self.train_paths:

@@ -27,8 +27,11 @@ log = logging.getLogger("stages.augment")
 
 def load_settings(path: Path) -> tuple[Path, str, AugmentConfig]:
     """(train_dir, id_column, augment config) from the pipeline config."""
+    from pipeline.data import read_labels
+
     cfg = load_config(path)
-    return Path(cfg.data.train_dir), cfg.data.id_column, cfg.augment
+    labels = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False).labels
+    return Path(cfg.data.train_dir), cfg.data.id_column, cfg.augment.for_labels(labels)
 
 
 def run(

@@ -20,7 +20,9 @@ log = logging.getLogger("stages.report")
 def _read_truth(path: Path, test_ids, labels):
     import pandas as pd
 
-    df = pd.read_csv(path, dtype={"image": str}).set_index("image")
+    # ids as written (an id "NA" stays a string); only an empty cell is unknown
+    df = pd.read_csv(path, dtype={"image": str}, keep_default_na=False, na_values=[""])
+    df = df.set_index("image")
     missing = [c for c in labels if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing label column(s) {missing}")

@@ -71,7 +71,7 @@ def _read_truth(path: Path, ids: np.ndarray, labels: tuple[str, ...], id_column:
 
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; set data.test_truth to the test labels")
-    df = pd.read_csv(path, dtype={id_column: str}, keep_default_na=True)
+    df = pd.read_csv(path, dtype={id_column: str}, keep_default_na=False, na_values=[""])
     if id_column not in df.columns:
         raise ValueError(f"{path}: no {id_column!r} column")
     missing = [c for c in labels if c not in df.columns]

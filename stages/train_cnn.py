@@ -20,22 +20,16 @@ def build_job(
     ``augmented``: the augmentation's labels.csv; only copies whose source image is outside
     this fold join the training rows (never validation), so OOF stays leak-free.
     """
-    from pipeline.data import check_disjoint, image_paths, read_labels, read_test_ids
+    from pipeline.data import read_dataset
     from pipeline.folds import read_folds
     from pipeline.train import FoldJob, parse_phases
 
     b = cfg.backbone(backbone)
-    table = read_labels(cfg.data.train_dir, cfg.data.id_column)
+    ds = read_dataset(cfg.data.train_dir, cfg.data.test_dir, cfg.data.id_column)
+    table, test_ids = ds.train, ds.test_ids
     folds = read_folds(folds_csv, table.ids, cfg.folds.n_folds)
     if not 0 <= fold < cfg.folds.n_folds:
         raise ValueError(f"fold {fold} is outside 0..{cfg.folds.n_folds - 1}")
-    test_ids, test_dir = read_test_ids(cfg.data.test_dir, cfg.data.id_column)
-    check_disjoint(
-        table.ids,
-        test_ids,
-        Path(cfg.data.train_dir) / "labels.csv",
-        Path(cfg.data.test_dir) / "test.csv",
-    )
     paths = table.paths()
     tr = folds != fold
     va = folds == fold
@@ -58,7 +52,7 @@ def build_job(
         val_ids=table.ids[va],
         val_paths=[p for p, v in zip(paths, va, strict=True) if v],
         test_ids=test_ids,
-        test_paths=image_paths(test_ids, test_dir),
+        test_paths=ds.test_paths(),
         labels=table.labels,
         image_size=cfg.data.image_size,
         epochs=b.epochs,

@@ -13,6 +13,14 @@ def test_unknown_backbone_lists_known():
         get_backbone("resnet5")
 
 
+def test_config_knows_every_minimum_size():
+    """The config checks minimum sizes without Keras; its table must match the registry."""
+    from pipeline.config import min_image_size
+
+    for name, spec in BACKBONES.items():
+        assert min_image_size(name) == spec.min_size, name
+
+
 def test_too_small_input():
     with pytest.raises(ValueError, match="needs image_size >= 71"):
         build_model("xception", 3, 32)

@@ -33,6 +33,15 @@ def _raw():
         (lambda r: r.update(stack={"eta": []}), "must not be empty"),
         (lambda r: r["data"].pop("train_dir"), "missing required key 'data.train_dir'"),
         (lambda r: r.update(data=[1]), "must be a table"),
+        (
+            lambda r: r["train"].update(backbones=[{"name": "inception_v3"}]),
+            r"backbone 'inception_v3' needs data.image_size >= 75, got data.image_size = 64",
+        ),
+        (
+            lambda r: r.update(frozen=[{"name": "f", "backbone": "xception", "image_size": 64}]),
+            r"frozen 'f' backbone 'xception' needs image_size >= 71, got 64",
+        ),
+        (lambda r: r.update(folds={"near_duplicates": 99}), r"folds.near_duplicates = 99"),
     ],
 )
 def test_bad_config_names_the_key(patch, match):

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import check_disjoint, load_image, read_labels, read_test_ids
+from pipeline.data import load_image, read_dataset, read_labels, read_test_ids
 
 
 def _write(tmp_path, text, images=("a.png", "b.png", "c.png")):
@@ -54,8 +54,9 @@ def test_test_ids_from_folder_and_disjoint(tmp_path):
         (d / n).write_bytes(b"x")
     ids, _ = read_test_ids(tmp_path / "test", check_images=False)
     assert list(ids) == ["a.jpg", "b.png"]
-    with pytest.raises(ValueError, match="appear in both"):
-        check_disjoint(np.array(["a.jpg"]), ids, "labels.csv", "test.csv")
+    train = _write(tmp_path, "image,red\na.jpg,1\n", images=())
+    with pytest.raises(ValueError, match="appear in both.*'a.jpg'"):
+        read_dataset(train, tmp_path / "test", check_images=False)
 
 
 def test_load_image_converts_formats(tmp_path):
@@ -101,3 +102,38 @@ def test_all_zero_and_all_one_columns_warn_but_load(tmp_path, caplog):
     assert t.labels == ("never", "always", "x")
     text = caplog.text
     assert "'never' is 0 in every known row" in text and "'always' is 1 in every known row" in text
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_honoured_like_a_photo_viewer(tmp_path, orientation):
+    """Every stage decodes through load_image, which turns a photo upright by its EXIF tag
+    exactly as Pillow's exif_transpose (and photo viewers) do."""
+    from PIL import Image, ImageOps
+
+    pixels = np.zeros((6, 10, 3), np.uint8)
+    pixels[:2, :3] = (250, 10, 10)  # a red corner top-left, a green stripe right
+    pixels[:, -2:] = (10, 250, 10)
+    path = tmp_path / "o.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, quality=100, exif=exif)
+    want = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    got = load_image(path)
+    assert got.shape == want.shape
+    assert np.abs(got.astype(int) - want).max() <= 8  # JPEG decoders differ by a few levels
+    assert got.shape[:2] == ((6, 10) if orientation <= 4 else (10, 6))
+
+
+def test_reserved_duplicate_and_padded_names(tmp_path):
+    d = _write(tmp_path, "image,red,fold\na.png,1,0\n", images=("a.png",))
+    with pytest.raises(ValueError, match="label column 'fold' has a name the pipeline uses"):
+        read_labels(d)
+    (d / "labels.csv").write_text("image,red,red \na.png,1,0\n")
+    with pytest.raises(ValueError, match="column 3 'red ' repeats column 2 'red'"):
+        read_labels(d)
+    (d / "images" / " a.png").write_bytes((d / "images" / "a.png").read_bytes())
+    (d / "labels.csv").write_text("image,red\n a.png,1\n")
+    assert read_labels(d).ids.tolist() == [" a.png"]  # the file has the space: kept
+    (d / "labels.csv").write_text("image,red\nNA,1\n")
+    (d / "images" / "NA.jpg").write_bytes((d / "images" / "a.png").read_bytes())
+    assert read_labels(d).ids.tolist() == ["NA"]

@@ -8,11 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import check_disjoint, read_labels, read_test_ids
+from pipeline.data import read_dataset, read_labels, read_test_ids
 from pipeline.datasets import (
     FORMATS,
     convert_clothing_attribute_mat,
@@ -310,7 +311,7 @@ def test_stage_help_runs_as_module():
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory) -> Path:
-    """500 rows x 6 labels, prevalence 40%..4%, ~5% unknown cells; empty image files."""
+    """500 rows x 6 labels, prevalence 40%..4%, ~5% unknown cells; 8 px noise images."""
     root = tmp_path_factory.mktemp("synthetic")
     rng = np.random.default_rng(0)
     y = (rng.random((500, 6)) < np.linspace(0.4, 0.04, 6)).astype(float)
@@ -318,7 +319,7 @@ def synthetic(tmp_path_factory) -> Path:
     ids = [f"{i:04d}" for i in range(500)]
     (root / "images").mkdir()
     for i in ids:
-        (root / "images" / f"{i}.jpg").touch()
+        cv2.imwrite(str(root / "images" / f"{i}.jpg"), rng.integers(0, 256, (8, 8, 3), np.uint8))
     text = np.where(np.isnan(y), "", np.nan_to_num(y).astype(int).astype(str))
     df = pd.DataFrame(text, columns=[f"l{j}" for j in range(6)])
     df.insert(0, "image", ids)
@@ -329,10 +330,15 @@ def synthetic(tmp_path_factory) -> Path:
 def test_split_holdout(synthetic, tmp_path):
     out = tmp_path / "split"
     info = split_holdout(synthetic, out, fraction=0.2, seed=0)
-    train, test_ids = read_labels(out / "train"), read_test_ids(out / "test")[0]
-    check_disjoint(train.ids, test_ids, out / "train/labels.csv", out / "test/test.csv")
+    ds = read_dataset(out / "train", out / "test")  # disjoint by id, file and bytes
+    train, test_ids = ds.train, ds.test_ids
     assert sorted([*train.ids, *test_ids]) == [f"{i:04d}" for i in range(500)]
-    assert info["counts"] == {"total": 500, "train": len(train.ids), "test": len(test_ids)}
+    assert info["counts"] == {
+        "total": 500,
+        "train": len(train.ids),
+        "test": len(test_ids),
+        "copies_moved_to_train": 0,
+    }
     assert 90 <= len(test_ids) <= 110
     src = cells(synthetic)
     truth = cells(out, "test_truth.csv")
@@ -362,6 +368,32 @@ def test_split_holdout(synthetic, tmp_path):
     saved = json.loads((out / "SPLIT.json").read_text())
     assert saved["seed"] == 0 and saved["fraction"] == 0.2
     assert saved["source"] == str(synthetic.resolve())
+
+
+def test_split_keeps_copies_of_one_photo_on_one_side(synthetic, tmp_path):
+    """A held-out row whose bytes (or near copy) also train moves to train; without such
+    copies the split is the plain stratified one."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(synthetic, src)
+    plain = split_holdout(synthetic, tmp_path / "plain", fraction=0.2, seed=0)
+    held = read_test_ids(tmp_path / "plain" / "test", check_images=False)[0]
+    trained = read_labels(tmp_path / "plain" / "train", check_images=False).ids
+    # three held-out rows become exact copies of training images, one a re-encoded copy
+    for h, t in zip(held[:3], trained[:3], strict=True):
+        shutil.copy(src / "images" / f"{t}.jpg", src / "images" / f"{h}.jpg")
+    blobs = np.random.default_rng(1).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+    photo = cv2.resize(blobs, (64, 64), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(src / "images" / f"{trained[3]}.jpg"), photo)
+    small = cv2.resize(photo, (48, 48), interpolation=cv2.INTER_AREA)  # resized, re-encoded
+    cv2.imwrite(str(src / "images" / f"{held[3]}.jpg"), small, [cv2.IMWRITE_JPEG_QUALITY, 60])
+    info = split_holdout(src, tmp_path / "s", fraction=0.2, seed=0)
+    assert info["counts"]["copies_moved_to_train"] == 4
+    assert info["counts"]["test"] == plain["counts"]["test"] - 4
+    test_ids = read_test_ids(tmp_path / "s" / "test", check_images=False)[0]
+    assert test_ids.tolist() == held[4:].tolist()
+    read_dataset(tmp_path / "s" / "train", tmp_path / "s" / "test")
 
 
 def test_split_is_deterministic_and_replaces_its_output(synthetic, tmp_path):

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.data import read_labels
+from pipeline.data import copy_groups, read_labels, validate_images
 from pipeline.datasets.common import atomic_dir, check_separate, write_labels_csv
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ def split_holdout(
     fraction: float = 0.2,
     seed: int = 0,
     overwrite: bool = False,
+    near: int = 4,
 ) -> dict[str, Any]:
     """Split ``src_dir`` (a train folder) into ``out_dir/{train,test}`` + ``test_truth.csv``.
 
@@ -70,6 +71,8 @@ def split_holdout(
         fraction: share of rows held out, in (0, 1).
         seed: seeds the stratified shuffle.
         overwrite: replace an existing ``out_dir`` this tool did not write.
+        near: pHash distance of near copies kept on one side (-1: exact copies only), as
+            ``[folds] near_duplicates``.
 
     Returns:
         The dict written to ``SPLIT.json``.
@@ -86,6 +89,17 @@ def split_holdout(
             f"{src_dir / 'labels.csv'}: {n} row(s) cannot be split {fraction:g} held out"
         )
     held = stratified_holdout(table.y, fraction, seed)
+    # copies of one photo (same bytes, or a near copy) stay on one side: a held-out row
+    # whose copy trains would score a memorised image, so it joins the training part
+    paths = table.paths()
+    _, groups = copy_groups(paths, validate_images(paths, src_dir / "labels.csv"), near)
+    trained = np.unique(groups[~held])
+    moved = held & np.isin(groups, trained)
+    held &= ~moved
+    if moved.any():
+        log.info(
+            "%s: %d held-out row(s) copy a training image; moved to train", src_dir, moved.sum()
+        )
     y_train, y_test = table.y[~held], table.y[held]
     p_train, p_test = prevalence(y_train), prevalence(y_test)
     diff = np.abs(p_train - p_test)
@@ -97,8 +111,15 @@ def split_holdout(
         "images": str(images),
         "fraction": fraction,
         "seed": seed,
-        "method": "iterstrat MultilabelStratifiedShuffleSplit (unknown cells as 0)",
-        "counts": {"total": n, "train": int((~held).sum()), "test": int(held.sum())},
+        "method": "iterstrat MultilabelStratifiedShuffleSplit (unknown cells as 0); "
+        "held-out copies of a training image (same bytes or pHash near copy) moved to train",
+        "near_duplicates": near,
+        "counts": {
+            "total": n,
+            "train": int((~held).sum()),
+            "test": int(held.sum()),
+            "copies_moved_to_train": int(moved.sum()),
+        },
         "prevalence": {
             name: {
                 "train": _r(p_train[j]),

@@ -55,6 +55,63 @@ def _leak_train_into_test(root):
     shutil.copy(_img(root, "train", 0), root / "test" / "images" / "train_000.png")
 
 
+def _test_list(root, *ids):
+    (root / "test" / "test.csv").write_text("image\n" + "".join(f"{i}\n" for i in ids))
+
+
+def _copy_train_into_test_as(root, name):
+    """A copy of train_000.png in the test set under another id (no extension)."""
+    shutil.copy(_img(root, "train", 0), root / "test" / "images" / f"{name}.png")
+    _test_list(root, name, "test_001.png")
+
+
+def _symlink_train_into_test(root):
+    link = _img(root, "test", 0)
+    link.unlink()
+    link.symlink_to(_img(root, "train", 4))
+
+
+def _same_image_two_ids(root):
+    lines = _labels(root)
+    cells = lines[3].split(",")  # train_002.png listed again without its extension
+    _set_labels(
+        root, [*lines, ",".join(["train_002", *("1" if c == "0" else "0" for c in cells[1:])])]
+    )
+
+
+def _header(root, names):
+    lines = _labels(root)
+    _set_labels(root, [",".join(names)] + lines[1:])
+
+
+def _cut_jpeg(root):
+    img = np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)
+    data = cv2.imencode(".jpg", img)[1].tobytes()
+    _img(root, "train", 5).write_bytes(data[: len(data) // 2])  # OpenCV decodes half a picture
+
+
+def _huge_png(root):
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    w = h = 40000  # 1.6 gigapixels declared, a few bytes stored
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+    data += chunk(b"IDAT", zlib.compress(b"\x00" * (3 * w + 1))) + chunk(b"IEND", b"")
+    _img(root, "train", 7).write_bytes(data)
+
+
+def _config(root, old, new):
+    text = (root / "c.toml").read_text()
+    assert old in text, old
+    (root / "c.toml").write_text(text.replace(old, new, 1))
+
+
 CASES = {
     # name: (mutation, expected message fragments)
     "labels.csv missing": (
@@ -143,6 +200,67 @@ CASES = {
     ),
     "config not toml": (lambda r: (r / "c.toml").write_text("[data\n"), ["c.toml: not valid TOML"]),
     "config missing": (lambda r: (r / "c.toml").unlink(), ["c.toml does not exist"]),
+    # ---- issue 20: inputs a real data set brings, found rather than trusted
+    "test copy of a train image under another id": (
+        lambda r: _copy_train_into_test_as(r, "train_000"),
+        ["test.csv row 2", "train_000.png", "same bytes as train image 'train_000.png'"],
+    ),
+    "test image is a symlink to a train image": (
+        _symlink_train_into_test,
+        ["test.csv row 2", "'test_000.png' is the same file as train image 'train_004.png'"],
+    ),
+    "test id climbs out of images/": (
+        lambda r: _test_list(r, "../../train/images/train_000.png"),
+        ["test.csv row 2", "'../../train/images/train_000.png' is a path", "file name inside"],
+    ),
+    "absolute test id": (
+        lambda r: _test_list(r, str(_img(r, "train", 0))),
+        ["test.csv row 2", "is a path", "no '/'"],
+    ),
+    "same image under two ids": (
+        _same_image_two_ids,
+        ["labels.csv row 22", "'train_002' is the same file as row 4 ('train_002.png')"],
+    ),
+    "repeated header name": (
+        lambda r: _header(r, ["image", "lab0", "lab1", "lab0", "lab3"]),
+        ["labels.csv header", "column 4 'lab0' repeats column 2", "distinct name"],
+    ),
+    "header names differing only in spaces": (
+        lambda r: _header(r, ["image", "lab0", " lab0", "lab2", "lab3"]),
+        ["column 3 ' lab0' repeats column 2 'lab0' (they differ only in spaces)"],
+    ),
+    "row with one field too many": (
+        lambda r: _set_labels(r, [*_labels(r)[:5], _labels(r)[5] + ",1", *_labels(r)[6:]]),
+        ["labels.csv row 6", "6 fields but the header has 5"],
+    ),
+    "label named fold": (
+        lambda r: _header(r, ["image", "lab0", "fold", "lab2", "lab3"]),
+        ["label column 'fold'", "rename it, e.g. to 'fold_'"],
+    ),
+    "label named source": (
+        lambda r: _header(r, ["image", "source", "lab1", "lab2", "lab3"]),
+        ["label column 'source'", "rename it"],
+    ),
+    "truncated JPEG that OpenCV half decodes": (
+        _cut_jpeg,
+        ["row 7", "train_005.png is truncated or corrupt", "replace the file"],
+    ),
+    "image over OpenCV's pixel limit": (
+        _huge_png,
+        ["row 9", "train_007.png: too many pixels", "downscale"],
+    ),
+    "id with spaces and no such file": (
+        lambda r: _edit_cell(r, 3, 0, "  train_099.png"),
+        ["row 4", "'  train_099.png' not found", "(nor 'train_099.png')"],
+    ),
+    "more folds than rows": (
+        lambda r: _config(r, "n_folds = 3", "n_folds = 30"),
+        ["20 rows cannot be split into 30 folds", "[folds] n_folds"],
+    ),
+    "backbone minimum image size": (
+        lambda r: _config(r, 'name = "small_cnn"', 'name = "xception"'),
+        ["c.toml", "backbone 'xception' needs data.image_size >= 71", "data.image_size = 32"],
+    ),
 }
 
 
@@ -227,3 +345,41 @@ def test_folds_file_that_does_not_match(good, tmp_path):
     )
     assert r.returncode == 2
     assert "f.csv does not match labels.csv" in r.stderr and "make folds" in r.stderr
+
+
+def test_awkward_ids_duplicates_and_default_augment_work(good, tmp_path):
+    """Ids pandas would read as missing (NA, nan, None) and an id with significant spaces
+    work through `make folds` and a later stage; exact copies share a fold and are counted
+    in the data report; the default [augment] on a data set without the demo's colours runs."""
+    import json
+
+    from pipeline.data import read_labels
+    from pipeline.folds import read_folds
+
+    root = _copy(good, tmp_path)
+    lines = _labels(root)
+    for row, new in ((1, "NA"), (2, "nan"), (3, "None"), (4, "  padded.png")):
+        old = lines[row].split(",")[0]
+        name = new if new.endswith(".png") else f"{new}.png"
+        (root / "train" / "images" / old).rename(root / "train" / "images" / name)
+        lines[row] = ",".join([new, *lines[row].split(",")[1:]])
+    _set_labels(root, lines)
+    shutil.copy(_img(root, "train", 5), _img(root, "train", 11))  # one photo, two rows
+    out, report = tmp_path / "folds.csv", tmp_path / "data_report.json"
+    r = run_stage("folds", "--config", root / "c.toml", "--out", out, "--report", report)
+    assert r.returncode == 0, r.stderr[-1500:]
+    table = read_labels(root / "train")
+    assert table.ids[:4].tolist() == ["NA", "nan", "None", "  padded.png"]
+    folds = read_folds(out, table.ids, 3)  # what every later stage does: it matches
+    ids = table.ids.tolist()
+    assert folds[ids.index("train_005.png")] == folds[ids.index("train_011.png")]
+    info = json.loads(report.read_text())
+    assert info["train_groups"]["exact"] == 1
+    assert ["train_005.png", "train_011.png"] in info["groups"]
+    assert info["train_test_near_duplicates"]["count"] == 0
+    aug = tmp_path / "aug"
+    r = run_stage(
+        "augment", "--config", root / "c.toml", "--folds", out, "--out-dir", aug, "--no-progress"
+    )
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert (aug / "labels.csv").is_file()
