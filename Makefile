@@ -67,7 +67,7 @@ CODE_REPORT := $(CODE_DATA) pipeline/report.py pipeline/metrics.py pipeline/thre
 
 
 .PHONY: help all summary install demo-data folds augment weights import-data train-cnn twoflow embed frozen similar stack thresholds submit report test lint \
-        browser baseline predict serve bench bench-thresholds bench-feed bench-stack bench-augment bench-masks bench-dask bench-ensemble segmenter \
+        browser baseline predict serve bench bench-thresholds bench-feed bench-stack bench-augment bench-masks bench-augment-real bench-dask bench-ensemble segmenter \
         cluster-up cluster-down cluster-status clean clean-all
 
 help: ## list the targets
@@ -120,7 +120,7 @@ $(FOLDS): $(TRAIN_LABELS) $(CFG)/folds.json pipeline/folds.py stages/folds.py | 
 
 augment: $(AUGMENT) ## colour-change copies of rare-label images (train side of other folds only)
 
-$(AUGMENT): $(FOLDS) $(TRAIN_LABELS) $(CFG)/augment.json $(MASK_MODEL) $(CODE_DATA) pipeline/augment.py pipeline/augment_config.py pipeline/segment.py stages/augment.py | $(INSTALLED)
+$(AUGMENT): $(FOLDS) $(TRAIN_LABELS) $(CFG)/augment.json $(if $(AUGMENT_ON),$(MASK_MODEL)) $(CODE_DATA) pipeline/augment.py pipeline/augment_config.py pipeline/segment.py stages/augment.py | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.augment --config $(CONFIG) --folds $(FOLDS) --out-dir $(BUILD)/augment \
 	  --preview $(BUILD)/augment/preview.png
@@ -269,6 +269,12 @@ bench-augment: $(TRAIN_LABELS) | $(INSTALLED) ## mask IoU, colour match, skin ch
 
 bench-masks: $(if $(SEGMENTER_MAPS),$(BUILD)/segmenter.npz) $(TEST_LIST) | $(INSTALLED) ## garment masks (GrabCut vs segmenter) against the held-out photos' pixel maps
 	$(PY) -m benchmarks.bench_masks --config $(CONFIG) --out build/bench/masks_$(NAME).json
+
+AUGMENT_BACKBONE ?= $(word 1,$(BACKBONES))
+bench-augment-real: $(FOLDS) $(TRAIN_LABELS) $(TEST_LIST) $(MASK_MODEL) | $(INSTALLED) ## ablation: one backbone's folds trained with vs without the colour-change copies (rare-label F2 + bootstrap CI)
+	$(PY) -m benchmarks.bench_augment_real --config $(CONFIG) --backbone $(AUGMENT_BACKBONE) --folds $(FOLDS) \
+	  --work build/bench/augment_real_$(NAME) --masks-json build/bench/masks_$(notdir $(patsubst %/,%,$(dir $(MASK_MODEL)))).json \
+	  --out build/bench/augment_real_$(NAME).json $(BENCH_ARGS)
 
 bench-dask: $(INSTALLED) ## stacker grid (+ 4 tiny CNN jobs) serial vs a 2-worker local cluster
 	$(PY) -m benchmarks.bench_dask --cnn-jobs 4 --out build/bench/dask.json

@@ -67,7 +67,7 @@ from pipeline.augment_config import (  # noqa: F401  (re-exported)
     augment_config_from_dict,
     parse_colour_map,
 )
-from pipeline.data import LabelTable, atomic_dir, load_image, read_labels
+from pipeline.data import LabelTable, atomic_dir, image_paths, load_image, read_labels
 from pipeline.folds import read_folds
 
 log = logging.getLogger(__name__)
@@ -1139,23 +1139,39 @@ def preview_png(
             raise FileNotFoundError(f"{summary_path} missing; pass train_dir")
         train_dir = summary["train_dir"]
     image_dir = Path(train_dir) / "images"
+    rotate = summary.get("config", {}).get("mode") == "rotate"
     cmap = summary.get("config", {}).get("colour_map", DEFAULT_COLOUR_MAP)
     colour_cols = [c for c in parse_colour_map(cmap) if c in df.columns]
     sources = list(dict.fromkeys(df["source"]))[:n]
     width = int(df.groupby("source").size().max())
     rows = []
+    tile = None
     for src in sources:
-        orig = load_image(image_dir / src)
-        h, w = orig.shape[:2]
+        orig = load_image(image_paths([src], image_dir)[0])  # ids may lack their extension
+        if tile is None:  # one tile size for the grid; real photos: at most 160 px, not 2x
+            h, w = orig.shape[:2]
+            if max(h, w) > 160:
+                f = 160 / max(h, w)
+                h, w, scale = round(h * f), round(w * f), 1
+            tile = (w, h)
+        if orig.shape[:2] != (h, w):
+            orig = cv2.resize(orig, tile, interpolation=cv2.INTER_AREA)
         mpath = out_dir / "masks" / f"{Path(src).stem}.png"
         m = cv2.imread(str(mpath), cv2.IMREAD_GRAYSCALE)
-        m = np.zeros((h, w), np.uint8) if m is None else m
+        m = (
+            np.zeros((h, w), np.uint8)
+            if m is None
+            else cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST)
+        )
         shown = (orig * 0.35).astype(np.uint8)
         shown[m > 0] = orig[m > 0]  # the mask as a cut-out: garment bright, rest dimmed
         tiles = [(orig, "original"), (shown, "mask")]
         for _, r in df[df["source"] == src].iterrows():
             names = [c for c in colour_cols if r[c] == 1]
-            tiles.append((load_image(out_dir / "images" / r["image"]), ",".join(names) or "-"))
+            copy = cv2.resize(
+                load_image(out_dir / "images" / r["image"]), (w, h), interpolation=cv2.INTER_AREA
+            )
+            tiles.append((copy, "hue rotated" if rotate else ",".join(names) or "-"))
         tiles += [(np.full_like(orig, 255), "")] * (width + 2 - len(tiles))
         row = []
         for img, text in tiles:

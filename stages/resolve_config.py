@@ -76,7 +76,8 @@ def run(config: Path, out_dir: Path) -> None:
         + (weights_file(BackboneConfig(seg.backbone, seg.weights)) if seg.maps_dir else "")
     )
     # a mask model built by another config (build/<name>/segmenter.npz) is made by it
-    mm = Path(cfg.augment.mask_model) if cfg.augment.enabled else None
+    mm = Path(cfg.augment.mask_model) if cfg.augment.mask_model else None
+    lines.append(f"AUGMENT_ON := {'1' if cfg.augment.enabled else ''}")
     lines.append(f"MASK_MODEL := {mm or ''}")
     other = mm is not None and mm.name == "segmenter.npz" and mm.parent.name != cfg.name
     lines.append(
