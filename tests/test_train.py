@@ -7,8 +7,7 @@ import pytest
 pytest.importorskip("keras")
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.train import augment_image, epoch_indices, train_fold  # noqa: E402
-from stages.train_cnn import build_job  # noqa: E402
+from pipeline.train import augment_image, build_job, epoch_indices, train_fold  # noqa: E402
 from tests.conftest import tiny_config_text  # noqa: E402
 
 
@@ -26,32 +25,6 @@ def test_epoch_indices_sampling():
     kept = (counts[20:] > 0).mean()
     assert 0.75 < kept < 0.85  # the rest down-sampled to ~80%
     assert counts[20:].max() == 1
-
-
-def test_prediction_feed_pads_and_flips(tmp_path):
-    import cv2
-    import keras
-
-    from pipeline.train import predict_paths
-
-    paths = []
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        paths.append(tmp_path / f"{i}.png")
-        cv2.imwrite(str(paths[-1]), rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
-    inp = keras.Input((8, 8, 3))
-    # a model that reads only the left column: mirror-sensitive, so TTA must average
-    out = keras.layers.Lambda(lambda x: keras.ops.mean(x[:, :, :1, :], axis=(1, 2)) / 255)(inp)
-    model = keras.Model(inp, out)
-    from pipeline.data import load_image
-
-    imgs = np.stack([load_image(p) for p in paths]).astype("float32")
-    left = imgs[:, :, 0, :].mean(axis=1) / 255
-    right = imgs[:, :, -1, :].mean(axis=1) / 255
-    np.testing.assert_allclose(predict_paths(model, paths, 8, 4, False), left, rtol=1e-5)
-    np.testing.assert_allclose(
-        predict_paths(model, paths, 8, 4, True), (left + right) / 2, rtol=1e-5
-    )
 
 
 def test_augment_keeps_shape_and_is_seeded():
