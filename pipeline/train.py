@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import code_deps
 from pipeline.config import Config
 from pipeline.data import atomic_path, load_image, save_npz_atomic
 from pipeline.inference import (
@@ -29,6 +30,11 @@ from pipeline.inference import (
 )
 
 log = logging.getLogger(__name__)
+
+# The command that runs fold jobs (`make train-cnn`): its import closure is the code a
+# job's result depends on (read as files here, never imported: the library does not
+# import the CLI layer).
+TRAIN_STAGE = "stages/train_cnn.py"
 
 
 def epoch_indices(
@@ -318,7 +324,8 @@ def set_scope(model, scope: str, unfreeze_top: float = 0.3) -> None:
 
 
 def job_fingerprint(job: FoldJob) -> str:
-    """Hash of everything a job's result depends on: its settings, its rows and the code.
+    """Hash of everything a job's result depends on: its settings, its rows and the code
+    (every file the training stage imports: Make's ``CODE_TRAIN_CNN``, the same closure).
 
     A work dir holding checkpoints of another fingerprint is stale (the config, the data or
     the training code changed since): resuming from it would mix old and new runs.
@@ -333,8 +340,8 @@ def job_fingerprint(job: FoldJob) -> str:
             h.update(f.name.encode() + np.ascontiguousarray(value).tobytes())
         else:
             h.update(f"{f.name}={value!r}".encode())
-    for module in ("train.py", "backbones.py", "losses.py", "data.py"):
-        h.update((Path(__file__).parent / module).read_bytes())
+    for rel in code_deps.code_closure([TRAIN_STAGE]):
+        h.update(rel.encode() + (code_deps.ROOT / rel).read_bytes())
     return h.hexdigest()[:16]
 
 
