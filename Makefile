@@ -54,7 +54,7 @@ SUBMISSION_LABELS := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).labels.csv
 bb = $(word 1,$(subst .fold, ,$(1)))
 fold = $(word 2,$(subst .fold, ,$(1)))
 
-.PHONY: help all summary install demo-data folds augment weights import-data train-cnn twoflow embed frozen similar stack thresholds submit report test lint \
+.PHONY: help all summary install demo-data folds augment weights import-data train-cnn twoflow embed frozen similar stack thresholds submit report test test-all lint \
         browser baseline predict serve bench bench-thresholds bench-feed bench-stack bench-augment bench-dask bench-ensemble \
         cluster-up cluster-down cluster-status clean clean-all
 
@@ -224,8 +224,11 @@ cluster-down: ## stop the processes started by cluster-up
 cluster-status: ## the scheduler's workers and their resources
 	$(PY) -m stages.cluster status --dir $(CLUSTER_DIR) $(if $(DASK_SCHEDULER),--address $(DASK_SCHEDULER))
 
-test: $(INSTALLED) ## the test suite (what CI runs)
-	$(PY) -m pytest -q
+test: $(INSTALLED) ## the fast tier: unit + small integration tests (a few minutes)
+	$(PY) -m pytest -q -m "not slow and not distributed and not gpu"
+
+test-all: $(INSTALLED) ## every test but GPU ones: make runs, browsers, Dask processes (what CI runs)
+	$(PY) -m pytest -q -m "not gpu"
 
 lint: $(INSTALLED) ## ruff check + format check
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

@@ -72,6 +72,7 @@ def test_train_fold_outputs_and_resume(tiny_data, tmp_path):
         np.testing.assert_array_equal(z["test"], full[1])
 
 
+@pytest.mark.slow
 def test_phases_freeze_then_unfreeze_and_resume_across_boundary(tiny_data, tmp_path):
     import keras
 
@@ -116,6 +117,7 @@ def test_parse_phases_errors():
         parse_phases(["body:1"], 1e-3, 1e-2)
 
 
+@pytest.mark.slow
 def test_changed_job_does_not_resume_stale_checkpoints(tiny_data, tmp_path):
     job = _job(tiny_data, tmp_path, epochs=1)
     train_fold(job, tmp_path / "w", tmp_path / "a.npz")
@@ -124,3 +126,18 @@ def test_changed_job_does_not_resume_stale_checkpoints(tiny_data, tmp_path):
     train_fold(changed, tmp_path / "w_clean", tmp_path / "c.npz")
     with np.load(tmp_path / "b.npz") as b, np.load(tmp_path / "c.npz") as c:
         np.testing.assert_array_equal(b["oof"], c["oof"])  # retrained, not resumed
+
+
+def test_work_dir_kept_for_the_same_job_cleared_for_a_changed_one(tiny_data, tmp_path):
+    """The resume rule without training: a work dir is resumed only by its own job."""
+    from pipeline.train import _prepare_work_dir
+
+    job = _job(tiny_data, tmp_path, epochs=1)
+    work = tmp_path / "w"
+    work.mkdir()
+    _prepare_work_dir(work, job)
+    (work / "ckpt_epoch001.keras").write_bytes(b"checkpoint")
+    _prepare_work_dir(work, dataclasses.replace(job))  # an equal job resumes
+    assert (work / "ckpt_epoch001.keras").exists()
+    _prepare_work_dir(work, dataclasses.replace(job, lr_max=job.lr_max * 2))
+    assert [p.name for p in work.iterdir()] == ["fingerprint.txt"]
