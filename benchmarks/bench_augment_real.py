@@ -157,7 +157,7 @@ def _cnn_agreement(copies, imgs, target, colours, table, folds, cnn_dir, backbon
     import cv2
 
     from pipeline.data import load_image
-    from pipeline.twoflow import load_checkpoint
+    from pipeline.inference import load_checkpoint
 
     idx = [table.labels.index(c) for c in colours]
     src_fold = dict(zip(map(str, table.ids), folds, strict=True))

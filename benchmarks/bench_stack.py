@@ -42,12 +42,12 @@ def run(config: Path, build: Path) -> dict:
     from pipeline.select import (
         feature_indices,
         flatten_columns,
+        group_pred_files,
         load_base_predictions,
         select_columns,
     )
     from pipeline.submit import fold_votes, majority_vote
     from pipeline.thresholds import ThresholdSearch
-    from stages.common import group_pred_files
     from stages.stack import make_stacker
 
     cfg = load_config(config)

@@ -63,11 +63,11 @@ class PerLabelLogistic(ClassifierMixin, BaseEstimator):
 
 def run_baseline_fold(cfg, backbone: str, fold: int, folds_csv, cnn_work_dir, out_path, C=1.0):
     """Fit fold ``fold``'s regressions; write OOF + test predictions (the CNN file format)."""
-    from pipeline.twoflow import fold_embeddings, save_fold_predictions
+    from pipeline.select import save_single_epoch_predictions
+    from pipeline.train import fold_embeddings
 
     job, _, deep = fold_embeddings(cfg, backbone, fold, folds_csv, cnn_work_dir)
     model = PerLabelLogistic(C=C).fit(deep["fit"], job.train_y)
-    save_fold_predictions(
-        out_path, job, model.predict_proba(deep["val"]), model.predict_proba(deep["test"])
-    )
+    oof, test = model.predict_proba(deep["val"]), model.predict_proba(deep["test"])
+    save_single_epoch_predictions(out_path, job.labels, job.val_ids, job.test_ids, oof, test)
     log.info("%s on %s fold %d: wrote %s", NAME, backbone, fold, Path(out_path))

@@ -21,33 +21,18 @@ here: :func:`save_embeddings` / :func:`load_embeddings`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from pipeline.inference import embed_paths, embedding_model
 from pipeline.metrics import check_labels
 
 log = logging.getLogger(__name__)
 
-EMBEDDING_LAYER = "pool"
 _EMBED_KEYS = ("train_ids", "test_ids", "train", "test", "backbone", "image_size")
-
-
-def embedding_model(model):
-    """The sub-model from the image input to the pooled embedding (the ``pool`` layer)."""
-    import keras
-
-    try:
-        pool = model.get_layer(EMBEDDING_LAYER)
-    except ValueError as exc:
-        raise ValueError(
-            f"model {model.name!r} has no {EMBEDDING_LAYER!r} layer; embeddings need a model "
-            "built by pipeline.backbones.build_model"
-        ) from exc
-    return keras.Model(model.inputs, pool.output, name=f"{model.name}_embedding")
 
 
 def frozen_backbone(backbone: str, weights: str, image_size: int):
@@ -63,15 +48,6 @@ def frozen_backbone(backbone: str, weights: str, image_size: int):
     keras.utils.set_random_seed(0)
     model = build_model(backbone, 1, image_size, weights, head_layers=0, seed=0)
     return embedding_model(model)
-
-
-def embed_paths(model, paths: Sequence[Path], image_size: int, batch: int, tta_flip: bool):
-    """(n, D) float32 embeddings of image files (mean with the mirrored image if TTA)."""
-    from pipeline.train import predict_paths
-
-    if tta_flip and batch < 2:
-        raise ValueError("tta_flip needs batch >= 2")
-    return predict_paths(model, list(paths), image_size, batch, tta_flip)
 
 
 def save_embeddings(path, train_ids, test_ids, train, test, backbone: str, image_size: int):

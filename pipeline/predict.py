@@ -89,8 +89,7 @@ class Predictor:
         from pipeline.data import read_labels
         from pipeline.report import best_epoch
         from pipeline.second_level import SecondLevel
-        from pipeline.select import load_base_predictions
-        from stages.common import group_pred_files
+        from pipeline.select import group_pred_files, load_base_predictions
 
         self.cfg = cfg
         self.build = Path(build_dir)
@@ -157,7 +156,7 @@ class Predictor:
     def _cnn(self, backbone: str, fold: int, epoch: int):
         """The backbone's model (built once) holding fold ``fold``'s epoch-``epoch`` weights."""
         from pipeline.backbones import build_model
-        from pipeline.train import epoch_weights_path
+        from pipeline.inference import epoch_weights_path
 
         if backbone not in self._models:
             b = self.cfg.backbone(backbone)
@@ -187,20 +186,17 @@ class Predictor:
         return model
 
     def _inputs(self, paths: list[Path], size: int | None = None, tta_flip=None) -> np.ndarray:
-        """The decoded batch, mirrored copies appended with TTA: what the prediction feed of
-        ``pipeline.train.predict_paths`` gives the model for these files (default: the
-        CNNs' size and TTA; frozen members pass their own)."""
-        from pipeline.data import load_image
+        """The decoded batch with flip TTA as in training (``pipeline.inference``; default:
+        the CNNs' size and TTA; frozen members pass their own)."""
+        from pipeline.inference import tta_inputs
 
         size = self.size if size is None else size
-        tta_flip = self.tta_flip if tta_flip is None else tta_flip
-        batch = np.stack([load_image(p, size) for p in paths]).astype(np.float32)
-        return np.concatenate([batch, batch[:, :, ::-1]]) if tta_flip else batch
+        return tta_inputs(paths, size, self.tta_flip if tta_flip is None else tta_flip)
 
     def _run(self, model, inputs: np.ndarray, tta_flip=None) -> np.ndarray:
-        out = np.asarray(model.predict_on_batch(inputs), dtype=np.float32)
-        tta_flip = self.tta_flip if tta_flip is None else tta_flip
-        return out.reshape(2, -1, out.shape[-1]).mean(axis=0) if tta_flip else out
+        from pipeline.inference import run_batch
+
+        return run_batch(model, inputs, self.tta_flip if tta_flip is None else tta_flip)
 
     def _column(self, paths, inputs, backbone: str, fold: int, epoch: int) -> np.ndarray:
         """(n, L) probabilities of one base column's fold-``fold`` model."""
@@ -229,7 +225,8 @@ class Predictor:
         return head.predict_proba(self._embedded[f.name][1]).astype(np.float32)
 
     def _twoflow_column(self, paths, inputs, fold: int) -> np.ndarray:
-        from pipeline.twoflow import downsample_pixels, embedding_model, load_model
+        from pipeline.inference import downsample_pixels, embedding_model
+        from pipeline.twoflow import load_model
 
         if fold not in self._twoflow:
             self._twoflow[fold] = load_model(self.build / "twoflow" / f"fold{fold}.joblib")

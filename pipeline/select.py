@@ -105,6 +105,19 @@ def save_single_epoch_predictions(out_path, labels, val_ids, test_ids, oof, test
     )
 
 
+def group_pred_files(paths: Sequence[str | Path]) -> dict[str, list[Path]]:
+    """``build/x/preds/<member>.fold<k>.npz`` files -> {member: [files by fold]}, the
+    ``pred_files`` of :func:`load_base_predictions`."""
+    groups: dict[str, list[tuple[int, Path]]] = {}
+    for p in map(Path, paths):
+        stem = p.name.removesuffix(".npz")
+        backbone, sep, fold = stem.rpartition(".fold")
+        if not sep or not fold.isdigit():
+            raise ValueError(f"{p}: prediction files must be named <backbone>.fold<k>.npz")
+        groups.setdefault(backbone, []).append((int(fold), p))
+    return {b: [p for _, p in sorted(v)] for b, v in groups.items()}
+
+
 def load_base_predictions(
     pred_files: Mapping[str, Sequence[str | Path]], train_ids: np.ndarray
 ) -> BasePredictions:

@@ -102,7 +102,7 @@ class Service:
             self.similar(next(iter(self.train_paths.values())))
 
     def similar(self, path: Path, k: int = N_SIMILAR) -> list[dict]:
-        from pipeline.twoflow import load_checkpoint
+        from pipeline.inference import load_checkpoint
 
         if self.index.kind == "model" and self._sim_model is None:
             self._sim_model = load_checkpoint(self.index.model_path)

@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.data import save_npz_atomic
+from pipeline.inference import downsample_pixels, embed
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +185,6 @@ class SimilarityIndex:
 
     def embed(self, paths: Sequence[str | Path], batch: int = 64, model=None) -> np.ndarray:
         """L2-normalised embeddings of new images, made the way the index's were."""
-        from pipeline.twoflow import downsample_pixels, embed
-
         if self.kind == "pixels":
             return l2_normalise(downsample_pixels(list(paths), self.pixel_size))
         return l2_normalise(
@@ -247,8 +246,6 @@ def build_index(
     pixel_size: int = 16,
 ) -> SimilarityIndex:
     """Embed the database images with ``model_path``'s ``pool`` layer (or raw pixels if None)."""
-    from pipeline.twoflow import downsample_pixels, embed
-
     if len(ids) != len(paths):
         raise ValueError(f"{len(ids)} ids but {len(paths)} paths")
     if model_path is None:
@@ -282,8 +279,6 @@ def evaluate_index(
     batch: int = 64,
 ) -> dict:
     """precision@k of ``index`` vs the raw-pixel baseline over the same database and queries."""
-    from pipeline.twoflow import downsample_pixels
-
     query_y = np.asarray(query_y, dtype=np.float32)
     if len(query_paths) != len(query_y):
         raise ValueError(f"{len(query_paths)} query images but {len(query_y)} label rows")

@@ -17,9 +17,24 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import code_deps
+from pipeline.config import Config
 from pipeline.data import atomic_path, load_image, save_npz_atomic
+from pipeline.inference import (
+    checkpoints,
+    embed,
+    epoch_weights_path,
+    last_checkpoint,
+    load_checkpoint,
+    predict_paths,
+)
 
 log = logging.getLogger(__name__)
+
+# The command that runs fold jobs (`make train-cnn`): its import closure is the code a
+# job's result depends on (read as files here, never imported: the library does not
+# import the CLI layer).
+TRAIN_STAGE = "stages/train_cnn.py"
 
 
 def epoch_indices(
@@ -72,66 +87,45 @@ def augment_image(img: np.ndarray, rng: np.random.Generator, size: int) -> np.nd
 
 def make_feed(
     paths: list[Path],
-    y: np.ndarray | None,
+    y: np.ndarray,
     size: int,
     batch_size: int,
     order: np.ndarray | None = None,
     augment_seed: int | None = None,
-    tta_flip: bool = False,
     workers: int = 2,
 ):
-    """A ``keras.utils.PyDataset`` that decodes images from disk batch by batch.
+    """The training feed: a ``keras.utils.PyDataset`` that decodes images batch by batch.
 
-    Training feeds pass ``order`` (from :func:`epoch_indices`) and ``augment_seed`` and
-    drop the last partial batch. Prediction feeds keep file order and pad the last batch,
-    so every batch has the same shape and the compiled step is traced once; with
-    ``tta_flip`` each batch holds ``batch_size // 2`` images followed by their mirrors.
+    Rows come in ``order`` (from :func:`epoch_indices`; default file order), augmented when
+    ``augment_seed`` is given; the last partial batch is dropped. Predictions use
+    ``pipeline.inference.prediction_feed``.
     """
     import keras
 
-    training = y is not None
-    per_batch = batch_size // 2 if tta_flip else batch_size
-    if training and order is not None and len(order) >= batch_size:
+    if order is not None and len(order) >= batch_size:
         order = order[: len(order) - len(order) % batch_size]
 
     class ImageFeed(keras.utils.PyDataset):
         def __init__(self):
             super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=8)
             self.order = np.arange(len(paths)) if order is None else order
-            self.y = None if y is None else np.nan_to_num(y, nan=-1.0).astype(np.float32)
+            self.y = np.nan_to_num(y, nan=-1.0).astype(np.float32)
 
         def __len__(self):
-            return int(np.ceil(len(self.order) / per_batch))
+            return int(np.ceil(len(self.order) / batch_size))
 
         def __getitem__(self, b):
-            rows = self.order[b * per_batch : (b + 1) * per_batch]
-            n = len(rows) if training else per_batch
-            batch = np.empty((n, size, size, 3), dtype=np.float32)
+            rows = self.order[b * batch_size : (b + 1) * batch_size]
+            batch = np.empty((len(rows), size, size, 3), dtype=np.float32)
             for i, r in enumerate(rows):
                 img = load_image(paths[r], size)
                 if augment_seed is not None:
                     rng = np.random.default_rng([augment_seed, b, i])
                     img = augment_image(img, rng, size)
                 batch[i] = img
-            if not training:
-                batch[len(rows) :] = batch[len(rows) - 1]  # pad: constant batch shape
-                if tta_flip:
-                    batch = np.concatenate([batch, batch[:, :, ::-1]])
-                return (batch,)
             return batch, self.y[rows]
 
     return ImageFeed()
-
-
-def predict_paths(model, paths: list[Path], size: int, batch_size: int, tta_flip: bool):
-    """Sigmoid outputs for images in file order; mean with the mirrored image if TTA."""
-    feed = make_feed(paths, None, size, batch_size, tta_flip=tta_flip)
-    p = model.predict(feed, verbose=0)
-    per_batch = batch_size // 2 if tta_flip else batch_size
-    if tta_flip:
-        p = p.reshape(len(feed), 2, per_batch, -1).mean(axis=1)
-    p = p.reshape(len(feed) * per_batch, -1)[: len(paths)]
-    return p.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -228,6 +222,91 @@ def parse_phases(specs, lr_min: float, lr_max: float) -> tuple[Phase, ...]:
     return tuple(out)
 
 
+def build_job(
+    cfg: Config, backbone: str, fold: int, folds_csv: Path, augmented: Path | None = None
+) -> FoldJob:
+    """Collect the rows, paths and settings of one fold job from the data and folds file.
+
+    ``augmented``: the augmentation's labels.csv; only copies whose source image is outside
+    this fold join the training rows (never validation), so OOF stays leak-free.
+    """
+    from pipeline.data import read_dataset
+    from pipeline.folds import read_folds
+
+    b = cfg.backbone(backbone)
+    ds = read_dataset(cfg.data.train_dir, cfg.data.test_dir, cfg.data.id_column)
+    table, test_ids = ds.train, ds.test_ids
+    folds = read_folds(folds_csv, table.ids, cfg.folds.n_folds)
+    if not 0 <= fold < cfg.folds.n_folds:
+        raise ValueError(f"fold {fold} is outside 0..{cfg.folds.n_folds - 1}")
+    paths = table.paths()
+    tr = folds != fold
+    va = folds == fold
+    train_paths = [p for p, t in zip(paths, tr, strict=True) if t]
+    train_y = table.y[tr]
+    known = ~np.isnan(train_y)
+    prevalence = np.nansum(train_y, axis=0) / np.maximum(known.sum(axis=0), 1)
+    if augmented is not None:
+        from pipeline.augment import augmented_rows_for_fold
+
+        _, aug_y, aug_paths = augmented_rows_for_fold(augmented, fold, labels=table.labels)
+        train_paths += list(aug_paths)
+        train_y = np.concatenate([train_y, np.asarray(aug_y, dtype=np.float32)])
+    return FoldJob(
+        backbone=backbone,
+        fold=fold,
+        train_paths=train_paths,
+        train_y=train_y,
+        prevalence=prevalence,
+        val_ids=table.ids[va],
+        val_paths=[p for p, v in zip(paths, va, strict=True) if v],
+        test_ids=test_ids,
+        test_paths=ds.test_paths(),
+        labels=table.labels,
+        image_size=cfg.data.image_size,
+        epochs=b.epochs,
+        batch_size=b.batch_size,
+        lr_min=b.lr_min,
+        lr_max=b.lr_max,
+        loss=cfg.train.loss,
+        pos_weight=cfg.train.pos_weight,
+        focal_gamma=cfg.train.focal_gamma,
+        focal_alpha=cfg.train.focal_alpha,
+        weights=b.weights,
+        head_layers=b.head_layers,
+        head_units=b.head_units,
+        width=b.width,
+        bn_momentum=b.bn_momentum,
+        phases=parse_phases(b.phases, b.lr_min, b.lr_max),
+        unfreeze_top=b.unfreeze_top,
+        keep_fraction=cfg.train.keep_fraction,
+        rare_threshold=cfg.train.rare_threshold,
+        rare_upsample=cfg.train.rare_upsample,
+        tta_flip=cfg.train.tta_flip,
+        seed=cfg.train.seed * 1000 + fold,
+    )
+
+
+def fold_embeddings(cfg: Config, backbone: str, fold: int, folds_csv, cnn_work_dir):
+    """A fold job and the pooled embeddings of its fit / val / test images, all from fold
+    ``fold``'s own final checkpoint (trained without fold ``fold``'s rows, so a model fit on
+    the ``fit`` rows and scored on ``val`` stays out of fold): the input of the members fit
+    on a CNN fold (Two-Flow, the baseline).
+
+    Returns:
+        ``(job, checkpoint path, {"fit": (n_fit, D), "val": ..., "test": ...})``.
+    """
+    job = build_job(cfg, backbone, fold, Path(folds_csv))
+    ckpt = last_checkpoint(cnn_work_dir)
+    log.info("%s fold %d: embeddings from %s", backbone, fold, ckpt)
+    cnn = load_checkpoint(ckpt)
+    deep = {}
+    for part, paths in (("fit", job.train_paths), ("val", job.val_paths), ("test", job.test_paths)):
+        deep[part] = embed(ckpt, paths, job.image_size, job.batch_size, job.tta_flip, model=cnn)
+        log.info("fold %d: embedded %d %s images -> %s", fold, len(paths), part, deep[part].shape)
+    return job, ckpt, deep
+
+
 def set_scope(model, scope: str, unfreeze_top: float = 0.3) -> None:
     """Make the head trainable and the feature extractor trainable per ``scope``."""
     from pipeline.backbones import feature_layers
@@ -239,7 +318,8 @@ def set_scope(model, scope: str, unfreeze_top: float = 0.3) -> None:
 
 
 def job_fingerprint(job: FoldJob) -> str:
-    """Hash of everything a job's result depends on: its settings, its rows and the code.
+    """Hash of everything a job's result depends on: its settings, its rows and the code
+    (every file the training stage imports: Make's ``CODE_TRAIN_CNN``, the same closure).
 
     A work dir holding checkpoints of another fingerprint is stale (the config, the data or
     the training code changed since): resuming from it would mix old and new runs.
@@ -254,8 +334,8 @@ def job_fingerprint(job: FoldJob) -> str:
             h.update(f.name.encode() + np.ascontiguousarray(value).tobytes())
         else:
             h.update(f"{f.name}={value!r}".encode())
-    for module in ("train.py", "backbones.py", "losses.py", "data.py"):
-        h.update((Path(__file__).parent / module).read_bytes())
+    for rel in code_deps.code_closure([TRAIN_STAGE]):
+        h.update(rel.encode() + (code_deps.ROOT / rel).read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -271,21 +351,6 @@ def _prepare_work_dir(work_dir: Path, job: FoldJob) -> None:
         for p in stale:
             p.unlink()
     stamp.write_text(fingerprint + "\n")
-
-
-def _checkpoints(work_dir: Path) -> list[tuple[int, Path]]:
-    found = []
-    for p in work_dir.glob("ckpt_epoch*.keras"):
-        try:
-            found.append((int(p.stem.removeprefix("ckpt_epoch")), p))
-        except ValueError:
-            continue
-    return sorted(found)
-
-
-def epoch_weights_path(work_dir: str | Path, epoch: int) -> Path:
-    """Where ``train_fold`` keeps the model weights after ``epoch`` (kept for every epoch)."""
-    return Path(work_dir) / f"weights_epoch{epoch:03d}.weights.h5"
 
 
 def _save_epoch_weights(model, work_dir: Path, epoch: int) -> None:
@@ -329,7 +394,7 @@ def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict
 
         tf.config.experimental.enable_op_determinism()
 
-    ckpts = _checkpoints(work_dir)
+    ckpts = checkpoints(work_dir)
     steps = max(1, len(job.epoch_order(0)) // job.batch_size)
     if ckpts:
         start, path = ckpts[-1]
@@ -391,7 +456,7 @@ def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict
         tmp = atomic_path(ckpt)
         model.save(tmp)
         os.replace(tmp, ckpt)
-        for e, old in _checkpoints(work_dir):
+        for e, old in checkpoints(work_dir):
             if e < epoch:
                 old.unlink(missing_ok=True)
         log.info(

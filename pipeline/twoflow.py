@@ -17,7 +17,6 @@ backbone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,110 +25,10 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 from tqdm import tqdm
 
-from pipeline.data import load_image
-from pipeline.frozen import EMBEDDING_LAYER, embedding_model  # noqa: F401  (shared helpers)
+from pipeline.inference import downsample_pixels
 from pipeline.metrics import check_labels
 
 log = logging.getLogger(__name__)
-
-
-def downsample_pixels(images: Sequence[str | Path] | np.ndarray, pixel_size: int) -> np.ndarray:
-    """Images -> (n, pixel_size * pixel_size * 3) float32 in [0, 1].
-
-    Accepts image paths (decoded and area-resized) or an array of images (n, H, W, 3):
-    uint8 is scaled by 1/255, float is taken as already in [0, 1]. Area resizing averages
-    the pixels it merges, so a 16 x 16 thumbnail keeps the colour layout and drops the noise.
-    """
-    import cv2
-
-    if pixel_size < 1:
-        raise ValueError(f"pixel_size must be >= 1, got {pixel_size}")
-    if isinstance(images, np.ndarray):
-        if images.ndim == 2:
-            if images.shape[1] != pixel_size * pixel_size * 3:
-                raise ValueError(
-                    f"flat pixel features have {images.shape[1]} columns, expected "
-                    f"{pixel_size}*{pixel_size}*3 = {pixel_size * pixel_size * 3}"
-                )
-            return np.asarray(images, dtype=np.float32)
-        if images.ndim != 4 or images.shape[3] != 3:
-            raise ValueError(f"images must be (n, H, W, 3), got shape {images.shape}")
-        scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
-        out = np.empty((len(images), pixel_size, pixel_size, 3), dtype=np.float32)
-        for i, img in enumerate(images):
-            if img.shape[:2] != (pixel_size, pixel_size):
-                img = cv2.resize(
-                    np.ascontiguousarray(img),
-                    (pixel_size, pixel_size),
-                    interpolation=cv2.INTER_AREA,
-                )
-            out[i] = img * scale
-        return out.reshape(len(images), -1)
-    out = np.empty((len(images), pixel_size * pixel_size * 3), dtype=np.float32)
-    for i, path in enumerate(tqdm(images, desc="pixels", unit="img", leave=False, mininterval=1)):
-        img = load_image(path)
-        if img.shape[:2] != (pixel_size, pixel_size):
-            img = cv2.resize(img, (pixel_size, pixel_size), interpolation=cv2.INTER_AREA)
-        out[i] = img.reshape(-1) / np.float32(255.0)
-    return out
-
-
-def load_checkpoint(model_path: str | Path):
-    """Load a fold checkpoint (``.keras``) for inference only."""
-    import keras
-
-    import pipeline.backbones  # noqa: F401  (registers the custom layers for load_model)
-    import pipeline.losses  # noqa: F401  (registers the loss and LR schedule for load_model)
-
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise FileNotFoundError(f"{model_path} does not exist; run `make train-cnn` first")
-    return keras.saving.load_model(model_path, compile=False)
-
-
-def embed(
-    model_path: str | Path,
-    paths: Sequence[str | Path],
-    size: int,
-    batch: int = 64,
-    tta_flip: bool = False,
-    model=None,
-) -> np.ndarray:
-    """Pooled CNN embeddings (n, D) float32 of images, from a fold checkpoint.
-
-    Args:
-        model_path: the ``.keras`` checkpoint (ignored when ``model`` is given).
-        paths: image files, in the order of the returned rows.
-        size: the model's input size (``data.image_size``).
-        batch: images per predict batch (halved per batch with ``tta_flip``).
-        tta_flip: average the embedding with that of the mirrored image, as the CNN's own
-            predictions do, so the features describe the same view the CNN scored.
-        model: an already loaded model, to embed several image lists with one load.
-    """
-    from pipeline.train import predict_paths
-
-    if len(paths) == 0:
-        raise ValueError("no images to embed")
-    if tta_flip and batch < 2:
-        raise ValueError("tta_flip needs batch >= 2")
-    model = load_checkpoint(model_path) if model is None else model
-    sub = embedding_model(model)
-    return predict_paths(sub, list(paths), size, batch, tta_flip)
-
-
-def last_checkpoint(work_dir: str | Path) -> Path:
-    """The highest-epoch ``ckpt_epoch<EEE>.keras`` in a fold's work dir (its final model)."""
-    work_dir = Path(work_dir)
-    found = []
-    for p in work_dir.glob("ckpt_epoch*.keras"):
-        epoch = p.stem.removeprefix("ckpt_epoch")
-        if epoch.isdigit():
-            found.append((int(epoch), p))
-    if not found:
-        raise FileNotFoundError(
-            f"{work_dir} holds no ckpt_epoch*.keras; train that fold first (`make train-cnn`)"
-        )
-    return max(found)[1]
 
 
 class TwoFlowModel(BaseEstimator):
@@ -346,34 +245,6 @@ def person_product_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(np.mean(y_true[known] == y_pred[known]))
 
 
-def fold_embeddings(cfg, backbone: str, fold: int, folds_csv, cnn_work_dir):
-    """A fold job and the pooled embeddings of its fit / val / test images, all from fold
-    ``fold``'s own final checkpoint (trained without fold ``fold``'s rows, so a model fit on
-    the ``fit`` rows and scored on ``val`` stays out of fold).
-
-    Returns:
-        ``(job, checkpoint path, {"fit": (n_fit, D), "val": ..., "test": ...})``.
-    """
-    from stages.train_cnn import build_job
-
-    job = build_job(cfg, backbone, fold, Path(folds_csv))
-    ckpt = last_checkpoint(cnn_work_dir)
-    log.info("%s fold %d: embeddings from %s", backbone, fold, ckpt)
-    cnn = load_checkpoint(ckpt)
-    deep = {}
-    for part, paths in (("fit", job.train_paths), ("val", job.val_paths), ("test", job.test_paths)):
-        deep[part] = embed(ckpt, paths, job.image_size, job.batch_size, job.tta_flip, model=cnn)
-        log.info("fold %d: embedded %d %s images -> %s", fold, len(paths), part, deep[part].shape)
-    return job, ckpt, deep
-
-
-def save_fold_predictions(out_path, job, oof: np.ndarray, test: np.ndarray) -> None:
-    """One (val, test) prediction pair in the CNN file format with a single "epoch" 1."""
-    from pipeline.select import save_single_epoch_predictions
-
-    save_single_epoch_predictions(out_path, job.labels, job.val_ids, job.test_ids, oof, test)
-
-
 def run_twoflow_fold(
     cfg,
     backbone: str,
@@ -400,6 +271,9 @@ def run_twoflow_fold(
         ``checkpoint`` and the fitted ``model``, so callers (and the leakage test) can check
         what was trained on what.
     """
+    from pipeline.select import save_single_epoch_predictions
+    from pipeline.train import fold_embeddings
+
     job, ckpt, deep = fold_embeddings(cfg, backbone, fold, folds_csv, cnn_work_dir)
     if model is None:
         model = TwoFlowModel(seed=job.seed)
@@ -414,7 +288,7 @@ def run_twoflow_fold(
     model.fit(pixels["fit"], deep["fit"], job.train_y)
     oof = model.predict_proba(pixels["val"], deep["val"])
     test = model.predict_proba(pixels["test"], deep["test"])
-    save_fold_predictions(out_path, job, oof, test)
+    save_single_epoch_predictions(out_path, job.labels, job.val_ids, job.test_ids, oof, test)
     if model_out is not None:
         save_model_atomic(model, model_out)
     log.info("two-flow %s fold %d: wrote %s", backbone, fold, out_path)

@@ -38,20 +38,6 @@ def cli(body: Callable[[], None]) -> int:
     return 0
 
 
-def group_pred_files(paths) -> dict:
-    """``build/x/preds/<backbone>.fold<k>.npz`` files -> {backbone: [files by fold]}."""
-    from pathlib import Path
-
-    groups: dict[str, list[tuple[int, Path]]] = {}
-    for p in map(Path, paths):
-        stem = p.name.removesuffix(".npz")
-        backbone, sep, fold = stem.rpartition(".fold")
-        if not sep or not fold.isdigit():
-            raise ValueError(f"{p}: prediction files must be named <backbone>.fold<k>.npz")
-        groups.setdefault(backbone, []).append((int(fold), p))
-    return {b: [p for _, p in sorted(v)] for b, v in groups.items()}
-
-
 def add_fold_model_args(ap, what: str) -> None:
     """The arguments of a stage fit on one CNN fold's embeddings (Two-Flow, baseline)."""
     from pathlib import Path

@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline.config import Config, load_config, to_dict
 from pipeline.data import write_text_atomic
-from stages.common import cli, group_pred_files
+from stages.common import cli
 
 log = logging.getLogger("stages.report")
 
@@ -75,7 +75,7 @@ def run(
         score_backbones,
         versions,
     )
-    from pipeline.select import load_base_predictions
+    from pipeline.select import group_pred_files, load_base_predictions
 
     beta, step, avg = cfg.thresholds.beta, cfg.thresholds.step, cfg.thresholds.average
     table = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)

@@ -2,7 +2,9 @@
 
 Run by the Makefile at parse time with the bare system Python (standard library only):
 each section file is rewritten only when its content changes, so Make re-runs just the
-stages whose settings changed.
+stages whose settings changed. ``vars.mk`` also holds each stage's code, ``CODE_<STAGE>``:
+the import closure of ``stages/<stage>.py`` inside the repository (``pipeline.code_deps``),
+so editing any module a stage runs re-runs that stage.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipeline.code_deps import ROOT, code_closure
 from pipeline.config import (
     BackboneConfig,
     config_hash,
@@ -32,6 +35,20 @@ def write_if_changed(path: Path, text: str) -> bool:
     tmp.write_text(text)
     os.replace(tmp, path)
     return True
+
+
+# stages/ modules that are no Make target's command
+NOT_STAGES = ("__init__", "common", "resolve_config")
+
+
+def code_variables(root: Path = ROOT) -> list[str]:
+    """``CODE_<STAGE> := <the files stages/<stage>.py runs>`` for every stage module."""
+    lines = []
+    for stage in sorted((root / "stages").glob("*.py")):
+        if stage.stem not in NOT_STAGES:
+            files = code_closure([stage.relative_to(root)], root)
+            lines.append(f"CODE_{stage.stem.upper()} := {' '.join(files)}")
+    return lines
 
 
 def run(config: Path, out_dir: Path) -> None:
@@ -83,6 +100,7 @@ def run(config: Path, out_dir: Path) -> None:
     lines.append(
         f"MASK_MODEL_CONFIG := {config.parent / (mm.parent.name + '.toml') if other else ''}"
     )
+    lines += code_variables()
     write_if_changed(out_dir / "vars.mk", "\n".join(lines) + "\n")
 
 

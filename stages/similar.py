@@ -23,7 +23,7 @@ from stages.common import cli
 
 
 def _resolve_model(model: Path) -> Path:
-    from pipeline.twoflow import last_checkpoint
+    from pipeline.inference import last_checkpoint
 
     return last_checkpoint(model) if model.is_dir() else model
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.config import Config, load_config
 from pipeline.data import save_npz_atomic, write_text_atomic
-from stages.common import cli, group_pred_files
+from stages.common import cli
 
 log = logging.getLogger("stages.stack")
 
@@ -67,7 +67,7 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
 
     from pipeline.data import read_labels
     from pipeline.second_level import fit_second_level
-    from pipeline.select import load_base_predictions
+    from pipeline.select import group_pred_files, load_base_predictions
 
     s, t = cfg.stack, cfg.thresholds
     table = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)

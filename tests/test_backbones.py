@@ -5,7 +5,7 @@ keras = pytest.importorskip("keras")
 
 from pipeline.backbones import BACKBONES, build_model, get_backbone  # noqa: E402
 
-FAST = ["small_cnn", "mobilenet_v2_035"]
+FAST = ["small_cnn", "mobilenet_v2_035"]  # the Keras-application one is slow-tier (45 s)
 
 
 def test_unknown_backbone_lists_known():
@@ -26,7 +26,9 @@ def test_too_small_input():
         build_model("xception", 3, 32)
 
 
-@pytest.mark.parametrize("name", FAST)
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=[] if n == "small_cnn" else pytest.mark.slow) for n in FAST]
+)
 def test_head_and_one_step(name):
     m = build_model(name, 5, 32, head_layers=2, head_units=8, width=4)
     assert m.output_shape == (None, 5)

@@ -7,8 +7,7 @@ import pytest
 pytest.importorskip("keras")
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.train import augment_image, epoch_indices, train_fold  # noqa: E402
-from stages.train_cnn import build_job  # noqa: E402
+from pipeline.train import augment_image, build_job, epoch_indices, train_fold  # noqa: E402
 from tests.conftest import tiny_config_text  # noqa: E402
 
 
@@ -26,32 +25,6 @@ def test_epoch_indices_sampling():
     kept = (counts[20:] > 0).mean()
     assert 0.75 < kept < 0.85  # the rest down-sampled to ~80%
     assert counts[20:].max() == 1
-
-
-def test_prediction_feed_pads_and_flips(tmp_path):
-    import cv2
-    import keras
-
-    from pipeline.train import predict_paths
-
-    paths = []
-    rng = np.random.default_rng(0)
-    for i in range(5):
-        paths.append(tmp_path / f"{i}.png")
-        cv2.imwrite(str(paths[-1]), rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
-    inp = keras.Input((8, 8, 3))
-    # a model that reads only the left column: mirror-sensitive, so TTA must average
-    out = keras.layers.Lambda(lambda x: keras.ops.mean(x[:, :, :1, :], axis=(1, 2)) / 255)(inp)
-    model = keras.Model(inp, out)
-    from pipeline.data import load_image
-
-    imgs = np.stack([load_image(p) for p in paths]).astype("float32")
-    left = imgs[:, :, 0, :].mean(axis=1) / 255
-    right = imgs[:, :, -1, :].mean(axis=1) / 255
-    np.testing.assert_allclose(predict_paths(model, paths, 8, 4, False), left, rtol=1e-5)
-    np.testing.assert_allclose(
-        predict_paths(model, paths, 8, 4, True), (left + right) / 2, rtol=1e-5
-    )
 
 
 def test_augment_keeps_shape_and_is_seeded():
@@ -99,6 +72,7 @@ def test_train_fold_outputs_and_resume(tiny_data, tmp_path):
         np.testing.assert_array_equal(z["test"], full[1])
 
 
+@pytest.mark.slow
 def test_phases_freeze_then_unfreeze_and_resume_across_boundary(tiny_data, tmp_path):
     import keras
 
@@ -143,6 +117,7 @@ def test_parse_phases_errors():
         parse_phases(["body:1"], 1e-3, 1e-2)
 
 
+@pytest.mark.slow
 def test_changed_job_does_not_resume_stale_checkpoints(tiny_data, tmp_path):
     job = _job(tiny_data, tmp_path, epochs=1)
     train_fold(job, tmp_path / "w", tmp_path / "a.npz")
@@ -151,3 +126,18 @@ def test_changed_job_does_not_resume_stale_checkpoints(tiny_data, tmp_path):
     train_fold(changed, tmp_path / "w_clean", tmp_path / "c.npz")
     with np.load(tmp_path / "b.npz") as b, np.load(tmp_path / "c.npz") as c:
         np.testing.assert_array_equal(b["oof"], c["oof"])  # retrained, not resumed
+
+
+def test_work_dir_kept_for_the_same_job_cleared_for_a_changed_one(tiny_data, tmp_path):
+    """The resume rule without training: a work dir is resumed only by its own job."""
+    from pipeline.train import _prepare_work_dir
+
+    job = _job(tiny_data, tmp_path, epochs=1)
+    work = tmp_path / "w"
+    work.mkdir()
+    _prepare_work_dir(work, job)
+    (work / "ckpt_epoch001.keras").write_bytes(b"checkpoint")
+    _prepare_work_dir(work, dataclasses.replace(job))  # an equal job resumes
+    assert (work / "ckpt_epoch001.keras").exists()
+    _prepare_work_dir(work, dataclasses.replace(job, lr_max=job.lr_max * 2))
+    assert [p.name for p in work.iterdir()] == ["fingerprint.txt"]

@@ -461,7 +461,13 @@ def test_efficientnet_lite_plan_layout(arch, blocks, last_block, widths):
     assert inner[-1].units[-1].torch_conv == f"_blocks.{blocks - 1}._project_conv"
 
 
-@pytest.mark.parametrize("arch", LITES, ids=lambda a: a.name)
+@pytest.mark.parametrize(
+    "arch",
+    [
+        pytest.param(a, id=a.name, marks=[] if a is W.EFFICIENTNET_LITE0 else pytest.mark.slow)
+        for a in LITES
+    ],
+)
 def test_efficientnet_lite_mapping_is_exact(tmp_path, arch):
     sd = random_state_dict(arch, seed=3)
     path = W.save_keras_weights(sd, tmp_path / "l_top.weights.h5", arch, include_top=True)

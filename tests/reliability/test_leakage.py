@@ -34,7 +34,7 @@ def augmented_demo(tmp_path_factory):
 
 
 def test_fold_jobs_never_train_on_what_they_predict(augmented_demo):
-    from stages.train_cnn import build_job
+    from pipeline.train import build_job
 
     tmp, cfg_path = augmented_demo
     cfg = load_config(cfg_path)

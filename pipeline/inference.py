@@ -1,0 +1,232 @@
+"""Shared model code: load a fold checkpoint, predict image files with flip TTA, embed,
+find a fold's checkpoints.
+
+Every user of a trained model goes through here: training's per-epoch OOF + test
+predictions, Two-Flow and the baseline (a fold checkpoint's embeddings), the frozen members,
+similarity search, the predictor and the page. One flip-TTA batching (:func:`flip_batch`
+builds a batch and its mirrors, :func:`flip_mean` folds the outputs back) serves the feed
+of :func:`predict_paths` and the predictor's single batches, so a served prediction is
+computed the way the trained one was; if the two drifted, served labels would silently
+differ from the submission's.
+
+The fold work-dir layout (``ckpt_epoch<EEE>.keras``, ``weights_epoch<EEE>.weights.h5``) is
+written by ``pipeline.train.train_fold`` and found here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+EMBEDDING_LAYER = "pool"
+
+
+def load_checkpoint(model_path: str | Path):
+    """Load a fold checkpoint (``.keras``) for inference only."""
+    import keras
+
+    import pipeline.backbones  # noqa: F401  (registers the custom layers for load_model)
+    import pipeline.losses  # noqa: F401  (registers the loss and LR schedule for load_model)
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{model_path} does not exist; run `make train-cnn` first")
+    return keras.saving.load_model(model_path, compile=False)
+
+
+def embedding_model(model):
+    """The sub-model from the image input to the pooled embedding (the ``pool`` layer).
+
+    It shares the model's layers, so it follows the model's weight swaps.
+    """
+    import keras
+
+    try:
+        pool = model.get_layer(EMBEDDING_LAYER)
+    except ValueError as exc:
+        raise ValueError(
+            f"model {model.name!r} has no {EMBEDDING_LAYER!r} layer; embeddings need a model "
+            "built by pipeline.backbones.build_model"
+        ) from exc
+    return keras.Model(model.inputs, pool.output, name=f"{model.name}_embedding")
+
+
+# ---- flip TTA ------------------------------------------------------------------------------
+
+
+def flip_batch(batch: np.ndarray, tta_flip: bool) -> np.ndarray:
+    """(n, H, W, 3) images -> the model's input: with TTA the n images then their mirrors."""
+    return np.concatenate([batch, batch[:, :, ::-1]]) if tta_flip else batch
+
+
+def flip_mean(out: np.ndarray, tta_flip: bool, n_batches: int = 1) -> np.ndarray:
+    """Model outputs of ``n_batches`` :func:`flip_batch` batches -> one row per image (the
+    mean of an image's and its mirror's output with TTA)."""
+    if not tta_flip:
+        return out
+    return out.reshape(n_batches, 2, -1, out.shape[-1]).mean(axis=1).reshape(-1, out.shape[-1])
+
+
+def tta_inputs(paths: Sequence[str | Path], size: int, tta_flip: bool) -> np.ndarray:
+    """Decode image files into one :func:`flip_batch` batch (float32, ``size`` px).
+
+    Decoding happens before any model runs, so a bad file fails first with its name.
+    """
+    from pipeline.data import load_image
+
+    batch = np.stack([load_image(p, size) for p in paths]).astype(np.float32)
+    return flip_batch(batch, tta_flip)
+
+
+def run_batch(model, inputs: np.ndarray, tta_flip: bool) -> np.ndarray:
+    """(n, ...) float32 outputs of one :func:`tta_inputs` batch."""
+    return flip_mean(np.asarray(model.predict_on_batch(inputs), dtype=np.float32), tta_flip)
+
+
+def prediction_feed(paths: Sequence[Path], size: int, batch_size: int, tta_flip: bool):
+    """A ``keras.utils.PyDataset`` of image files in order, decoded batch by batch.
+
+    The last batch is padded (every batch has one shape, so the compiled step is traced
+    once); with ``tta_flip`` a batch holds ``batch_size // 2`` images and their mirrors.
+    """
+    import keras
+
+    from pipeline.data import load_image
+
+    per_batch = batch_size // 2 if tta_flip else batch_size
+
+    class PredictionFeed(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=2, use_multiprocessing=False, max_queue_size=8)
+
+        def __len__(self):
+            return int(np.ceil(len(paths) / per_batch))
+
+        def __getitem__(self, b):
+            rows = paths[b * per_batch : (b + 1) * per_batch]
+            batch = np.empty((per_batch, size, size, 3), dtype=np.float32)
+            for i, path in enumerate(rows):
+                batch[i] = load_image(path, size)
+            batch[len(rows) :] = batch[len(rows) - 1]  # pad: constant batch shape
+            return (flip_batch(batch, tta_flip),)
+
+    return PredictionFeed()
+
+
+def predict_paths(model, paths: Sequence[Path], size: int, batch_size: int, tta_flip: bool):
+    """Model outputs (n, ...) float32 for image files in order; mirrored mean if TTA."""
+    paths = list(paths)
+    feed = prediction_feed(paths, size, batch_size, tta_flip)
+    p = flip_mean(model.predict(feed, verbose=0), tta_flip, len(feed))
+    return p[: len(paths)].astype(np.float32)
+
+
+# ---- embeddings ----------------------------------------------------------------------------
+
+
+def embed_paths(model, paths: Sequence[str | Path], size: int, batch: int, tta_flip: bool):
+    """(n, D) float32 embeddings of image files by an embedding model (e.g. a frozen
+    backbone or :func:`embedding_model`); mean with the mirrored image if TTA."""
+    if len(paths) == 0:
+        raise ValueError("no images to embed")
+    if tta_flip and batch < 2:
+        raise ValueError("tta_flip needs batch >= 2")
+    return predict_paths(model, list(paths), size, batch, tta_flip)
+
+
+def embed(
+    model_path: str | Path,
+    paths: Sequence[str | Path],
+    size: int,
+    batch: int = 64,
+    tta_flip: bool = False,
+    model=None,
+) -> np.ndarray:
+    """Pooled CNN embeddings (n, D) float32 of images, from a fold checkpoint.
+
+    Args:
+        model_path: the ``.keras`` checkpoint (ignored when ``model`` is given).
+        paths: image files, in the order of the returned rows.
+        size: the model's input size (``data.image_size``).
+        batch: images per predict batch (halved per batch with ``tta_flip``).
+        tta_flip: average the embedding with that of the mirrored image, as the CNN's own
+            predictions do, so the features describe the same view the CNN scored.
+        model: an already loaded model, to embed several image lists with one load.
+    """
+    model = load_checkpoint(model_path) if model is None else model
+    return embed_paths(embedding_model(model), paths, size, batch, tta_flip)
+
+
+def downsample_pixels(images: Sequence[str | Path] | np.ndarray, pixel_size: int) -> np.ndarray:
+    """The model-free embedding: images -> (n, pixel_size * pixel_size * 3) float32 in [0, 1].
+
+    Accepts image paths (decoded and area-resized) or an array of images (n, H, W, 3):
+    uint8 is scaled by 1/255, float is taken as already in [0, 1]. Area resizing averages
+    the pixels it merges, so a 16 x 16 thumbnail keeps the colour layout and drops the noise.
+    Two-Flow's pixel flow and the similarity search's raw-pixel baseline.
+    """
+    import cv2
+    from tqdm import tqdm
+
+    from pipeline.data import load_image
+
+    if pixel_size < 1:
+        raise ValueError(f"pixel_size must be >= 1, got {pixel_size}")
+    if isinstance(images, np.ndarray):
+        if images.ndim == 2:
+            if images.shape[1] != pixel_size * pixel_size * 3:
+                raise ValueError(
+                    f"flat pixel features have {images.shape[1]} columns, expected "
+                    f"{pixel_size}*{pixel_size}*3 = {pixel_size * pixel_size * 3}"
+                )
+            return np.asarray(images, dtype=np.float32)
+        if images.ndim != 4 or images.shape[3] != 3:
+            raise ValueError(f"images must be (n, H, W, 3), got shape {images.shape}")
+        scale = 1.0 / 255.0 if images.dtype == np.uint8 else 1.0
+        out = np.empty((len(images), pixel_size, pixel_size, 3), dtype=np.float32)
+        for i, img in enumerate(images):
+            if img.shape[:2] != (pixel_size, pixel_size):
+                img = cv2.resize(
+                    np.ascontiguousarray(img),
+                    (pixel_size, pixel_size),
+                    interpolation=cv2.INTER_AREA,
+                )
+            out[i] = img * scale
+        return out.reshape(len(images), -1)
+    out = np.empty((len(images), pixel_size * pixel_size * 3), dtype=np.float32)
+    for i, path in enumerate(tqdm(images, desc="pixels", unit="img", leave=False, mininterval=1)):
+        img = load_image(path)
+        if img.shape[:2] != (pixel_size, pixel_size):
+            img = cv2.resize(img, (pixel_size, pixel_size), interpolation=cv2.INTER_AREA)
+        out[i] = img.reshape(-1) / np.float32(255.0)
+    return out
+
+
+# ---- a fold's work dir ---------------------------------------------------------------------
+
+
+def checkpoints(work_dir: str | Path) -> list[tuple[int, Path]]:
+    """A fold work dir's ``ckpt_epoch<EEE>.keras`` files as (epoch, path), by epoch."""
+    found = []
+    for p in Path(work_dir).glob("ckpt_epoch*.keras"):
+        epoch = p.stem.removeprefix("ckpt_epoch")
+        if epoch.isdigit():
+            found.append((int(epoch), p))
+    return sorted(found)
+
+
+def last_checkpoint(work_dir: str | Path) -> Path:
+    """The highest-epoch checkpoint in a fold's work dir (its final model)."""
+    found = checkpoints(work_dir)
+    if not found:
+        raise FileNotFoundError(
+            f"{work_dir} holds no ckpt_epoch*.keras; train that fold first (`make train-cnn`)"
+        )
+    return found[-1][1]
+
+
+def epoch_weights_path(work_dir: str | Path, epoch: int) -> Path:
+    """Where ``train_fold`` keeps the model weights after ``epoch`` (kept for every epoch)."""
+    return Path(work_dir) / f"weights_epoch{epoch:03d}.weights.h5"

@@ -1,0 +1,160 @@
+"""Code dependencies from imports: Make's CODE_<STAGE> lists and the training fingerprint."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.code_deps import code_closure
+from stages.resolve_config import code_variables
+from tests.conftest import ROOT, tiny_demo_config
+
+
+def _write(root: Path, rel: str, text: str = "") -> None:
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_text(text)
+
+
+def test_closure_follows_every_kind_of_import(tmp_path):
+    _write(tmp_path, "pkg/__init__.py")
+    _write(tmp_path, "pkg/sub/__init__.py")
+    _write(tmp_path, "pkg/a.py", "import numpy\n\ndef f():\n    from pkg import b  # late\n")
+    _write(tmp_path, "pkg/b.py", 'BUILDERS = {"x": "pkg.sub.c:build"}\n')  # entry point
+    _write(tmp_path, "pkg/sub/c.py", "from . import d\nfrom ..e import NAME\n")  # relative
+    _write(tmp_path, "pkg/sub/d.py", "import os.path\n")
+    _write(tmp_path, "pkg/e.py", "NAME = 1\n")
+    _write(tmp_path, "pkg/unused.py", "import pkg.a\n")
+    _write(tmp_path, "cli/__init__.py")
+    _write(tmp_path, "cli/run.py", "import pkg.a\n")
+    assert code_closure(["cli/run.py"], tmp_path) == [
+        "cli/__init__.py",
+        "cli/run.py",
+        "pkg/__init__.py",
+        "pkg/a.py",
+        "pkg/b.py",
+        "pkg/e.py",
+        "pkg/sub/__init__.py",
+        "pkg/sub/c.py",
+        "pkg/sub/d.py",
+    ]
+    with pytest.raises(FileNotFoundError, match="cli/gone.py"):
+        code_closure(["cli/gone.py"], tmp_path)
+
+
+def test_stage_code_holds_what_the_hand_kept_lists_missed():
+    code = dict(line.split(" := ") for line in code_variables())
+    train = code["CODE_TRAIN_CNN"].split()
+    for module in ("augment", "folds", "distributed", "weights", "inference", "train"):
+        assert f"pipeline/{module}.py" in train, module
+    assert "pipeline/select.py" in code["CODE_REPORT"].split()
+    # and nothing a stage does not run: the second level never loads a CNN
+    stack = code["CODE_STACK"].split()
+    assert "pipeline/train.py" not in stack and "pipeline/weights.py" not in stack
+    assert "pipeline/twoflow.py" not in code["CODE_SIMILAR"].split()
+
+
+# ---- editing a deep module: Make plans the stages that run it, and only those ---------------
+
+FINGERPRINT = """
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import pipeline
+from pipeline.train import FoldJob, _prepare_work_dir, job_fingerprint
+
+assert Path(pipeline.__file__).resolve().parent == Path.cwd() / "pipeline", pipeline.__file__
+job = FoldJob("small_cnn", 0, [], np.zeros((0, 1)), np.array([]), [], np.array([]), [],
+              ("a",), 32, 1, 2, 1e-3, 1e-2)
+_prepare_work_dir(Path(sys.argv[1]), job)
+print(job_fingerprint(job))
+"""
+
+
+class RepoCopy:
+    """The pipeline's code in a folder of its own, with a tiny demo whose every target
+    exists and is up to date (``make -t``), so ``make -n`` shows only what an edit re-runs."""
+
+    def __init__(self, tmp: Path):
+        self.tmp, self.repo = tmp, tmp / "repo"
+        for folder in ("pipeline", "stages"):
+            shutil.copytree(
+                ROOT / folder, self.repo / folder, ignore=shutil.ignore_patterns("__pycache__")
+            )
+        for name in ("Makefile", "setup.cfg", "pyproject.toml"):
+            shutil.copy2(ROOT / name, self.repo / name)
+        self.config = tiny_demo_config(tmp)
+        (tmp / "venv").mkdir()
+        (tmp / "venv" / ".installed").touch()
+        for d in ("demo/train", "demo/test", "submissions"):
+            (tmp / d).mkdir(parents=True)
+        for d in ("augment", "preds", "members", "embed", "baseline", "stack", "similar", "report"):
+            (tmp / "build" / d).mkdir(parents=True)
+
+    def make(self, *args: str) -> subprocess.CompletedProcess:
+        cmd = ["make", *args, f"CONFIG={self.config}", f"BUILD={self.tmp}/build"]
+        cmd += [f"FOLDS={self.tmp}/folds.csv", f"SUBMISSIONS={self.tmp}/submissions"]
+        cmd += [f"VENV={self.tmp}/venv", "JOBS=1"]
+        return subprocess.run(cmd, cwd=self.repo, capture_output=True, text=True, timeout=120)
+
+    def all_up_to_date(self) -> None:
+        """Every target made (touched), older than now, newer than every source."""
+        touched = self.make("-t", "all")
+        assert touched.returncode == 0, touched.stderr
+        now = time.time()
+        for root, stamp in ((self.repo, now - 3600), (self.tmp, now - 60)):
+            for path in root.rglob("*"):
+                if path.is_file() and (root == self.repo or self.repo not in path.parents):
+                    os.utime(path, (stamp, stamp))
+        assert self.make("-q", "all").returncode == 0
+
+    def edit(self, rel: str) -> None:
+        with open(self.repo / rel, "a") as f:
+            f.write("\n# an edit\n")
+
+    def planned(self) -> set[str]:
+        dry = self.make("-n", "all")
+        assert dry.returncode == 0, dry.stderr
+        return set(re.findall(r"-m stages\.(\w+)", dry.stdout))
+
+    def fingerprint(self, work_dir: Path) -> str:
+        run = subprocess.run(
+            [sys.executable, "-c", FINGERPRINT, str(work_dir)],
+            cwd=self.repo,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+        return run.stdout.strip()
+
+
+def test_editing_a_deep_module_reruns_the_stages_that_import_it(tmp_path):
+    copy = RepoCopy(tmp_path)
+    work = tmp_path / "cnn" / "small_cnn.fold0"
+    work.mkdir(parents=True)
+    before = copy.fingerprint(work)
+    (work / "ckpt_epoch001.keras").write_bytes(b"a checkpoint of the old code")
+    assert copy.fingerprint(work) == before and (work / "ckpt_epoch001.keras").exists()
+
+    # pipeline/weights.py is reached only through backbones' "pipeline.weights:..." builders
+    copy.all_up_to_date()
+    copy.edit("pipeline/weights.py")
+    plan = copy.planned()
+    assert {"train_cnn", "embed", "frozen", "twoflow", "baseline", "similar"} <= plan, plan
+    assert not {"demo_data", "folds", "augment"} & plan, plan
+    # ... and a resumed fold job refuses the checkpoints the old code made
+    assert copy.fingerprint(work) != before
+    assert not (work / "ckpt_epoch001.keras").exists()
+
+    copy.all_up_to_date()
+    copy.edit("pipeline/thresholds.py")
+    assert copy.planned() == {"stack", "thresholds", "submit", "report"}

@@ -1,0 +1,50 @@
+"""Imports point one way: stages -> pipeline, never back (DESIGN "Imports point one way")."""
+
+from __future__ import annotations
+
+import ast
+
+from tests.conftest import ROOT
+
+UPPER_LAYERS = ("stages", "benchmarks", "tests", "scripts")
+
+
+def _imports(path) -> list[tuple[int, str]]:
+    """(line, module) of every import in a file, function-level ones included."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def test_library_never_imports_the_cli_layer():
+    files = sorted((ROOT / "pipeline").rglob("*.py"))
+    assert len(files) > 20  # the walk sees the library
+    upward = [
+        f"{path.relative_to(ROOT)}:{line} imports {name}"
+        for path in files
+        for line, name in _imports(path)
+        if name.split(".")[0] in UPPER_LAYERS
+    ]
+    assert not upward, "pipeline/ must not import stages/benchmarks:\n" + "\n".join(upward)
+
+
+def test_the_walk_sees_function_level_imports(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("import os\n\ndef f():\n    from stages.common import cli\n")
+    assert (4, "stages.common") in _imports(src)
+
+
+def test_only_inference_owns_embeddings():
+    """No module imports Two-Flow to get an embedding: only the predictor (which runs the
+    Two-Flow member) and Two-Flow's own stage import it."""
+    importers = sorted(
+        str(path.relative_to(ROOT))
+        for folder in ("pipeline", "stages", "benchmarks")
+        for path in (ROOT / folder).rglob("*.py")
+        if any(name == "pipeline.twoflow" for _, name in _imports(path))
+    )
+    assert importers == ["pipeline/predict.py", "stages/twoflow.py"]
