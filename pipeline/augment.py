@@ -736,22 +736,25 @@ def _plan(
         if src is not None:
             y[idx[src]] = 0.0
         y[idx[target]] = 1.0
-        stem = Path(str(table.ids[i])).stem
-        jobs.append(
-            AugJob(
-                new_id=f"aug_{stem}_{v}.png",
-                source=str(table.ids[i]),
-                source_index=i,
-                fold=int(folds[i]),
-                source_colour=src,
-                target_colour=target,
-                target_hue=_target_hue(rng, cfg.colours[target]),
-                y=tuple(float(x) for x in y),
-                reason=reason,
-            )
-        )
+        hue = _target_hue(rng, cfg.colours[target])
+        jobs.append(_job(table, folds, i, v, src, target, hue, y, reason))
     _check_stems(jobs)
     return jobs, skipped, rare
+
+
+def _job(table, folds, i: int, v: int, src, target: str, hue: float, y, reason: str) -> AugJob:
+    """Copy ``v`` of source row ``i`` (its id is built from the source's file stem)."""
+    return AugJob(
+        new_id=f"aug_{Path(str(table.ids[i])).stem}_{v}.png",
+        source=str(table.ids[i]),
+        source_index=i,
+        fold=int(folds[i]),
+        source_colour=src,
+        target_colour=target,
+        target_hue=hue,
+        y=tuple(float(x) for x in y),
+        reason=reason,
+    )
 
 
 def rotation_offsets(variants: int) -> list[float]:
@@ -769,23 +772,11 @@ def _plan_rotate(
     for lab in rare:
         for i in np.flatnonzero(table.y[:, idx[lab]] == 1):
             reason.setdefault(int(i), lab)
-    jobs = []
-    for i, lab in sorted(reason.items()):
-        stem = Path(str(table.ids[i])).stem
-        for v, offset in enumerate(rotation_offsets(cfg.variants)):
-            jobs.append(
-                AugJob(
-                    new_id=f"aug_{stem}_{v}.png",
-                    source=str(table.ids[i]),
-                    source_index=i,
-                    fold=int(folds[i]),
-                    source_colour=None,
-                    target_colour="",
-                    target_hue=offset,
-                    y=tuple(float(x) for x in table.y[i]),
-                    reason=lab,
-                )
-            )
+    jobs = [
+        _job(table, folds, i, v, None, "", offset, table.y[i], lab)
+        for i, lab in sorted(reason.items())
+        for v, offset in enumerate(rotation_offsets(cfg.variants))
+    ]
     _check_stems(jobs)
     return jobs
 

@@ -188,6 +188,7 @@ class SegmenterConfig:
     width: int = 64
     epochs: int = 15
     batch_size: int = 16
+    learning_rate: float = 1e-3
     seed: int = 0
 
 

@@ -29,11 +29,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from pipeline.config import SegmenterConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +49,19 @@ FEATURE_LAYERS: dict[str, tuple[str, ...]] = {
 """Encoder layers (strides 4, 8, 16, 32) whose outputs feed the decoder, per backbone."""
 
 
-@dataclass(frozen=True)
-class SegmenterParams:
-    """Settings of :class:`GarmentSegmenter` (TOML ``[segmenter]`` minus the data paths)."""
-
-    backbone: str = "mobilenet_v2_pt"
-    weights: str = "imagenet"
-    image_size: int = 224
-    grid: int = 28
-    width: int = 64
-    epochs: int = 15
-    batch_size: int = 16
-    learning_rate: float = 1e-3
-    seed: int = 0
+MODEL_FIELDS: tuple[str, ...] = (
+    "backbone",
+    "weights",
+    "image_size",
+    "grid",
+    "width",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "seed",
+)
+"""The :class:`pipeline.config.SegmenterConfig` fields a fitted segmenter keeps (the rest
+name the data it was fitted on)."""
 
 
 def class_map(
@@ -80,7 +82,7 @@ def class_map(
     return lut[np.asarray(label_map)]
 
 
-def _encoder(params: SegmenterParams):
+def _encoder(params: SegmenterConfig):
     """(preprocess layer, multi-output feature model) of the frozen backbone."""
     import keras
 
@@ -97,7 +99,7 @@ def _encoder(params: SegmenterParams):
     return model.get_layer("preprocess"), keras.Model(inner.inputs, outs)
 
 
-def _decoder(n_in: int, params: SegmenterParams):
+def _decoder(n_in: int, params: SegmenterConfig):
     import keras
     from keras import layers
 
@@ -116,8 +118,8 @@ class GarmentSegmenter:
     between processes; :func:`refine` turns one into a full-size garment mask.
     """
 
-    def __init__(self, params: SegmenterParams | None = None):
-        self.params = params or SegmenterParams()
+    def __init__(self, params: SegmenterConfig | None = None):
+        self.params = params or SegmenterConfig()
         self._enc = None
 
     # ---------------------------------------------------------------- features
@@ -201,7 +203,7 @@ class GarmentSegmenter:
         ws = self.decoder_.get_weights()
         save_npz_atomic(
             path,
-            params=np.array(json.dumps(asdict(self.params))),
+            params=np.array(json.dumps({k: getattr(self.params, k) for k in MODEL_FIELDS})),
             mean=self.mean_,
             scale=self.scale_,
             class_share=self.class_share_,
@@ -215,7 +217,7 @@ class GarmentSegmenter:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no segmenter; build it with `make segmenter`")
         with np.load(path) as z:
-            seg = cls(SegmenterParams(**json.loads(str(z["params"]))))
+            seg = cls(SegmenterConfig(**json.loads(str(z["params"]))))
             seg.mean_, seg.scale_ = z["mean"], z["scale"]
             seg.class_share_, seg.loss_ = z["class_share"], list(z["loss"])
             ws = [z[f"w{i}"] for i in range(sum(k.startswith("w") for k in z.files))]
@@ -288,17 +290,15 @@ def mapped_ids(ids: Sequence[str], maps_dir: str | Path) -> list[tuple[str, Path
     return [(i, have[Path(i).stem]) for i in ids if Path(i).stem in have]
 
 
-def params_from_config(seg) -> SegmenterParams:
-    """:class:`SegmenterParams` from a :class:`pipeline.config.SegmenterConfig`
-    (the shared field names, so a new setting needs no copy here)."""
-    from dataclasses import fields
-
+def resolved_weights(seg: SegmenterConfig) -> SegmenterConfig:
+    """``weights = "imagenet"`` -> the converted file of `make weights` (where there is one)."""
     from pipeline.config import BackboneConfig, weights_file
 
-    kw = {f.name: getattr(seg, f.name) for f in fields(SegmenterParams) if hasattr(seg, f.name)}
-    if kw.get("weights") == "imagenet":  # the converted file of `make weights`
-        kw["weights"] = weights_file(BackboneConfig(seg.backbone, "imagenet")) or "imagenet"
-    return SegmenterParams(**kw)
+    if seg.weights != "imagenet":
+        return seg
+    return replace(
+        seg, weights=weights_file(BackboneConfig(seg.backbone, "imagenet")) or "imagenet"
+    )
 
 
 def run_segmenter(cfg, out: str | Path) -> dict:
@@ -327,6 +327,6 @@ def run_segmenter(cfg, out: str | Path) -> dict:
     for (i, p), im, m in zip(pairs, images, maps, strict=True):
         if m.shape != im.shape[:2]:
             raise ValueError(f"{p}: map is {m.shape[::-1]} but image {i} is {im.shape[1::-1]}")
-    seg = GarmentSegmenter(params_from_config(seg_cfg)).fit(images, maps)
+    seg = GarmentSegmenter(resolved_weights(seg_cfg)).fit(images, maps)
     seg.save(out)
     return {"n_maps": len(pairs), "loss": seg.loss_, "class_share": seg.class_share_.tolist()}

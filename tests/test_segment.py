@@ -13,11 +13,11 @@ import pytest
 
 from pipeline.augment import garment_mask, run_augmentation, skin_mask
 from pipeline.augment_config import AugmentConfig
+from pipeline.config import SegmenterConfig
 from pipeline.data import load_image
 from pipeline.segment import (
     CLASSES,
     GarmentSegmenter,
-    SegmenterParams,
     class_map,
     mapped_ids,
     read_label_names,
@@ -57,7 +57,7 @@ def segmenter(fixture):
     fit_imgs, fit_cls, *_ = fixture
     # weights="none": tests train from scratch (no ImageNet file in CI); a seeded random
     # encoder still carries colour and position, which is what a small decoder learns from
-    params = SegmenterParams(
+    params = SegmenterConfig(
         weights="none", image_size=96, grid=12, epochs=200, width=32, learning_rate=3e-3
     )
     return GarmentSegmenter(params).fit(fit_imgs, fit_cls, progress=False)
@@ -122,7 +122,7 @@ def test_segmenter_save_load_round_trip(tmp_path, fixture, segmenter):
     path = tmp_path / "segmenter.npz"
     segmenter.save(path)
     again = GarmentSegmenter.load(path)
-    assert again.params == segmenter.params
+    assert again.params == segmenter.params  # no data paths set: every field is kept
     np.testing.assert_allclose(
         again.predict_grid(ev_imgs[:2]), segmenter.predict_grid(ev_imgs[:2]), atol=1e-6
     )
