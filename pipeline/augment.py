@@ -67,7 +67,14 @@ from pipeline.augment_config import (  # noqa: F401  (re-exported)
     augment_config_from_dict,
     parse_colour_map,
 )
-from pipeline.data import LabelTable, atomic_dir, image_paths, load_image, read_labels
+from pipeline.data import (
+    LabelTable,
+    atomic_dir,
+    image_paths,
+    load_image,
+    read_csv_strings,
+    read_labels,
+)
 from pipeline.folds import read_folds
 
 log = logging.getLogger(__name__)
@@ -1058,9 +1065,8 @@ def read_augmented(
 ) -> pd.DataFrame:
     """The augmentation ``labels.csv`` as a frame (label columns float, NaN = unknown)."""
     path = Path(aug_labels_csv)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; run `make augment`")
-    df = pd.read_csv(path, dtype={"image": str, "source": str}, keep_default_na=True)
+    # strings as written: a source id 'NA' or 'None' stays an id (empty cell = unknown)
+    df = read_csv_strings(path, "run `make augment`")
     head = list(df.columns[: len(OUTPUT_COLUMNS)])
     if head != list(OUTPUT_COLUMNS):
         raise ValueError(f"{path}: header must start with {','.join(OUTPUT_COLUMNS)}, got {head}")
@@ -1073,7 +1079,7 @@ def read_augmented(
     out = df[list(OUTPUT_COLUMNS)].copy()
     out["fold"] = out["fold"].astype(np.int64)
     for lab in have:
-        out[lab] = df[lab].astype(np.float32)
+        out[lab] = pd.to_numeric(df[lab].replace("", np.nan)).astype(np.float32)
     return out
 
 

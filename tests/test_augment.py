@@ -509,3 +509,16 @@ def test_stage_cli(ds: Path, tmp_path, capsys) -> None:
         == 2
     )
     assert "grey_policy" in capsys.readouterr().err
+
+
+def test_read_augmented_keeps_na_source_ids_and_unknown_cells(tmp_path):
+    from pipeline.augment import read_augmented
+
+    path = tmp_path / "labels.csv"
+    path.write_text("image,source,fold,a,b\naug_NA_0.png,NA,2,1,\naug_None_0.png,None,0,0,1\n")
+    df = read_augmented(path, labels=["a", "b"])
+    assert df["source"].tolist() == ["NA", "None"]
+    assert df["fold"].tolist() == [2, 0]
+    assert df["a"].tolist() == [1.0, 0.0] and np.isnan(df["b"][0]) and df["b"][1] == 1.0
+    (tmp_path / "empty.csv").write_text("image,source,fold,a,b\n")
+    assert read_augmented(tmp_path / "empty.csv").empty
