@@ -205,6 +205,7 @@ $(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD
 	$(PY) -m stages.report --config $(CONFIG) --folds $(FOLDS) --preds $(BASE_PREDS) \
 	  --baseline $(BASELINE_PREDS) \
 	  --similar $(BUILD)/similar/metrics.json --augment-preview $(BUILD)/augment/preview.png \
+	  --data-report $(BUILD)/data_report.json \
 	  --stacked $(BUILD)/stack/stacked.npz --thresholds $(BUILD)/thresholds.json \
 	  --submission $(SUBMISSION) --out-dir $(BUILD)/report
 	@echo "submission: $(SUBMISSION)"

@@ -314,3 +314,44 @@ def per_label_record(labels, a: np.ndarray, b: np.ndarray, tol: float = 1e-9) ->
         "lost": [lab for lab, d in zip(labels, diff, strict=True) if d < -tol],
         "tied": [lab for lab, d in zip(labels, diff, strict=True) if abs(d) <= tol],
     }
+
+
+def data_check_tables(report: dict, max_pairs: int = 20) -> tuple[dict, dict]:
+    """Report tables and metrics of `make folds`' data report (``data_report.json``).
+
+    Returns ``({title: (header, rows)}, counts)``: copy groups kept in one fold and the
+    test images that nearly copy a training image (their test scores flatter the models),
+    with the first ``max_pairs`` pairs. The counts hold no timings, so reruns compare equal.
+    """
+    g = report["train_groups"]
+    cross = report["train_test_near_duplicates"]
+    counts = {
+        "train_copy_groups_exact": int(g["exact"]),
+        "train_copy_groups": int(g["all"]),
+        "train_rows_in_groups": int(g["rows_in_groups"]),
+        "groups_with_conflicting_labels": int(g["with_conflicting_labels"]),
+        "test_near_copies_of_train": int(cross["count"]),
+        "near_duplicate_max_distance": int(report["near_duplicate_max_distance"]),
+    }
+    rows = [
+        ["training copy groups, exact / with near copies", f"{g['exact']} / {g['all']}"],
+        ["training rows in copy groups (each group in one fold)", g["rows_in_groups"]],
+        ["copy groups with conflicting labels", g["with_conflicting_labels"]],
+        ["test images that nearly copy a training image", cross["count"]],
+    ]
+    tables = {
+        "Data checks (make folds: copies grouped, train/test near copies)": (
+            ["check", "count"],
+            rows,
+        )
+    }
+    if cross["pairs"]:
+        shown = cross["pairs"][:max_pairs]
+        tables[
+            f"Test images that nearly copy a training image ({len(shown)} of {cross['count']}; "
+            f"pHash within {report['near_duplicate_max_distance']} bits)"
+        ] = (
+            ["test image", "training image", "pHash distance"],
+            [[p["test"], p["train"], p["distance"]] for p in shown],
+        )
+    return tables, counts

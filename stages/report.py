@@ -62,6 +62,7 @@ def run(
     similar: Path | None = None,
     augment_preview: Path | None = None,
     baseline=None,
+    data_report: Path | None = None,
 ) -> None:
     import pandas as pd
 
@@ -305,6 +306,11 @@ def run(
                 "-",
             ]
         )
+    if data_report is not None and data_report.is_file():
+        from pipeline.report import data_check_tables
+
+        data_tables, metrics["data_checks"] = data_check_tables(json.loads(data_report.read_text()))
+        tables.update(data_tables)
     metrics["versions"] = versions()
     page = render_html(
         f"{cfg.name}: F{beta:g} report",
@@ -359,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--similar", type=Path, help="similarity evaluation JSON (make similar)")
     ap.add_argument("--augment-preview", type=Path, help="augmentation preview PNG")
     ap.add_argument("--baseline", type=Path, nargs="*", help="sklearn baseline fold files")
+    ap.add_argument("--data-report", type=Path, help="make folds' data_report.json (copies)")
     args = ap.parse_args(argv)
     if args.summary:
         return cli(lambda: print_summary(args.summary))
@@ -378,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             args.similar,
             args.augment_preview,
             args.baseline,
+            args.data_report,
         )
     )
 
