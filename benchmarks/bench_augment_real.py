@@ -161,6 +161,7 @@ def _cnn_agreement(copies, imgs, target, colours, table, folds, cnn_dir, backbon
 
     idx = [table.labels.index(c) for c in colours]
     src_fold = dict(zip(map(str, table.ids), folds, strict=True))
+    row_of = {str(i): r for r, i in enumerate(table.ids)}
     path_of = dict(zip(map(str, table.ids), table.paths(), strict=True))
     size = cfg.data.image_size
     hits_copy, hits_src = [], []
@@ -181,8 +182,8 @@ def _cnn_agreement(copies, imgs, target, colours, table, folds, cnn_dir, backbon
         p_src = model.predict(src.astype(np.float32), verbose=0)[:, idx]
         for r, pc, ps in zip(rows, p_copy, p_src, strict=True):
             hits_copy.append(colours[int(pc.argmax())] == target[r])
-            src_row = table.y[list(map(str, table.ids)).index(copies["source"][r])]
-            src_col = [c for c in colours if src_row[table.labels.index(c)] == 1]
+            src_row = table.y[row_of[copies["source"][r]]]
+            src_col = [c for c, j in zip(colours, idx, strict=True) if src_row[j] == 1]
             if len(src_col) == 1:
                 hits_src.append(colours[int(ps.argmax())] == src_col[0])
     return {

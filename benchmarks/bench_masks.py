@@ -28,7 +28,7 @@ import numpy as np
 METHODS = ("grabcut", "segmenter")
 
 
-def _scores(mask: np.ndarray, cls: np.ndarray, raw: np.ndarray, garment_ids) -> dict:
+def _scores(mask: np.ndarray, cls: np.ndarray) -> dict:
     g, skin = cls == 1, cls == 3
     return {
         "iou": float((mask & g).sum() / max(1, (mask | g).sum())),
@@ -62,7 +62,7 @@ def _score_photo(args) -> dict:
         elapsed = time.perf_counter() - t
         one = garment_mask(img, cfg=cfg, grid_prob=prob, whole=False)
         out[method] = {
-            **_scores(whole, cls, raw, garment_ids),
+            **_scores(whole, cls),
             "one_garment_iou": _one_garment_iou(one, raw, garment_ids),
             "seconds": elapsed,
         }
