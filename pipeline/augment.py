@@ -57,6 +57,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from pipeline.artifacts import atomic_dir, write_atomic
 from pipeline.augment_config import (  # noqa: F401  (re-exported)
     ACHROMATIC_KINDS,
     BOX_MODES,
@@ -69,7 +70,6 @@ from pipeline.augment_config import (  # noqa: F401  (re-exported)
 )
 from pipeline.data import (
     LabelTable,
-    atomic_dir,
     image_paths,
     load_image,
     read_csv_strings,
@@ -1182,11 +1182,12 @@ def preview_png(
         rows.append(np.hstack(row))
     grid = np.vstack(rows)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.png")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {tmp}")
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {tmp}")
+
+    write_atomic(path, write, suffix=".png")
     return path
 
 
