@@ -68,7 +68,6 @@ class Service:
     so every call goes through one lock (the predictor swaps weights in shared models)."""
 
     def __init__(self, cfg: Config, build_dir: str | Path):
-
         from pipeline.data import image_paths, read_labels, read_test_ids, read_test_truth
         from pipeline.predict import Predictor
         from pipeline.similar import SimilarityIndex
