@@ -42,6 +42,9 @@ endif
 
 FOLD_IDS := $(shell seq 0 $$(( $(or $(N_FOLDS),1) - 1 )))
 AUGMENT := $(BUILD)/augment/labels.csv
+# the decode cache: every image decoded once, one uint8 .npy per size stages read + an index
+IMAGE_CACHE := $(BUILD)/cache/images.index.json
+IMAGE_CACHE_FILES := $(IMAGE_CACHE) $(foreach s,$(IMAGE_CACHE_SIZES),$(BUILD)/cache/images.$(s).npy)
 PREDS := $(foreach b,$(BACKBONES),$(foreach k,$(FOLD_IDS),$(BUILD)/preds/$(b).fold$(k).npz))
 TRAIN_LABELS := $(TRAIN_DIR)/labels.csv
 TEST_LIST := $(if $(DEMO_DIR)$(HOLDOUT_SOURCE),$(TEST_DIR)/test.csv,$(wildcard $(TEST_DIR)/test.csv))
@@ -54,8 +57,8 @@ SUBMISSION_LABELS := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).labels.csv
 bb = $(word 1,$(subst .fold, ,$(1)))
 fold = $(word 2,$(subst .fold, ,$(1)))
 
-.PHONY: help all summary install demo-data folds augment weights import-data train-cnn twoflow embed frozen similar stack thresholds submit report test test-all lint \
-        browser baseline predict serve bench bench-thresholds bench-feed bench-stack bench-augment bench-masks bench-augment-real bench-dask bench-ensemble segmenter \
+.PHONY: help all summary install demo-data folds augment image-cache weights import-data train-cnn twoflow embed frozen similar stack thresholds submit report test test-all lint \
+        browser baseline predict serve bench bench-speed bench-thresholds bench-feed bench-stack bench-augment bench-masks bench-augment-real bench-dask bench-ensemble segmenter \
         cluster-up cluster-down cluster-status clean clean-all
 
 help: ## list the targets
@@ -126,26 +129,33 @@ $(MASK_MODEL): FORCE
 endif
 FORCE:
 
+image-cache: $(IMAGE_CACHE_FILES) ## decode every train/test/augmented image once -> build/<name>/cache/images.<size>.npy
+
+# rebuilt when an image file is newer (mtime); readers also re-check size + content hash
+$(IMAGE_CACHE_FILES) &: $(TRAIN_LABELS) $(TEST_LIST) $(AUGMENT) $(wildcard $(TRAIN_DIR)/images/* $(TEST_DIR)/images/* $(BUILD)/augment/images/*) $(CODE_IMAGE_CACHE) | $(INSTALLED)
+	$(PY) -m stages.image_cache --config $(CONFIG) --augmented $(AUGMENT) --index $(IMAGE_CACHE) \
+	  --sizes $(IMAGE_CACHE_SIZES)
+
 train-cnn: $(PREDS) ## every backbone x every fold: per-epoch OOF + test predictions
 
-$(BUILD)/preds/%.npz: $(CFG)/backbone.$$(call bb,$$*).json $$(WEIGHTS_$$(call bb,$$*)) $(FOLDS) $(TRAIN_LABELS) $(TEST_LIST) $(AUGMENT) $(CODE_TRAIN_CNN) | $(INSTALLED)
+$(BUILD)/preds/%.npz: $(CFG)/backbone.$$(call bb,$$*).json $$(WEIGHTS_$$(call bb,$$*)) $(FOLDS) $(TRAIN_LABELS) $(TEST_LIST) $(AUGMENT) $(IMAGE_CACHE) $(CODE_TRAIN_CNN) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.train_cnn --config $(CONFIG) --backbone $(call bb,$*) --fold $(call fold,$*) \
-	  --folds $(FOLDS) --augmented $(AUGMENT) --work-dir $(BUILD)/cnn/$* --out $@
+	  --folds $(FOLDS) --augmented $(AUGMENT) --image-cache $(IMAGE_CACHE) --work-dir $(BUILD)/cnn/$* --out $@
 
 twoflow: $(TWOFLOW_PREDS) ## Two-Flow base model: pixel projections + CNN embeddings -> random forests
 
 # a shorter stem than preds/%.npz, so GNU make prefers this rule for twoflow.fold<k>
-$(BUILD)/preds/twoflow.fold%.npz: $(BUILD)/preds/$(TWOFLOW_BACKBONE).fold%.npz $(CFG)/twoflow.json $(FOLDS) $(TEST_LIST) $(CODE_TWOFLOW) | $(INSTALLED)
+$(BUILD)/preds/twoflow.fold%.npz: $(BUILD)/preds/$(TWOFLOW_BACKBONE).fold%.npz $(CFG)/twoflow.json $(FOLDS) $(TEST_LIST) $(IMAGE_CACHE) $(CODE_TWOFLOW) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.twoflow --config $(CONFIG) --backbone $(TWOFLOW_BACKBONE) --fold $* \
-	  --folds $(FOLDS) --cnn-work-dir $(BUILD)/cnn/$(TWOFLOW_BACKBONE).fold$* --out $@ \
+	  --folds $(FOLDS) --image-cache $(IMAGE_CACHE) --cnn-work-dir $(BUILD)/cnn/$(TWOFLOW_BACKBONE).fold$* --out $@ \
 	  --model-out $(BUILD)/twoflow/fold$*.joblib
 
 embed: $(EMBEDS) ## frozen pretrained backbones embed every image once ([[frozen]] in the config)
 
-$(BUILD)/embed/%.npz: $(CFG)/frozen.%.json $$(WEIGHTS_FROZEN_$$*) $(TRAIN_LABELS) $(TEST_LIST) $(CODE_EMBED) | $(INSTALLED)
-	$(PY) -m stages.embed --config $(CONFIG) --name $* --out $@
+$(BUILD)/embed/%.npz: $(CFG)/frozen.%.json $$(WEIGHTS_FROZEN_$$*) $(TRAIN_LABELS) $(TEST_LIST) $(IMAGE_CACHE) $(CODE_EMBED) | $(INSTALLED)
+	$(PY) -m stages.embed --config $(CONFIG) --name $* --image-cache $(IMAGE_CACHE) --out $@
 
 frozen: $(FROZEN_PREDS) ## frozen-feature members: per fold, heads fitted on the other folds' embeddings
 
@@ -175,17 +185,18 @@ BASELINE_PREDS := $(foreach k,$(FOLD_IDS),$(BUILD)/baseline/sklearn_lr.fold$(k).
 
 baseline: $(BASELINE_PREDS) ## scikit-learn baseline: per-label logistic regression on CNN embeddings (OOF)
 
-$(BUILD)/baseline/sklearn_lr.fold%.npz: $(BUILD)/preds/$(BASELINE_BACKBONE).fold%.npz $(FOLDS) $(TEST_LIST) $(CODE_BASELINE) | $(INSTALLED)
+$(BUILD)/baseline/sklearn_lr.fold%.npz: $(BUILD)/preds/$(BASELINE_BACKBONE).fold%.npz $(FOLDS) $(TEST_LIST) $(IMAGE_CACHE) $(CODE_BASELINE) | $(INSTALLED)
 	$(PY) -m stages.baseline --config $(CONFIG) --backbone $(BASELINE_BACKBONE) --fold $* \
-	  --folds $(FOLDS) --cnn-work-dir $(BUILD)/cnn/$(BASELINE_BACKBONE).fold$* --out $@
+	  --folds $(FOLDS) --image-cache $(IMAGE_CACHE) --cnn-work-dir $(BUILD)/cnn/$(BASELINE_BACKBONE).fold$* --out $@
 
 similar: $(BUILD)/similar/metrics.json ## cosine similarity index over CNN embeddings; precision@10 vs raw pixels
 
-$(BUILD)/similar/index.npz: $(BUILD)/preds/$(SIM_BACKBONE).fold0.npz $(TRAIN_LABELS) $(CODE_SIMILAR) | $(INSTALLED)
-	$(PY) -m stages.similar build --config $(CONFIG) --model $(BUILD)/cnn/$(SIM_BACKBONE).fold0 --out $@
+$(BUILD)/similar/index.npz: $(BUILD)/preds/$(SIM_BACKBONE).fold0.npz $(TRAIN_LABELS) $(IMAGE_CACHE) $(CODE_SIMILAR) | $(INSTALLED)
+	$(PY) -m stages.similar build --config $(CONFIG) --model $(BUILD)/cnn/$(SIM_BACKBONE).fold0 \
+	  --image-cache $(IMAGE_CACHE) --out $@
 
-$(BUILD)/similar/metrics.json: $(BUILD)/similar/index.npz $(TEST_LIST) $(CODE_SIMILAR) | $(INSTALLED)
-	$(PY) -m stages.similar evaluate --config $(CONFIG) --index $< --k 10 --out $@
+$(BUILD)/similar/metrics.json: $(BUILD)/similar/index.npz $(TEST_LIST) $(IMAGE_CACHE) $(CODE_SIMILAR) | $(INSTALLED)
+	$(PY) -m stages.similar evaluate --config $(CONFIG) --index $< --k 10 --image-cache $(IMAGE_CACHE) --out $@
 
 thresholds: $(BUILD)/thresholds.json ## greedy per-label threshold search on the stacked OOF
 
@@ -270,6 +281,9 @@ bench-augment-real: $(FOLDS) $(TRAIN_LABELS) $(TEST_LIST) $(MASK_MODEL) | $(INST
 
 bench-dask: $(INSTALLED) ## stacker grid (+ 4 tiny CNN jobs) serial vs a 2-worker local cluster
 	$(PY) -m benchmarks.bench_dask --cnn-jobs 4 --out build/bench/dask.json
+
+bench-speed: | $(INSTALLED) ## clean build + timed `make all` of CONFIG: wall time, train-cnn share, decodes per image
+	$(PY) -m benchmarks.bench_speed --config $(CONFIG) --venv $(VENV) --out build/bench/speed$(if $(filter demo,$(NAME)),,_$(NAME)).json
 
 bench-ensemble: $(BUILD)/report/metrics.json | $(INSTALLED) ## held-out F2/F1 of every backbone, the sklearn baseline, stack and vote
 	$(PY) -m benchmarks.bench_ensemble --metrics $< --out build/bench/ensemble_$(NAME).json

@@ -61,12 +61,15 @@ class PerLabelLogistic(ClassifierMixin, BaseEstimator):
         return out
 
 
-def run_baseline_fold(cfg, backbone: str, fold: int, folds_csv, cnn_work_dir, out_path, C=1.0):
-    """Fit fold ``fold``'s regressions; write OOF + test predictions (the CNN file format)."""
+def run_baseline_fold(
+    cfg, backbone: str, fold: int, folds_csv, cnn_work_dir, out_path, C=1.0, cache=None
+):
+    """Fit fold ``fold``'s regressions; write OOF + test predictions (the CNN file format).
+    Images come from ``cache`` (``pipeline.image_cache.ImageCache``) when given."""
     from pipeline.artifacts import save_single_epoch_predictions
     from pipeline.train import fold_embeddings
 
-    job, _, deep = fold_embeddings(cfg, backbone, fold, folds_csv, cnn_work_dir)
+    job, _, deep = fold_embeddings(cfg, backbone, fold, folds_csv, cnn_work_dir, cache)
     model = PerLabelLogistic(C=C).fit(deep["fit"], job.train_y)
     oof, test = model.predict_proba(deep["val"]), model.predict_proba(deep["test"])
     save_single_epoch_predictions(out_path, job.labels, job.val_ids, job.test_ids, oof, test)

@@ -49,8 +49,9 @@ def frozen_backbone(backbone: str, weights: str, image_size: int):
     return embedding_model(model)
 
 
-def run_embed(cfg, name: str, out_path) -> None:
-    """Embed every training and test image with frozen member ``name``; write the file."""
+def run_embed(cfg, name: str, out_path, cache=None) -> None:
+    """Embed every training and test image with frozen member ``name``; write the file.
+    Images come from ``cache`` (``pipeline.image_cache.ImageCache``) when given."""
     from pipeline.data import read_dataset
 
     f = frozen_config(cfg, name)
@@ -66,7 +67,7 @@ def run_embed(cfg, name: str, out_path) -> None:
         f.image_size,
         " (flip TTA)" if f.tta_flip else "",
     )
-    emb = embed_paths(model, paths, f.image_size, f.batch_size, f.tta_flip)
+    emb = embed_paths(model, paths, f.image_size, f.batch_size, f.tta_flip, cache)
     n = len(table.ids)
     save_embeddings(out_path, table.ids, test_ids, emb[:n], emb[n:], f.backbone, f.image_size)
     log.info("%s: %s embeddings -> %s", name, emb.shape, out_path)

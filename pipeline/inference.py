@@ -17,8 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from pipeline.image_cache import ImageCache
 
 EMBEDDING_LAYER = "pool"
 
@@ -85,15 +89,22 @@ def run_batch(model, inputs: np.ndarray, tta_flip: bool) -> np.ndarray:
     return flip_mean(np.asarray(model.predict_on_batch(inputs), dtype=np.float32), tta_flip)
 
 
-def prediction_feed(paths: Sequence[Path], size: int, batch_size: int, tta_flip: bool):
-    """A ``keras.utils.PyDataset`` of image files in order, decoded batch by batch.
+def prediction_feed(
+    paths: Sequence[Path],
+    size: int,
+    batch_size: int,
+    tta_flip: bool,
+    cache: ImageCache | None = None,
+):
+    """A ``keras.utils.PyDataset`` of image files in order, decoded batch by batch (read
+    from ``cache``, the decode cache, when given).
 
     The last batch is padded (every batch has one shape, so the compiled step is traced
     once); with ``tta_flip`` a batch holds ``batch_size // 2`` images and their mirrors.
     """
     import keras
 
-    from pipeline.data import load_image
+    from pipeline.image_cache import read_image
 
     per_batch = batch_size // 2 if tta_flip else batch_size
 
@@ -108,17 +119,24 @@ def prediction_feed(paths: Sequence[Path], size: int, batch_size: int, tta_flip:
             rows = paths[b * per_batch : (b + 1) * per_batch]
             batch = np.empty((per_batch, size, size, 3), dtype=np.float32)
             for i, path in enumerate(rows):
-                batch[i] = load_image(path, size)
+                batch[i] = read_image(path, size, cache)
             batch[len(rows) :] = batch[len(rows) - 1]  # pad: constant batch shape
             return (flip_batch(batch, tta_flip),)
 
     return PredictionFeed()
 
 
-def predict_paths(model, paths: Sequence[Path], size: int, batch_size: int, tta_flip: bool):
+def predict_paths(
+    model,
+    paths: Sequence[Path],
+    size: int,
+    batch_size: int,
+    tta_flip: bool,
+    cache: ImageCache | None = None,
+):
     """Model outputs (n, ...) float32 for image files in order; mirrored mean if TTA."""
     paths = list(paths)
-    feed = prediction_feed(paths, size, batch_size, tta_flip)
+    feed = prediction_feed(paths, size, batch_size, tta_flip, cache)
     p = flip_mean(model.predict(feed, verbose=0), tta_flip, len(feed))
     return p[: len(paths)].astype(np.float32)
 
@@ -126,14 +144,21 @@ def predict_paths(model, paths: Sequence[Path], size: int, batch_size: int, tta_
 # ---- embeddings ----------------------------------------------------------------------------
 
 
-def embed_paths(model, paths: Sequence[str | Path], size: int, batch: int, tta_flip: bool):
+def embed_paths(
+    model,
+    paths: Sequence[str | Path],
+    size: int,
+    batch: int,
+    tta_flip: bool,
+    cache: ImageCache | None = None,
+):
     """(n, D) float32 embeddings of image files by an embedding model (e.g. a frozen
     backbone or :func:`embedding_model`); mean with the mirrored image if TTA."""
     if len(paths) == 0:
         raise ValueError("no images to embed")
     if tta_flip and batch < 2:
         raise ValueError("tta_flip needs batch >= 2")
-    return predict_paths(model, list(paths), size, batch, tta_flip)
+    return predict_paths(model, list(paths), size, batch, tta_flip, cache)
 
 
 def embed(
@@ -143,6 +168,7 @@ def embed(
     batch: int = 64,
     tta_flip: bool = False,
     model=None,
+    cache: ImageCache | None = None,
 ) -> np.ndarray:
     """Pooled CNN embeddings (n, D) float32 of images, from a fold checkpoint.
 
@@ -154,18 +180,22 @@ def embed(
         tta_flip: average the embedding with that of the mirrored image, as the CNN's own
             predictions do, so the features describe the same view the CNN scored.
         model: an already loaded model, to embed several image lists with one load.
+        cache: the decode cache (``pipeline.image_cache``) to read the images from.
     """
     model = load_checkpoint(model_path) if model is None else model
-    return embed_paths(embedding_model(model), paths, size, batch, tta_flip)
+    return embed_paths(embedding_model(model), paths, size, batch, tta_flip, cache)
 
 
-def downsample_pixels(images: Sequence[str | Path] | np.ndarray, pixel_size: int) -> np.ndarray:
+def downsample_pixels(
+    images: Sequence[str | Path] | np.ndarray, pixel_size: int, cache: ImageCache | None = None
+) -> np.ndarray:
     """The model-free embedding: images -> (n, pixel_size * pixel_size * 3) float32 in [0, 1].
 
     Accepts image paths (decoded and area-resized) or an array of images (n, H, W, 3):
     uint8 is scaled by 1/255, float is taken as already in [0, 1]. Area resizing averages
     the pixels it merges, so a 16 x 16 thumbnail keeps the colour layout and drops the noise.
-    Two-Flow's pixel flow and the similarity search's raw-pixel baseline.
+    Two-Flow's pixel flow and the similarity search's raw-pixel baseline. Paths are read
+    from ``cache`` (the decode cache) when given.
     """
     import cv2
     from tqdm import tqdm
@@ -197,9 +227,12 @@ def downsample_pixels(images: Sequence[str | Path] | np.ndarray, pixel_size: int
         return out.reshape(len(images), -1)
     out = np.empty((len(images), pixel_size * pixel_size * 3), dtype=np.float32)
     for i, path in enumerate(tqdm(images, desc="pixels", unit="img", leave=False, mininterval=1)):
-        img = load_image(path)
-        if img.shape[:2] != (pixel_size, pixel_size):
-            img = cv2.resize(img, (pixel_size, pixel_size), interpolation=cv2.INTER_AREA)
+        if cache is not None:
+            img = cache.thumbnail(path, pixel_size)
+        else:
+            img = load_image(path)
+            if img.shape[:2] != (pixel_size, pixel_size):
+                img = cv2.resize(img, (pixel_size, pixel_size), interpolation=cv2.INTER_AREA)
         out[i] = img.reshape(-1) / np.float32(255.0)
     return out
 

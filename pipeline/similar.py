@@ -183,12 +183,23 @@ class SimilarityIndex:
         if self.y.shape != (n, len(self.labels)):
             raise ValueError(f"y has shape {self.y.shape}, expected {(n, len(self.labels))}")
 
-    def embed(self, paths: Sequence[str | Path], batch: int = 64, model=None) -> np.ndarray:
-        """L2-normalised embeddings of new images, made the way the index's were."""
+    def embed(
+        self, paths: Sequence[str | Path], batch: int = 64, model=None, cache=None
+    ) -> np.ndarray:
+        """L2-normalised embeddings of new images, made the way the index's were (images
+        read from ``cache``, a ``pipeline.image_cache.ImageCache``, when given)."""
         if self.kind == "pixels":
-            return l2_normalise(downsample_pixels(list(paths), self.pixel_size))
+            return l2_normalise(downsample_pixels(list(paths), self.pixel_size, cache))
         return l2_normalise(
-            embed(self.model_path, list(paths), self.image_size, batch, self.tta_flip, model=model)
+            embed(
+                self.model_path,
+                list(paths),
+                self.image_size,
+                batch,
+                self.tta_flip,
+                model=model,
+                cache=cache,
+            )
         )
 
     def search(self, query_embeddings: np.ndarray, k: int, batch: int = 1024):
@@ -244,14 +255,16 @@ def build_index(
     batch: int = 64,
     tta_flip: bool = True,
     pixel_size: int = 16,
+    cache=None,
 ) -> SimilarityIndex:
-    """Embed the database images with ``model_path``'s ``pool`` layer (or raw pixels if None)."""
+    """Embed the database images with ``model_path``'s ``pool`` layer (or raw pixels if None);
+    images are read from ``cache`` (the decode cache) when given."""
     if len(ids) != len(paths):
         raise ValueError(f"{len(ids)} ids but {len(paths)} paths")
     if model_path is None:
-        emb = downsample_pixels(list(paths), pixel_size)
+        emb = downsample_pixels(list(paths), pixel_size, cache)
     else:
-        emb = embed(model_path, list(paths), image_size, batch, tta_flip)
+        emb = embed(model_path, list(paths), image_size, batch, tta_flip, cache=cache)
     log.info(
         "similarity index: %d images, %d dims (%s)", len(ids), emb.shape[1], model_path or "pixels"
     )
@@ -277,8 +290,10 @@ def evaluate_index(
     jaccard: float = 0.5,
     pixel_size: int = 16,
     batch: int = 64,
+    cache=None,
 ) -> dict:
-    """precision@k of ``index`` vs the raw-pixel baseline over the same database and queries."""
+    """precision@k of ``index`` vs the raw-pixel baseline over the same database and queries
+    (images read from ``cache``, the decode cache, when given)."""
     query_y = np.asarray(query_y, dtype=np.float32)
     if len(query_paths) != len(query_y):
         raise ValueError(f"{len(query_paths)} query images but {len(query_y)} label rows")
@@ -286,11 +301,11 @@ def evaluate_index(
         raise ValueError(
             f"query labels have {query_y.shape[1]} columns, the index {len(index.labels)}"
         )
-    q = index.embed(query_paths, batch)
+    q = index.embed(query_paths, batch, cache=cache)
     nn_model, _ = index.search(q, k)
     p_model = precision_at_k(query_y, index.y, nn_model, k, jaccard)
-    db_px = l2_normalise(downsample_pixels(list(index.paths), pixel_size))
-    q_px = l2_normalise(downsample_pixels(list(query_paths), pixel_size))
+    db_px = l2_normalise(downsample_pixels(list(index.paths), pixel_size, cache))
+    q_px = l2_normalise(downsample_pixels(list(query_paths), pixel_size, cache))
     nn_px, _ = top_k_cosine(q_px, db_px, k, normalised=True)
     p_px = precision_at_k(query_y, index.y, nn_px, k, jaccard)
     log.info("precision@%d: %s %.4f, raw pixels %.4f", k, index.kind, p_model, p_px)

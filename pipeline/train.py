@@ -19,7 +19,7 @@ import numpy as np
 from pipeline import code_deps
 from pipeline.artifacts import save_fold_predictions, save_npz_atomic, write_atomic
 from pipeline.config import Config
-from pipeline.data import load_image
+from pipeline.image_cache import ImageCache, read_image
 from pipeline.inference import (
     checkpoints,
     embed,
@@ -93,8 +93,10 @@ def make_feed(
     order: np.ndarray | None = None,
     augment_seed: int | None = None,
     workers: int = 2,
+    cache: ImageCache | None = None,
 ):
-    """The training feed: a ``keras.utils.PyDataset`` that decodes images batch by batch.
+    """The training feed: a ``keras.utils.PyDataset`` that decodes images batch by batch
+    (reads them from ``cache``, the decode cache, when given: the same arrays).
 
     Rows come in ``order`` (from :func:`epoch_indices`; default file order), augmented when
     ``augment_seed`` is given; the last partial batch is dropped. Predictions use
@@ -118,7 +120,7 @@ def make_feed(
             rows = self.order[b * batch_size : (b + 1) * batch_size]
             batch = np.empty((len(rows), size, size, 3), dtype=np.float32)
             for i, r in enumerate(rows):
-                img = load_image(paths[r], size)
+                img = read_image(paths[r], size, cache)
                 if augment_seed is not None:
                     rng = np.random.default_rng([augment_seed, b, i])
                     img = augment_image(img, rng, size)
@@ -287,11 +289,13 @@ def build_job(
     )
 
 
-def fold_embeddings(cfg: Config, backbone: str, fold: int, folds_csv, cnn_work_dir):
+def fold_embeddings(
+    cfg: Config, backbone: str, fold: int, folds_csv, cnn_work_dir, cache: ImageCache | None = None
+):
     """A fold job and the pooled embeddings of its fit / val / test images, all from fold
     ``fold``'s own final checkpoint (trained without fold ``fold``'s rows, so a model fit on
     the ``fit`` rows and scored on ``val`` stays out of fold): the input of the members fit
-    on a CNN fold (Two-Flow, the baseline).
+    on a CNN fold (Two-Flow, the baseline). Images come from ``cache`` when given.
 
     Returns:
         ``(job, checkpoint path, {"fit": (n_fit, D), "val": ..., "test": ...})``.
@@ -302,7 +306,9 @@ def fold_embeddings(cfg: Config, backbone: str, fold: int, folds_csv, cnn_work_d
     cnn = load_checkpoint(ckpt)
     deep = {}
     for part, paths in (("fit", job.train_paths), ("val", job.val_paths), ("test", job.test_paths)):
-        deep[part] = embed(ckpt, paths, job.image_size, job.batch_size, job.tta_flip, model=cnn)
+        deep[part] = embed(
+            ckpt, paths, job.image_size, job.batch_size, job.tta_flip, model=cnn, cache=cache
+        )
         log.info("fold %d: embedded %d %s images -> %s", fold, len(paths), part, deep[part].shape)
     return job, ckpt, deep
 
@@ -372,8 +378,11 @@ def _compile(model, job: FoldJob, phase: Phase, steps_per_epoch: int):
     )
 
 
-def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict:
+def train_fold(
+    job: FoldJob, work_dir: str | Path, out_path: str | Path, cache: ImageCache | None = None
+) -> dict:
     """Train one fold job, resuming from ``work_dir``; write the per-epoch predictions file.
+    Images are read from ``cache`` (the decode cache) when given, else decoded per epoch.
 
     Output ``out_path`` (.npz): ``labels``, ``val_ids``, ``test_ids``, ``epochs``,
     ``oof`` (E, n_val, L), ``test`` (E, n_test, L), ``loss`` (E,).
@@ -435,14 +444,17 @@ def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict
             job.batch_size,
             order=order,
             augment_seed=job.seed * 100_003 + epoch,
+            cache=cache,
         )
         hist = model.fit(feed, epochs=epoch, initial_epoch=epoch - 1, verbose=0, shuffle=False)
         loss = float(hist.history["loss"][-1])
         t_train = time.perf_counter() - t0
+        t1 = time.perf_counter()
         # one prediction pass over validation + test images: one traced shape, one call
         both = predict_paths(
-            model, job.val_paths + job.test_paths, job.image_size, 256, job.tta_flip
+            model, job.val_paths + job.test_paths, job.image_size, 256, job.tta_flip, cache
         )
+        t_predict = time.perf_counter() - t1
         oof, test = both[: len(job.val_paths)], both[len(job.val_paths) :]
         save_npz_atomic(
             work_dir / f"preds_epoch{epoch:03d}.npz", oof=oof, test=test, loss=np.float32(loss)
@@ -456,7 +468,8 @@ def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict
             if e < epoch:
                 old.unlink(missing_ok=True)
         log.info(
-            "%s fold %d epoch %d/%d: loss %.4f, %.0f img/s train, %.1fs total",
+            "%s fold %d epoch %d/%d: loss %.4f, %.0f img/s train, %.1fs total "
+            "(fit %.1fs, predict %.1fs)",
             job.backbone,
             job.fold,
             epoch,
@@ -464,6 +477,8 @@ def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict
             loss,
             len(order) / t_train,
             time.perf_counter() - t0,
+            t_train,
+            t_predict,
         )
     oofs, tests, losses = [], [], []
     for epoch in range(1, job.epochs + 1):

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -27,6 +27,9 @@ from tqdm import tqdm
 
 from pipeline.inference import downsample_pixels
 from pipeline.metrics import check_labels
+
+if TYPE_CHECKING:
+    from pipeline.image_cache import ImageCache
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +257,7 @@ def run_twoflow_fold(
     out_path: str | Path,
     model: TwoFlowModel | None = None,
     model_out: str | Path | None = None,
+    cache: ImageCache | None = None,
 ) -> dict[str, Any]:
     """Fit the Two-Flow model for one CNN fold; write its OOF + test predictions file.
 
@@ -265,6 +269,7 @@ def run_twoflow_fold(
     ``labels``, ``val_ids``, ``test_ids``, ``epochs`` = [1], ``oof`` (1, n_val, L),
     ``test`` (1, n_test, L), ``loss`` = [nan]; written atomically. With ``model_out``, the
     fitted model is also saved there (joblib) so ``pipeline.predict`` can score new images.
+    Images (pixels and embeddings) are read from ``cache``, the decode cache, when given.
 
     Returns:
         ``fit_paths`` / ``val_paths`` / ``val_ids`` (the images fit on and predicted),
@@ -274,11 +279,11 @@ def run_twoflow_fold(
     from pipeline.artifacts import save_single_epoch_predictions
     from pipeline.train import fold_embeddings
 
-    job, ckpt, deep = fold_embeddings(cfg, backbone, fold, folds_csv, cnn_work_dir)
+    job, ckpt, deep = fold_embeddings(cfg, backbone, fold, folds_csv, cnn_work_dir, cache)
     if model is None:
         model = TwoFlowModel(seed=job.seed)
     pixels = {
-        part: downsample_pixels(paths, model.pixel_size)
+        part: downsample_pixels(paths, model.pixel_size, cache)
         for part, paths in (
             ("fit", job.train_paths),
             ("val", job.val_paths),

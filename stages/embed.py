@@ -8,18 +8,25 @@ import sys
 from pathlib import Path
 
 from pipeline.config import load_config
-from stages.common import cli
+from stages.common import CACHE_HELP, cli
 
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.frozen import run_embed
+    from pipeline.image_cache import open_cache
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--name", required=True, help="the [[frozen]] entry to embed with")
     ap.add_argument("--out", type=Path, required=True, help="embedding file (.npz)")
+    ap.add_argument("--image-cache", type=Path, help=CACHE_HELP)
     args = ap.parse_args(argv)
-    return cli(lambda: run_embed(load_config(args.config), args.name, args.out))
+    return cli(
+        tensorflow=True,
+        body=lambda: run_embed(
+            load_config(args.config), args.name, args.out, open_cache(args.image_cache)
+        ),
+    )
 
 
 if __name__ == "__main__":

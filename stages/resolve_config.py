@@ -74,6 +74,12 @@ def run(config: Path, out_dir: Path) -> None:
     lines.append(
         f"TWOFLOW_BACKBONE := {(tf.backbone or cfg.train.backbones[0].name) if tf.enabled else ''}"
     )
+    # the decode cache holds every size a stage reads: the CNNs', the pixel thumbnails'
+    # (Two-Flow; `make similar`'s raw-pixel baseline, 16 px) and each frozen embedder's
+    sizes = {cfg.data.image_size, 16} | {f.image_size for f in cfg.frozen}
+    if tf.enabled:
+        sizes.add(tf.pixel_size)
+    lines.append(f"IMAGE_CACHE_SIZES := {' '.join(str(s) for s in sorted(sizes))}")
     lines += [f"WEIGHTS_{b.name} := {weights_file(b)}" for b in cfg.train.backbones]
     members = [(f, f"{f.name}_{h}") for f in cfg.frozen for h in f.heads]
     lines.append(f"FROZEN := {' '.join(f.name for f in cfg.frozen)}")

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True, help="segmenter file (.npz)")
     args = ap.parse_args(argv)
-    return cli(lambda: run_segmenter(load_config(args.config), args.out))
+    return cli(tensorflow=True, body=lambda: run_segmenter(load_config(args.config), args.out))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import Config, load_config
-from stages.common import cli
+from stages.common import CACHE_HELP, cli
 
 
 def _resolve_model(model: Path) -> Path:
@@ -30,9 +30,16 @@ def _batch_size(cfg: Config) -> int:
     return cfg.train.backbones[0].batch_size if cfg.train.backbones else 64
 
 
-def build(cfg: Config, model: Path | None, out: Path, pixel_size: int = 16) -> None:
+def build(
+    cfg: Config,
+    model: Path | None,
+    out: Path,
+    pixel_size: int = 16,
+    image_cache: Path | None = None,
+) -> None:
     """Index every training image with ``model`` (or raw pixels when ``model`` is None)."""
     from pipeline.data import read_labels
+    from pipeline.image_cache import open_cache
     from pipeline.similar import build_index
 
     table = read_labels(cfg.data.train_dir, cfg.data.id_column)
@@ -46,6 +53,7 @@ def build(cfg: Config, model: Path | None, out: Path, pixel_size: int = 16) -> N
         batch=_batch_size(cfg),
         tta_flip=cfg.train.tta_flip,
         pixel_size=pixel_size,
+        cache=open_cache(image_cache),
     )
     index.save(out)
 
@@ -64,10 +72,18 @@ def query(index_path: Path, image: Path, k: int) -> list[tuple[str, float]]:
     return out
 
 
-def evaluate(cfg: Config, index_path: Path, k: int, out: Path, pixel_size: int = 16) -> dict:
+def evaluate(
+    cfg: Config,
+    index_path: Path,
+    k: int,
+    out: Path,
+    pixel_size: int = 16,
+    image_cache: Path | None = None,
+) -> dict:
     """precision@k (Jaccard >= 0.5) of the index vs raw pixels, test images as queries."""
     from pipeline.artifacts import write_text_atomic
     from pipeline.data import image_paths, read_test_ids, read_test_truth
+    from pipeline.image_cache import open_cache
     from pipeline.similar import SimilarityIndex, evaluate_index
 
     if not cfg.data.test_truth:
@@ -84,6 +100,7 @@ def evaluate(cfg: Config, index_path: Path, k: int, out: Path, pixel_size: int =
         k,
         pixel_size=pixel_size,
         batch=_batch_size(cfg),
+        cache=open_cache(image_cache),
     )
     result["index"] = str(index_path)
     write_text_atomic(out, json.dumps(result, indent=2) + "\n")
@@ -102,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--model", type=Path, help="checkpoint or fold work dir; omit for raw pixels")
     b.add_argument("--out", type=Path, required=True, help="index .npz")
     b.add_argument("--pixel-size", type=int, default=16)
+    b.add_argument("--image-cache", type=Path, help=CACHE_HELP)
     q = sub.add_parser("query", help="print the k most similar training images: id score")
     q.add_argument("--index", type=Path, required=True)
     q.add_argument("--image", type=Path, required=True)
@@ -112,13 +130,27 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--k", type=int, default=10)
     e.add_argument("--out", type=Path, required=True, help="metrics .json")
     e.add_argument("--pixel-size", type=int, default=16)
+    e.add_argument("--image-cache", type=Path, help=CACHE_HELP)
     args = ap.parse_args(argv)
     if args.command == "build":
-        return cli(lambda: build(load_config(args.config), args.model, args.out, args.pixel_size))
+        return cli(
+            tensorflow=True,
+            body=lambda: build(
+                load_config(args.config), args.model, args.out, args.pixel_size, args.image_cache
+            ),
+        )
     if args.command == "query":
-        return cli(lambda: query(args.index, args.image, args.k))
+        return cli(tensorflow=True, body=lambda: query(args.index, args.image, args.k))
     return cli(
-        lambda: evaluate(load_config(args.config), args.index, args.k, args.out, args.pixel_size)
+        tensorflow=True,
+        body=lambda: evaluate(
+            load_config(args.config),
+            args.index,
+            args.k,
+            args.out,
+            args.pixel_size,
+            args.image_cache,
+        ),
     )
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import Config, load_config
-from stages.common import cli
+from stages.common import CACHE_HELP, cli
 
 
 def run(
@@ -18,11 +18,13 @@ def run(
     work_dir: Path,
     out: Path,
     augmented: Path | None = None,
+    image_cache: Path | None = None,
 ):
+    from pipeline.image_cache import open_cache
     from pipeline.train import build_job, train_fold
 
     job = build_job(cfg, backbone, fold, folds_csv, augmented)
-    train_fold(job, work_dir, out)
+    train_fold(job, work_dir, out, open_cache(image_cache))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,12 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", type=Path, required=True, help="checkpoints, per-epoch files")
     ap.add_argument("--out", type=Path, required=True, help="per-epoch predictions .npz")
     ap.add_argument("--augmented", type=Path, help="augmentation labels.csv (make augment)")
+    ap.add_argument("--image-cache", type=Path, help=CACHE_HELP)
     args = ap.parse_args(argv)
     # with DASK_SCHEDULER set, the same call runs as one task on the cluster (shared paths)
-    from pipeline.distributed import maybe_remote
+    from pipeline.distributed import maybe_remote, scheduler_address
 
     return cli(
-        lambda: maybe_remote(
+        tensorflow=scheduler_address() is None,
+        body=lambda: maybe_remote(
             run,
             load_config(args.config),
             args.backbone,
@@ -48,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             args.work_dir,
             args.out,
             args.augmented,
-        )
+            args.image_cache,
+        ),
     )
 
 

@@ -27,8 +27,10 @@ def run(
     top_features: int | None = None,
     seed: int | None = None,
     model_out: Path | None = None,
+    image_cache: Path | None = None,
 ) -> dict:
     """Fit one fold's Two-Flow model; unset sizes come from the config's ``[twoflow]``."""
+    from pipeline.image_cache import open_cache
     from pipeline.twoflow import TwoFlowModel, run_twoflow_fold
 
     t = cfg.twoflow
@@ -45,7 +47,15 @@ def run(
         seed=cfg.train.seed * 1000 + fold if seed is None else seed,
     )
     return run_twoflow_fold(
-        cfg, backbone, fold, folds_csv, cnn_work_dir, out, model=model, model_out=model_out
+        cfg,
+        backbone,
+        fold,
+        folds_csv,
+        cnn_work_dir,
+        out,
+        model=model,
+        model_out=model_out,
+        cache=open_cache(image_cache),
     )
 
 
@@ -62,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     return cli(
-        lambda: run(
+        tensorflow=True,
+        body=lambda: run(
             load_config(args.config),
             args.backbone,
             args.fold,
@@ -75,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             args.top_features,
             args.seed,
             args.model_out,
-        )
+            args.image_cache,
+        ),
     )
 
 

@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reference", choices=("auto", "torch", "numpy"), default="auto")
     args = ap.parse_args(argv)
     return cli(
-        lambda: run(
+        tensorflow=True,
+        body=lambda: run(
             args.out_dir,
             args.model,
             args.pth,
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             args.image_size,
             args.min_agreement,
             args.reference,
-        )
+        ),
     )
 
 

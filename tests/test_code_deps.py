@@ -100,7 +100,9 @@ class RepoCopy:
         (tmp / "venv" / ".installed").touch()
         for d in ("demo/train", "demo/test", "submissions"):
             (tmp / d).mkdir(parents=True)
-        for d in ("augment", "preds", "members", "embed", "baseline", "stack", "similar", "report"):
+        for d in ("augment", "cache", "preds", "members", "embed", "baseline", "stack"):
+            (tmp / "build" / d).mkdir(parents=True)
+        for d in ("similar", "report"):
             (tmp / "build" / d).mkdir(parents=True)
 
     def make(self, *args: str) -> subprocess.CompletedProcess:
