@@ -328,10 +328,11 @@ class Predictor:
 
     # ---- public --------------------------------------------------------------------------
 
-    def warm_up(self, image: str | Path | np.ndarray) -> None:
-        """Build every model and trace every request's call once (one image through every
-        model), so the first real request is as fast as the others."""
-        for name in self.model_names:
+    def warm_up(self, image: str | Path | np.ndarray, models: Sequence[str] = (ENSEMBLE,)) -> None:
+        """Build ``models``' networks and trace their call once (one image through them), so
+        the first real request is as fast as the others. By default the ensemble only: each
+        single model is traced on its first request (seconds), which keeps the start short."""
+        for name in models:
             self.predict([image], name)
 
     def predict(
