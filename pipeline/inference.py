@@ -230,38 +230,3 @@ def last_checkpoint(work_dir: str | Path) -> Path:
 def epoch_weights_path(work_dir: str | Path, epoch: int) -> Path:
     """Where ``train_fold`` keeps the model weights after ``epoch`` (kept for every epoch)."""
     return Path(work_dir) / f"weights_epoch{epoch:03d}.weights.h5"
-
-
-# ---- decoded images -> model inputs --------------------------------------------------------
-
-
-def resize_image(img: np.ndarray, size: int) -> np.ndarray:
-    """A decoded image (uint8 RGB, any size) at ``size`` x ``size``, resized exactly as
-    ``pipeline.data.load_image(path, size)`` does, so an image decoded once (an upload) and
-    resized per model gives the pixels the trained models saw."""
-    import cv2
-
-    if img.shape[:2] == (size, size):
-        return img
-    interp = cv2.INTER_AREA if max(img.shape[:2]) > size else cv2.INTER_LINEAR
-    return cv2.resize(img, (size, size), interpolation=interp)
-
-
-def image_batch(images: Sequence[np.ndarray], size: int, tta_flip: bool) -> np.ndarray:
-    """Decoded images -> one :func:`flip_batch` batch (float32, ``size`` px), as
-    :func:`tta_inputs` makes from files."""
-    batch = np.stack([resize_image(img, size) for img in images]).astype(np.float32)
-    return flip_batch(batch, tta_flip)
-
-
-def pixel_features(images: Sequence[np.ndarray], pixel_size: int) -> np.ndarray:
-    """Decoded images -> :func:`downsample_pixels` features, bit for bit as from their files
-    (area resize, then / 255 in float32)."""
-    import cv2
-
-    out = np.empty((len(images), pixel_size * pixel_size * 3), dtype=np.float32)
-    for i, img in enumerate(images):
-        if img.shape[:2] != (pixel_size, pixel_size):
-            img = cv2.resize(img, (pixel_size, pixel_size), interpolation=cv2.INTER_AREA)
-        out[i] = img.reshape(-1) / np.float32(255.0)
-    return out

@@ -96,7 +96,7 @@ class Prediction:
 
 def decode(image: str | Path | np.ndarray) -> np.ndarray:
     """An image file (or an already decoded uint8 RGB array) -> uint8 RGB (H, W, 3), once;
-    every model input is resized from it (``pipeline.inference.resize_image``)."""
+    every model input is resized from it (:func:`resize_image`)."""
     from pipeline.data import load_image
 
     if isinstance(image, np.ndarray):
@@ -106,6 +106,43 @@ def decode(image: str | Path | np.ndarray) -> np.ndarray:
             )
         return image
     return load_image(image)
+
+
+# ---- decoded images -> model inputs --------------------------------------------------------
+
+
+def resize_image(img: np.ndarray, size: int) -> np.ndarray:
+    """A decoded image (uint8 RGB, any size) at ``size`` x ``size``, resized exactly as
+    ``pipeline.data.load_image(path, size)`` does, so an image decoded once (an upload) and
+    resized per model gives the pixels the trained models saw."""
+    import cv2
+
+    if img.shape[:2] == (size, size):
+        return img
+    interp = cv2.INTER_AREA if max(img.shape[:2]) > size else cv2.INTER_LINEAR
+    return cv2.resize(img, (size, size), interpolation=interp)
+
+
+def image_batch(images: Sequence[np.ndarray], size: int, tta_flip: bool) -> np.ndarray:
+    """Decoded images -> one ``flip_batch`` batch (float32, ``size`` px), as
+    ``pipeline.inference.tta_inputs`` makes from files."""
+    from pipeline.inference import flip_batch
+
+    batch = np.stack([resize_image(img, size) for img in images]).astype(np.float32)
+    return flip_batch(batch, tta_flip)
+
+
+def pixel_features(images: Sequence[np.ndarray], pixel_size: int) -> np.ndarray:
+    """Decoded images -> ``pipeline.inference.downsample_pixels`` features, bit for bit as from their files
+    (area resize, then / 255 in float32)."""
+    import cv2
+
+    out = np.empty((len(images), pixel_size * pixel_size * 3), dtype=np.float32)
+    for i, img in enumerate(images):
+        if img.shape[:2] != (pixel_size, pixel_size):
+            img = cv2.resize(img, (pixel_size, pixel_size), interpolation=cv2.INTER_AREA)
+        out[i] = img.reshape(-1) / np.float32(255.0)
+    return out
 
 
 class Predictor:
@@ -281,7 +318,7 @@ class Predictor:
     def _run_nets(self, images: list[np.ndarray], nets: list[tuple]) -> dict[tuple, np.ndarray]:
         """Each network's (n, ...) outputs on the images (flip-TTA mean), one input batch per
         (size, TTA)."""
-        from pipeline.inference import flip_mean, image_batch
+        from pipeline.inference import flip_mean
 
         groups: dict[tuple[int, bool], list[tuple]] = {}
         for net in dict.fromkeys(nets):
@@ -309,7 +346,6 @@ class Predictor:
             member, fold, _ = key
             y = nets[self._net_of(key)]
             if member == TWOFLOW:
-                from pipeline.inference import pixel_features
                 from pipeline.twoflow import load_model
 
                 if fold not in self._twoflow:

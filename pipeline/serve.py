@@ -121,7 +121,8 @@ class Service:
 
     def similar(self, images: list[np.ndarray], k: int = N_SIMILAR) -> list[list[dict]]:
         """The ``k`` most similar training images of each decoded image."""
-        from pipeline.inference import embedding_model, image_batch, pixel_features, run_batch
+        from pipeline.inference import embedding_model, run_batch
+        from pipeline.predict import image_batch, pixel_features
         from pipeline.similar import l2_normalise
 
         idx = self.index

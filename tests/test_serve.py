@@ -285,7 +285,7 @@ def test_a_batch_of_uploads_in_one_request(server, tiny_demo):
     from pipeline.serve import post_images
 
     images = _upload_bytes(tiny_demo, 3)
-    batch = post_images(server, images, timeout=60)["results"]
+    batch = post_images(server, images, timeout=600)["results"]  # a new batch shape traces
     assert [r["image"] for r in batch] == [name for name, _ in images]
     for im, got in zip(images, batch, strict=True):
         alone = post_images(server, [im], timeout=60)
@@ -293,5 +293,5 @@ def test_a_batch_of_uploads_in_one_request(server, tiny_demo):
         for lab, s in alone["scores"].items():
             assert got["scores"][lab]["probability"] == pytest.approx(s["probability"], abs=1e-5)
     with pytest.raises(urllib.error.HTTPError) as err:
-        post_images(server, [*images, ("notes.png", b"not an image")], timeout=60)
+        post_images(server, [*images, ("notes.png", b"not an image")], timeout=600)
     assert err.value.code == 400 and "notes.png is not an image" in err.value.read().decode()
