@@ -58,7 +58,7 @@ bb = $(word 1,$(subst .fold, ,$(1)))
 fold = $(word 2,$(subst .fold, ,$(1)))
 
 .PHONY: help all summary install demo-data folds augment image-cache weights import-data train-cnn twoflow embed frozen similar stack thresholds submit report test test-all lint \
-        browser baseline predict serve bench bench-speed bench-thresholds bench-feed bench-stack bench-augment bench-masks bench-augment-real bench-dask bench-ensemble segmenter \
+        browser baseline predict serve bench bench-speed bench-thresholds bench-feed bench-stack bench-augment bench-masks bench-augment-real bench-dask bench-ensemble bench-predict segmenter \
         cluster-up cluster-down cluster-status clean clean-all
 
 help: ## list the targets
@@ -259,7 +259,7 @@ lint: $(INSTALLED) ## ruff check + format check
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 bench: ## every benchmark, one after another (JSON under build/bench/, one line each)
-	$(MAKE) --jobs=1 bench-thresholds bench-feed bench-stack bench-augment bench-dask bench-ensemble
+	$(MAKE) --jobs=1 bench-thresholds bench-feed bench-stack bench-augment bench-dask bench-ensemble bench-predict
 
 bench-thresholds: $(INSTALLED) ## vectorised vs naive threshold search, 50,000 x 50
 	$(PY) -m benchmarks.bench_thresholds --out build/bench/thresholds.json
@@ -287,6 +287,9 @@ bench-speed: | $(INSTALLED) ## clean build + timed `make all` of CONFIG: wall ti
 
 bench-ensemble: $(BUILD)/report/metrics.json | $(INSTALLED) ## held-out F2/F1 of every backbone, the sklearn baseline, stack and vote
 	$(PY) -m benchmarks.bench_ensemble --metrics $< --out build/bench/ensemble_$(NAME).json
+
+bench-predict: $(BUILD)/report/index.html | $(INSTALLED) ## `make predict` of one image, cold; the page's warm per-image latency (p50/p95 of 50)
+	$(PY) -m benchmarks.bench_predict --config $(CONFIG) --build $(BUILD) --out build/bench/predict.json
 
 bench-stack: $(BASE_PREDS) | $(INSTALLED) ## our selection+stack+thresholds+vote vs a scikit-learn stack
 	$(PY) -m benchmarks.bench_stack --config $(CONFIG) --build $(BUILD) \

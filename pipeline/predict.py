@@ -1,33 +1,54 @@
-"""Score single images with a finished run: one base model, or the full ensemble.
+"""Score images with a finished run: one base model, or the full ensemble.
 
-The ensemble path repeats, for one image, exactly what the stages did for the test set:
-every base column the stacker uses, ``(backbone, epoch)``, is predicted by each of the K
-fold models at that epoch (flip TTA as in training), the K feature cubes go through the
-chosen second-level combiners (``pipeline.second_level``), each fold's stacked probabilities are thresholded and the K
-votes are bagged by majority (``submit.tie`` on ties). A single base model is its best
-epoch (by OOF macro F-beta), the mean of its K fold models, at its own OOF thresholds,
-as the report scores it. So a test image gets the labels its submission row has.
+The ensemble path repeats, for new images, exactly what the stages did for the test set:
+every base column the second level uses, ``(member, epoch)``, is predicted by each of the
+K fold models at that epoch (flip TTA as in training), the K feature cubes go through the
+chosen second-level combiners (``pipeline.second_level``), each fold's stacked
+probabilities are thresholded and the K votes are bagged by majority (``submit.tie`` on
+ties). A single base model is its best epoch (by OOF macro F-beta), the mean of its K fold
+models, at its own OOF thresholds, as the report scores it. So a test image gets the labels
+its submission row has.
+
+Nothing is recomputed here: which columns, epochs and thresholds come from the run's
+artifacts. `make stack` writes ``stack/predict.json`` (:func:`build_manifest`: each base
+model's best epoch, its OOF thresholds and the columns the second level reads) beside
+``stacked.npz``; the ensemble thresholds are ``thresholds.json``.
+
+Two ways to run the models. ``compiled=True`` (`make serve`, a long-lived process): a model
+per (member, fold, epoch) is built once and kept, never swapping weights, and the models one
+request needs run as one traced Keras model (one call, no per-model overhead), built and
+traced by :meth:`Predictor.warm_up`. Default (`make predict`, one-off): one model per
+backbone, each fold x epoch weight file loaded right before its eager call, because a
+one-off run uses each weight set once and building a model costs more than loading one.
 
 Needs a run's ``build/<name>/``: ``cnn/<backbone>.fold<k>/weights_epoch<EEE>.weights.h5``,
 ``twoflow/fold<k>.joblib`` (if Two-Flow is on), ``frozen/<member>.fold<k>.head.npz`` (frozen
-members), ``stack/`` and ``thresholds.json``.
+members), ``stack/`` (``models/``, ``predict.json``) and ``thresholds.json``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import Config
+from pipeline.data import resize_image  # the one resize: as load_image(path, size)
+from pipeline.predict_manifest import MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)
 
 ENSEMBLE = "ensemble"
 TWOFLOW = "twoflow"
+
+Key = tuple[str, int, int]  # (member, fold, epoch): one fold model's base column
+
+
+# ---- results -------------------------------------------------------------------------------
 
 
 @dataclass
@@ -74,196 +95,290 @@ class Prediction:
         }
 
 
+def decode(image: str | Path | np.ndarray) -> np.ndarray:
+    """An image file (or an already decoded uint8 RGB array) -> uint8 RGB (H, W, 3), once;
+    every model input is resized from it (:func:`resize_image`)."""
+    from pipeline.data import decode_image
+
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(
+                f"a decoded image must be uint8 (H, W, 3) RGB, got {image.dtype} {image.shape}"
+            )
+        return image
+    return decode_image(image)
+
+
+# ---- decoded images -> model inputs --------------------------------------------------------
+
+
+def image_batch(images: Sequence[np.ndarray], size: int, tta_flip: bool) -> np.ndarray:
+    """Decoded images -> one ``flip_batch`` batch (float32, ``size`` px), as
+    ``pipeline.inference.tta_inputs`` makes from files."""
+    from pipeline.inference import flip_batch
+
+    batch = np.stack([resize_image(img, size) for img in images]).astype(np.float32)
+    return flip_batch(batch, tta_flip)
+
+
+def pixel_features(images: Sequence[np.ndarray], pixel_size: int) -> np.ndarray:
+    """Decoded images -> ``pipeline.inference.downsample_pixels`` features, bit for bit as from their files
+    (area resize, then / 255 in float32)."""
+    import cv2
+
+    out = np.empty((len(images), pixel_size * pixel_size * 3), dtype=np.float32)
+    for i, img in enumerate(images):
+        if img.shape[:2] != (pixel_size, pixel_size):
+            img = cv2.resize(img, (pixel_size, pixel_size), interpolation=cv2.INTER_AREA)
+        out[i] = img.reshape(-1) / np.float32(255.0)
+    return out
+
+
 class Predictor:
-    """Loads a finished run once; :meth:`predict` scores image files.
+    """Loads a finished run once; :meth:`predict` scores images.
 
     Args:
         cfg: the run's config.
         build_dir: its build folder (``build/<name>``).
-        preds: its base prediction files (default: every ``preds/*.fold<k>.npz`` of the
-            config's backbones and Two-Flow), used to pick each base model's best epoch
-            and thresholds.
+        compiled: run each request's models as one traced Keras model (for a long-lived
+            process: tracing costs seconds once, then a call has no per-model overhead);
+            by default each model is called eagerly (a one-off `make predict`).
     """
 
-    def __init__(self, cfg: Config, build_dir: str | Path, preds=None):
-        from pipeline.data import read_labels
-        from pipeline.report import best_epoch
+    def __init__(self, cfg: Config, build_dir: str | Path, compiled: bool = False):
         from pipeline.second_level import SecondLevel
-        from pipeline.select import group_pred_files, load_base_predictions
 
         self.cfg = cfg
         self.build = Path(build_dir)
+        self.compiled = compiled
         self.tta_flip = cfg.train.tta_flip
         self.size = cfg.data.image_size
-        need = [self.build / "stack" / "selection.json", self.build / "thresholds.json"]
-        for p in need:
-            if not p.is_file():
-                raise FileNotFoundError(f"{p} does not exist; run `make all CONFIG=...` first")
-        selection = json.loads(need[0].read_text())
-        self.columns = [(str(b), int(e)) for b, e in selection["columns"]]
-        self.labels = list(selection["labels"])
-        self.level = SecondLevel.load(self.build / "stack" / "models")
-        th = json.loads(need[1].read_text())
+        stack = self.build / "stack"
+        th_path = self.build / "thresholds.json"
+        if not th_path.is_file():
+            raise FileNotFoundError(f"{th_path} does not exist; run `make all CONFIG=...` first")
+        self.level = SecondLevel.load(stack / "models")
+        self.columns = list(self.level.columns)
+        self.labels = list(self.level.labels)
+        th = json.loads(th_path.read_text())
         if list(th["labels"]) != self.labels:
-            raise ValueError(f"{need[1]} and {need[0]} disagree on labels; re-run `make all`")
+            raise ValueError(
+                f"{th_path} and {stack / 'models'} disagree on labels; re-run `make all`"
+            )
         self.thresholds = np.asarray(th["thresholds"], dtype=np.float64)
-        if self.level.columns != self.columns or self.level.labels != self.labels:
-            raise ValueError(f"{self.build / 'stack'}: models and selection.json disagree")
+        manifest = read_manifest(stack / MANIFEST)
+        if manifest["labels"] != self.labels:
+            raise ValueError(
+                f"{stack / MANIFEST} and {stack / 'models'} disagree; re-run `make stack`"
+            )
         self.used_columns = [self.columns[c] for c in self.level.used_columns]
-        self.n_folds = cfg.folds.n_folds
-
-        if preds is None:
-            names = [b.name for b in cfg.train.backbones]
-            if cfg.twoflow.enabled:
-                names.append(TWOFLOW)
-            preds = [
-                self.build / "preds" / f"{b}.fold{k}.npz"
-                for b in names
-                for k in range(self.n_folds)
-            ]
-            preds += [
-                self.build / "members" / f"{f.name}_{h}.fold{k}.npz"
-                for f in cfg.frozen
-                for h in f.heads
-                for k in range(self.n_folds)
-            ]
-        table = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)
-        base = load_base_predictions(group_pred_files(preds), table.ids)
-        if list(base.labels) != self.labels:
-            raise ValueError("the prediction files' labels differ from the stack's")
-        beta, step, avg = cfg.thresholds.beta, cfg.thresholds.step, cfg.thresholds.average
-        self.singles: dict[str, tuple[int, np.ndarray, float]] = {}
-        for b in dict.fromkeys(name for name, _ in base.columns):
-            score, c, ts = best_epoch(base, b, table.y, beta, step, avg)
-            self.singles[b] = (base.columns[c][1], np.asarray(ts.thresholds_), score)
-        self._models: dict[str, object] = {}
-        self._weights: dict[tuple[str, int, int], list] = {}
-        self._twoflow: dict[int, object] = {}
+        self.n_folds = int(manifest["n_folds"])
+        if self.n_folds != cfg.folds.n_folds:
+            raise ValueError(
+                f"{stack / MANIFEST} is of a {self.n_folds}-fold run, the config says "
+                f"{cfg.folds.n_folds} folds; re-run `make all CONFIG=...`"
+            )
+        self.singles: dict[str, tuple[int, np.ndarray, float]] = {
+            name: (int(m["epoch"]), np.asarray(m["thresholds"], dtype=np.float64), m["oof_fbeta"])
+            for name, m in manifest["members"].items()
+        }
         self._frozen_members = {f"{f.name}_{h}": f for f in cfg.frozen for h in f.heads}
+        self._nets: dict[tuple, object] = {}  # see _net: every model, built once
+        self._bundles: dict[tuple, object] = {}  # (size, net keys) -> one traced model
+        self._shells: dict[str, tuple] = {}  # eager: backbone -> (model, embedding, [loaded])
+        self._twoflow: dict[int, object] = {}
         self._heads: dict[tuple[str, int], object] = {}
-        self._embedded: dict[str, tuple[tuple, np.ndarray]] = {}
 
     @property
     def model_names(self) -> list[str]:
         """``"ensemble"`` first, then every base model."""
         return [ENSEMBLE, *self.singles]
 
-    # ---- base models -------------------------------------------------------------------
+    def base_columns(self, model: str = ENSEMBLE) -> list[Key]:
+        """The (member, fold, epoch) fold models ``model`` reads, in the order it reads them."""
+        if model == ENSEMBLE:
+            return [(b, k, e) for k in range(self.n_folds) for b, e in self.used_columns]
+        epoch = self.singles[model][0]
+        return [(model, k, epoch) for k in range(self.n_folds)]
 
-    def _work_dir(self, backbone: str, fold: int) -> Path:
-        return self.build / "cnn" / f"{backbone}.fold{fold}"
+    # ---- networks: built once, never swapped --------------------------------------------
 
-    def _cnn(self, backbone: str, fold: int, epoch: int):
-        """The backbone's model (built once) holding fold ``fold``'s epoch-``epoch`` weights."""
-        from pipeline.backbones import build_model
-        from pipeline.inference import epoch_weights_path
+    def _twoflow_cnn(self, fold: int) -> Key:
+        b = self.cfg.twoflow.backbone or self.cfg.train.backbones[0].name
+        return (b, fold, self.cfg.backbone(b).epochs)  # its final epoch, as in fit
 
-        if backbone not in self._models:
-            b = self.cfg.backbone(backbone)
-            self._models[backbone] = build_model(
-                b.name,
-                len(self.labels),
-                self.size,
-                "none",
-                b.head_layers,
-                b.head_units,
-                b.width,
-                bn_momentum=b.bn_momentum,
-            )
-        model = self._models[backbone]
-        key = (backbone, fold, epoch)
-        if key not in self._weights:
-            path = epoch_weights_path(self._work_dir(backbone, fold), epoch)
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} is missing: the run predates per-epoch weights; re-run "
-                    f"`make train-cnn CONFIG=...` (or `make clean` first)"
-                )
-            model.load_weights(path)
-            self._weights[key] = model.get_weights()
+    def _net_of(self, key: Key) -> tuple:
+        """The network a base column runs: ("cnn", b, k, e), ("embed", b, k, e) or
+        ("frozen", backbone name)."""
+        member, fold, _ = key
+        if member == TWOFLOW:
+            return ("embed", *self._twoflow_cnn(fold))
+        if member in self._frozen_members:
+            return ("frozen", self._frozen_members[member].name)
+        return ("cnn", *key)
+
+    def _net_input(self, net: tuple) -> tuple[int, bool]:
+        """(input size, flip TTA) of a network."""
+        if net[0] == "frozen":
+            f = next(f for f in self.cfg.frozen if f.name == net[1])
+            return f.image_size, f.tta_flip
+        return self.size, self.tta_flip
+
+    def _net(self, net: tuple):
+        """The Keras model of ``net`` (built and its weights loaded once)."""
+        if net in self._nets:
+            return self._nets[net]
+        from pipeline.inference import embedding_model
+
+        if net[0] == "frozen":
+            from pipeline.frozen import frozen_backbone
+
+            f = next(f for f in self.cfg.frozen if f.name == net[1])
+            model = frozen_backbone(f.backbone, f.weights, f.image_size)
+        elif net[0] == "embed":
+            model = embedding_model(self._net(("cnn", *net[1:])))
         else:
-            model.set_weights(self._weights[key])
+            model = self._fold_cnn(*net[1:])
+        self._nets[net] = model
         return model
 
-    def _inputs(self, paths: list[Path], size: int | None = None, tta_flip=None) -> np.ndarray:
-        """The decoded batch with flip TTA as in training (``pipeline.inference``; default:
-        the CNNs' size and TTA; frozen members pass their own)."""
-        from pipeline.inference import tta_inputs
+    def _fold_cnn(self, backbone: str, fold: int, epoch: int):
+        from pipeline.backbones import build_model
 
-        size = self.size if size is None else size
-        return tta_inputs(paths, size, self.tta_flip if tta_flip is None else tta_flip)
+        b = self.cfg.backbone(backbone)
+        model = build_model(
+            b.name,
+            len(self.labels),
+            self.size,
+            "none",
+            b.head_layers,
+            b.head_units,
+            b.width,
+            bn_momentum=b.bn_momentum,
+        )
+        model.load_weights(self._weights_path(backbone, fold, epoch))
+        return model
 
-    def _run(self, model, inputs: np.ndarray, tta_flip=None) -> np.ndarray:
-        from pipeline.inference import run_batch
+    def _weights_path(self, backbone: str, fold: int, epoch: int) -> Path:
+        from pipeline.inference import epoch_weights_path
 
-        return run_batch(model, inputs, self.tta_flip if tta_flip is None else tta_flip)
+        path = epoch_weights_path(self.build / "cnn" / f"{backbone}.fold{fold}", epoch)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: the run predates per-epoch weights; re-run "
+                f"`make train-cnn CONFIG=...` (or `make clean` first)"
+            )
+        return path
 
-    def _column(self, paths, inputs, backbone: str, fold: int, epoch: int) -> np.ndarray:
-        """(n, L) probabilities of one base column's fold-``fold`` model."""
-        if backbone == TWOFLOW:
-            return self._twoflow_column(paths, inputs, fold)
-        if backbone in self._frozen_members:
-            return self._frozen_column(paths, backbone, fold)
-        return self._run(self._cnn(backbone, fold, epoch), inputs)
+    def _eager(self, net: tuple):
+        """A one-off prediction's model for ``net``: one model per backbone, its fold x
+        epoch weights loaded just before its call (building a model costs more than
+        loading weights, and a one-off run uses each weight set once)."""
+        if net[0] == "frozen":
+            return self._net(net)
+        kind, backbone, fold, epoch = net
+        shell = self._shells.get(backbone)
+        if shell is None:
+            from pipeline.inference import embedding_model
 
-    def _frozen_column(self, paths, member: str, fold: int) -> np.ndarray:
-        """A frozen-feature member: the pretrained embedding (once per image list and
-        backbone, at the member's own size, flip TTA as in `make embed`) -> fold's head."""
-        from pipeline.frozen import frozen_backbone, load_head
+            model = self._fold_cnn(backbone, fold, epoch)
+            shell = self._shells[backbone] = (model, embedding_model(model), [(fold, epoch)])
+        elif shell[2][0] != (fold, epoch):
+            shell[0].load_weights(self._weights_path(backbone, fold, epoch))
+            shell[2][0] = (fold, epoch)
+        return shell[0] if kind == "cnn" else shell[1]
 
-        f = self._frozen_members[member]
-        key = tuple(str(p) for p in paths)
-        if f.name not in self._embedded or self._embedded[f.name][0] != key:
-            if f.name not in self._models:
-                self._models[f.name] = frozen_backbone(f.backbone, f.weights, f.image_size)
-            batch = self._inputs(paths, f.image_size, f.tta_flip)
-            self._embedded[f.name] = (key, self._run(self._models[f.name], batch, f.tta_flip))
-        if (member, fold) not in self._heads:
-            path = self.build / "frozen" / f"{member}.fold{fold}.head.npz"
-            self._heads[(member, fold)] = load_head(path)
-        head = self._heads[(member, fold)]
-        return head.predict_proba(self._embedded[f.name][1]).astype(np.float32)
+    def _bundle(self, size: int, nets: tuple[tuple, ...]):
+        """One Keras model from a ``size`` px input to every network of ``nets`` (they
+        keep their own weights): a request's networks in one traced call."""
+        if (size, nets) not in self._bundles:
+            import keras
 
-    def _twoflow_column(self, paths, inputs, fold: int) -> np.ndarray:
-        from pipeline.inference import downsample_pixels, embedding_model
-        from pipeline.twoflow import load_model
+            inp = keras.Input((size, size, 3), name="image")
+            # a bundle's parts need unique names: a view of each model under its own name
+            parts = [
+                keras.Model(m.inputs, m.outputs, name=f"net{i}")
+                for i, m in enumerate(self._net(n) for n in nets)
+            ]
+            outs = [part(inp) for part in parts]
+            self._bundles[(size, nets)] = keras.Model(inp, outs, name=f"bundle{size}")
+        return self._bundles[(size, nets)]
 
-        if fold not in self._twoflow:
-            self._twoflow[fold] = load_model(self.build / "twoflow" / f"fold{fold}.joblib")
-        tf_model = self._twoflow[fold]
-        b = self.cfg.twoflow.backbone or self.cfg.train.backbones[0].name
-        cnn = self._cnn(b, fold, self.cfg.backbone(b).epochs)  # its final epoch, as in fit
-        key = f"{b}/embedding"
-        if key not in self._models:  # shares cnn's layers: it follows its weight swaps
-            self._models[key] = embedding_model(cnn)
-        deep = self._run(self._models[key], inputs)
-        pixels = downsample_pixels(paths, tf_model.pixel_size)
-        return tf_model.predict_proba(pixels, deep).astype(np.float32)
+    def _run_nets(self, images: list[np.ndarray], nets: list[tuple]) -> dict[tuple, np.ndarray]:
+        """Each network's (n, ...) outputs on the images (flip-TTA mean), one input batch per
+        (size, TTA)."""
+        from pipeline.inference import flip_mean
 
-    # ---- public ------------------------------------------------------------------------
+        groups: dict[tuple[int, bool], list[tuple]] = {}
+        for net in dict.fromkeys(nets):
+            groups.setdefault(self._net_input(net), []).append(net)
+        out = {}
+        for (size, tta), group in groups.items():
+            x = image_batch(images, size, tta)
+            if self.compiled:
+                ys = self._bundle(size, tuple(group)).predict_on_batch(x)
+                ys = ys if isinstance(ys, list | tuple) else [ys]
+            else:
+                ys = [self._eager(net)(x, training=False) for net in group]
+            for net, y in zip(group, ys, strict=True):
+                out[net] = flip_mean(np.asarray(y, dtype=np.float32), tta)
+        return out
 
-    def warm_up(self, image: str | Path) -> None:
-        """Load every fold x epoch weight set and trace every model once (one image through
-        every model), so the first real request is as fast as the others."""
-        for name in self.model_names:
+    def _columns(self, images: list[np.ndarray], keys: list[Key]) -> dict[Key, np.ndarray]:
+        """(n, L) probabilities of each base column's fold model."""
+        from pipeline.frozen import load_head
+
+        nets = self._run_nets(images, [self._net_of(key) for key in keys])
+        pixels = None
+        out = {}
+        for key in keys:
+            member, fold, _ = key
+            y = nets[self._net_of(key)]
+            if member == TWOFLOW:
+                from pipeline.twoflow import load_model
+
+                if fold not in self._twoflow:
+                    self._twoflow[fold] = load_model(self.build / "twoflow" / f"fold{fold}.joblib")
+                tf_model = self._twoflow[fold]
+                if pixels is None:
+                    pixels = pixel_features(images, tf_model.pixel_size)
+                y = tf_model.predict_proba(pixels, y)
+            elif member in self._frozen_members:
+                if (member, fold) not in self._heads:
+                    path = self.build / "frozen" / f"{member}.fold{fold}.head.npz"
+                    self._heads[(member, fold)] = load_head(path)
+                y = self._heads[(member, fold)].predict_proba(y)
+            out[key] = np.asarray(y, dtype=np.float32)
+        return out
+
+    # ---- public --------------------------------------------------------------------------
+
+    def warm_up(self, image: str | Path | np.ndarray, models: Sequence[str] = (ENSEMBLE,)) -> None:
+        """Build ``models``' networks and trace their call once (one image through them), so
+        the first real request is as fast as the others. By default the ensemble only: each
+        single model is traced on its first request (seconds), which keeps the start short."""
+        for name in models:
             self.predict([image], name)
 
-    def predict(self, paths, model: str = ENSEMBLE) -> list[Prediction]:
-        """Score image files with ``model`` (``"ensemble"`` or a base model's name)."""
+    def predict(
+        self, images: Sequence[str | Path | np.ndarray], model: str = ENSEMBLE
+    ) -> list[Prediction]:
+        """Score images (files, or uint8 RGB arrays decoded once by the caller) with
+        ``model`` (``"ensemble"`` or a base model's name)."""
         from pipeline.submit import fold_votes, majority_vote
 
-        paths = [Path(p) for p in paths]
         if model != ENSEMBLE and model not in self.singles:
             raise ValueError(f"unknown model {model!r}; choose one of {self.model_names}")
-        inputs = self._inputs(paths)  # a clear error naming a bad file, before any model runs
-        n, n_labels = len(paths), len(self.labels)
+        decoded = [decode(x) for x in images]  # a bad file fails first, with its name
+        n, n_labels = len(decoded), len(self.labels)
+        cols = self._columns(decoded, self.base_columns(model))
         if model == ENSEMBLE:
             stacked = np.empty((self.n_folds, n, n_labels))
             for k in range(self.n_folds):
                 # columns no chosen combiner reads stay 0 (they get no weight)
                 x = np.zeros((n, len(self.columns), n_labels), dtype=np.float32)
                 for b, e in self.used_columns:
-                    x[:, self.columns.index((b, e))] = self._column(paths, inputs, b, k, e)
+                    x[:, self.columns.index((b, e))] = cols[(b, k, e)]
                 stacked[k] = self.level.predict_proba(x)
             votes = fold_votes(stacked, self.thresholds)
             final = majority_vote(votes, self.cfg.submit.tie)
@@ -286,9 +401,7 @@ class Predictor:
                 for i in range(n)
             ]
         epoch, th, _ = self.singles[model]
-        prob = np.mean(
-            [self._column(paths, inputs, model, k, epoch) for k in range(self.n_folds)], axis=0
-        )
+        prob = np.mean([cols[key] for key in self.base_columns(model)], axis=0)
         pred = (prob >= th).astype(np.int8)
         detail = f"epoch {epoch}, mean of {self.n_folds} fold models, OOF thresholds"
         return [Prediction(model, detail, self.labels, prob[i], th, pred[i]) for i in range(n)]

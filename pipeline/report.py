@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.metrics import fbeta_per_label, fbeta_threshold_curves, precision_recall_per_label
+from pipeline.predict_manifest import epoch_scores
 from pipeline.thresholds import ThresholdSearch
 
 
@@ -62,23 +63,6 @@ def _test_scores(y_test, pred, beta):
     return fbeta_per_label(y_test, pred, beta=beta), prec, rec
 
 
-def _per_epoch(base, backbone, y, beta, step, average):
-    """(OOF macro F-beta, column, fitted ThresholdSearch) of each of a backbone's epochs."""
-    out = []
-    for c, (b, _) in enumerate(base.columns):
-        if b == backbone:
-            ts = ThresholdSearch(beta=beta, step=step, average=average).fit(base.oof[:, c], y)
-            out.append((float(ts.score_), c, ts))
-    if not out:
-        raise ValueError(f"no prediction columns for base model {backbone!r}")
-    return out
-
-
-def best_epoch(base, backbone, y, beta, step, average):
-    """A base model's best epoch column: (OOF macro F-beta, column index, ThresholdSearch)."""
-    return max(_per_epoch(base, backbone, y, beta, step, average), key=lambda t: t[0])
-
-
 def score_backbones(base, y, beta, step, average, y_test=None) -> tuple[list[ModelScores], dict]:
     """Each backbone at its best epoch (by OOF macro F-beta at per-label OOF thresholds).
 
@@ -87,7 +71,7 @@ def score_backbones(base, y, beta, step, average, y_test=None) -> tuple[list[Mod
     """
     rows, curves = [], {}
     for b in dict.fromkeys(name for name, _ in base.columns):
-        per_epoch = _per_epoch(base, b, y, beta, step, average)
+        per_epoch = epoch_scores(base, b, y, beta, step, average)
         curves[b] = {
             "epochs": [int(base.columns[c][1]) for _, c, _ in per_epoch],
             "oof_fbeta": [s for s, _, _ in per_epoch],

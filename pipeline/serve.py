@@ -11,6 +11,8 @@ Routes:
     POST /predict             the form's target: labels, probabilities vs thresholds, the
                               10 most similar training images (or a clear error)
     POST /api/predict         the same as JSON (``Prediction.as_dict`` + ``similar``)
+    POST /api/predict_batch   several images in one request (repeated ``image`` files and/or
+                              ``test_id`` values): ``{"results": [...]}``, one per image
     GET  /image/{split}/{id}  a train or test image of the run, by id
 """
 
@@ -38,8 +40,10 @@ class BadUpload(ValueError):
 
 
 def check_upload(data: bytes, filename: str, max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
-    """Decode an uploaded file or raise :class:`BadUpload` saying what is wrong with it."""
-    import cv2
+    """Decode an uploaded file once, as ``pipeline.data.load_image`` decodes a file (uint8
+    RGB, EXIF-upright), or raise :class:`BadUpload` saying what is wrong with it. Every
+    model input is resized from this one array."""
+    from pipeline.data import load_image
 
     name = filename or "the upload"
     if not data:
@@ -49,12 +53,19 @@ def check_upload(data: bytes, filename: str, max_bytes: int = MAX_UPLOAD_BYTES) 
             f"{name} is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
             "Upload a smaller image."
         )
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        raise BadUpload(
-            f"{name} is not an image this page can read (JPEG, PNG, BMP, WebP or TIFF); "
-            "upload a photo instead"
-        )
+    suffix = Path(filename or "").suffix.lower()
+    with tempfile.TemporaryDirectory() as tmp:
+        # the file decoder (not cv2.imdecode) so EXIF orientation and 16-bit/grey/alpha
+        # handling are exactly the pipeline's
+        path = Path(tmp) / f"upload{suffix if suffix in SUFFIXES else '.img'}"
+        path.write_bytes(data)
+        try:
+            img = load_image(path)
+        except ValueError:
+            raise BadUpload(
+                f"{name} is not an image this page can read (JPEG, PNG, BMP, WebP or TIFF); "
+                "upload a photo instead"
+            ) from None
     if img.shape[0] * img.shape[1] > MAX_PIXELS:
         raise BadUpload(
             f"{name} is {img.shape[1]}x{img.shape[0]} pixels; the limit is "
@@ -64,8 +75,12 @@ def check_upload(data: bytes, filename: str, max_bytes: int = MAX_UPLOAD_BYTES) 
 
 
 class Service:
-    """A run's predictor, similarity index and metrics, loaded once; not thread-safe alone,
-    so every call goes through one lock (the predictor swaps weights in shared models)."""
+    """A run's predictor, similarity index and metrics, loaded once.
+
+    Every model is built and traced at start (``Predictor(compiled=True).warm_up``), so a
+    request only runs them; one lock serialises requests (two cores gain nothing from
+    running two at once, and a request's answer never depends on another's).
+    """
 
     def __init__(self, cfg: Config, build_dir: str | Path):
         from pipeline.data import image_paths, read_labels, read_test_ids, read_test_truth
@@ -74,7 +89,7 @@ class Service:
 
         self.cfg = cfg
         self.build = Path(build_dir)
-        self.predictor = Predictor(cfg, self.build)
+        self.predictor = Predictor(cfg, self.build, compiled=True)
         self.index = SimilarityIndex.load(self.build / "similar" / "index.npz")
         self._sim_model = None
         metrics_path = self.build / "report" / "metrics.json"
@@ -92,32 +107,53 @@ class Service:
             )
         self.lock = threading.Lock()
         if self.train_paths:
-            self.predictor.warm_up(next(iter(self.train_paths.values())))
-            self.similar(next(iter(self.train_paths.values())))
+            from pipeline.predict import decode
 
-    def similar(self, path: Path, k: int = N_SIMILAR) -> list[dict]:
-        from pipeline.inference import load_checkpoint
+            first = decode(next(iter(self.train_paths.values())))
+            self.predictor.warm_up(first)
+            self.similar([first])
 
-        if self.index.kind == "model" and self._sim_model is None:
-            self._sim_model = load_checkpoint(self.index.model_path)
-        q = self.index.embed([path], batch=2, model=self._sim_model)
-        idx, scores = self.index.search(q, k)
-        out = []
-        for i, s in zip(idx[0], scores[0], strict=True):
-            y = self.index.y[i]
-            out.append(
+    def similar(self, images: list[np.ndarray], k: int = N_SIMILAR) -> list[list[dict]]:
+        """The ``k`` most similar training images of each decoded image."""
+        from pipeline.inference import embedding_model, run_batch
+        from pipeline.predict import image_batch, pixel_features
+        from pipeline.similar import l2_normalise
+
+        idx = self.index
+        if idx.kind == "pixels":
+            q = pixel_features(images, idx.pixel_size)
+        else:
+            if self._sim_model is None:
+                from pipeline.inference import load_checkpoint
+
+                self._sim_model = embedding_model(load_checkpoint(idx.model_path))
+            batch = image_batch(images, idx.image_size, idx.tta_flip)
+            q = run_batch(self._sim_model, batch, idx.tta_flip)
+        rows, scores = idx.search(l2_normalise(q), k)
+        return [
+            [
                 {
-                    "id": str(self.index.ids[i]),
+                    "id": str(idx.ids[i]),
                     "score": float(s),
-                    "labels": [lab for lab, v in zip(self.index.labels, y, strict=True) if v == 1],
+                    "labels": [lab for lab, v in zip(idx.labels, idx.y[i], strict=True) if v == 1],
                 }
-            )
-        return out
+                for i, s in zip(rows_i, scores_i, strict=True)
+            ]
+            for rows_i, scores_i in zip(rows, scores, strict=True)
+        ]
 
-    def predict(self, path: Path, model: str) -> dict:
+    def predict_many(self, images: list[np.ndarray], model: str) -> list[dict]:
+        """Decoded images -> one result per image (``Prediction.as_dict`` + ``similar``)."""
         with self.lock:
-            pred = self.predictor.predict([path], model)[0]
-            return {**pred.as_dict(), "similar": self.similar(path)}
+            preds = self.predictor.predict(images, model)
+            sims = self.similar(images)
+        return [{**p.as_dict(), "similar": s} for p, s in zip(preds, sims, strict=True)]
+
+    def predict(self, image: str | Path | np.ndarray, model: str) -> dict:
+        """One image (a file or a decoded array) -> its result."""
+        from pipeline.predict import decode
+
+        return self.predict_many([decode(image)], model)[0]
 
 
 # ---- HTML ------------------------------------------------------------------------------
@@ -235,21 +271,23 @@ def create_app(cfg: Config, build_dir: str | Path, max_upload_bytes: int = MAX_U
     app = FastAPI(title=f"{cfg.name}: multi-label predictions")
     title = f"{cfg.name}: attribute predictions"
 
-    def _resolve(image: UploadFile | None, test_id: str, tmp: Path) -> tuple[Path, str, str]:
-        """(image file, how to describe it, test id or "") from the form's two inputs."""
+    def _upload(image: UploadFile) -> np.ndarray:
+        return check_upload(image.file.read(max_upload_bytes + 1), image.filename, max_upload_bytes)
+
+    def _test_image(test_id: str) -> np.ndarray:
+        from pipeline.predict import decode
+
+        if test_id not in svc.test_paths:
+            raise BadUpload(f"{test_id!r} is not a test image of this run")
+        return decode(svc.test_paths[test_id])
+
+    def _resolve(image: UploadFile | None, test_id: str) -> tuple[np.ndarray, str, str]:
+        """(decoded image, how to describe it, test id or "") from the form's two inputs."""
         if image is not None and image.filename:
-            data = image.file.read(max_upload_bytes + 1)
-            check_upload(data, image.filename, max_upload_bytes)
-            suffix = Path(image.filename).suffix.lower()
-            path = tmp / f"upload{suffix if suffix in SUFFIXES else '.img'}"
-            path.write_bytes(data)
-            return path, f"uploaded <b>{_e(image.filename)}</b>", ""
+            return _upload(image), f"uploaded <b>{_e(image.filename)}</b>", ""
         if test_id:
-            if test_id not in svc.test_paths:
-                raise BadUpload(f"{test_id!r} is not a test image of this run")
-            path = svc.test_paths[test_id]
             img = f"<img src='/image/test/{_e(test_id)}' width='128'>"
-            return path, f"test image <b>{_e(test_id)}</b><br>{img}", test_id
+            return _test_image(test_id), f"test image <b>{_e(test_id)}</b><br>{img}", test_id
         raise BadUpload("choose an image file to upload, or pick a test image")
 
     def _truth(test_id: str) -> list[str] | None:
@@ -262,13 +300,15 @@ def create_app(cfg: Config, build_dir: str | Path, max_upload_bytes: int = MAX_U
     def index() -> str:
         return page(title, form_html(svc) + metrics_html(svc))
 
-    def _answer(image, test_id: str, model: str) -> tuple[dict, str, str]:
-        """(result, how the image is described, test id) or :class:`BadUpload`."""
+    def _check_model(model: str) -> None:
         if model not in svc.predictor.model_names:
             raise BadUpload(f"unknown model {model!r}")
-        with tempfile.TemporaryDirectory() as tmp:
-            path, shown, tid = _resolve(image, test_id, Path(tmp))
-            return svc.predict(path, model), shown, tid
+
+    def _answer(image, test_id: str, model: str) -> tuple[dict, str, str]:
+        """(result, how the image is described, test id) or :class:`BadUpload`."""
+        _check_model(model)
+        decoded, shown, tid = _resolve(image, test_id)
+        return svc.predict_many([decoded], model)[0], shown, tid
 
     @app.post("/predict", response_class=HTMLResponse)
     def predict(
@@ -298,6 +338,27 @@ def create_app(cfg: Config, build_dir: str | Path, max_upload_bytes: int = MAX_U
         except BadUpload as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
 
+    @app.post("/api/predict_batch")
+    def api_predict_batch(
+        image: Annotated[list[UploadFile] | None, File()] = None,
+        test_id: Annotated[list[str] | None, Form()] = None,
+        model: Annotated[str, Form()] = "ensemble",
+    ):
+        """Several images in one request (repeat ``image`` and/or ``test_id``): one result
+        per image, uploads first, in order; one bad image refuses the whole request."""
+        try:
+            _check_model(model)
+            uploads = [u for u in image or [] if u.filename]
+            names = [u.filename for u in uploads] + [t for t in test_id or [] if t]
+            decoded = [_upload(u) for u in uploads]
+            decoded += [_test_image(t) for t in test_id or [] if t]
+            if not decoded:
+                raise BadUpload("send one or more `image` files or `test_id` values")
+        except BadUpload as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        results = svc.predict_many(decoded, model)
+        return {"results": [{"image": n, **r} for n, r in zip(names, results, strict=True)]}
+
     @app.get("/image/{split}/{image_id}")
     def image_file(split: str, image_id: str):
         table = {"train": svc.train_paths, "test": svc.test_paths}.get(split)
@@ -307,3 +368,43 @@ def create_app(cfg: Config, build_dir: str | Path, max_upload_bytes: int = MAX_U
 
     app.state.service = svc
     return app
+
+
+def post_images(
+    url: str,
+    images: list[tuple[str, bytes]],
+    model: str = "ensemble",
+    timeout: float = 60.0,
+) -> dict:
+    """A standard-library client of the page's JSON API (scripts, tests, the benchmark).
+
+    One image goes to ``/api/predict`` (its result), several to ``/api/predict_batch``
+    (``{"results": [...]}``); a 4xx answer raises ``urllib.error.HTTPError``.
+
+    Args:
+        url: the page, e.g. ``http://127.0.0.1:8000``.
+        images: (file name, file bytes) per image.
+    """
+    import urllib.request
+    import uuid
+
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\n{model}\r\n'.encode()
+    ]
+    for name, data in images:
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+            f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        )
+        parts += [head.encode(), data, b"\r\n"]
+    parts.append(f"--{boundary}--\r\n".encode())
+    route = "/api/predict" if len(images) == 1 else "/api/predict_batch"
+    req = urllib.request.Request(
+        url.rstrip("/") + route,
+        data=b"".join(parts),
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())

@@ -1,7 +1,9 @@
 """`make stack`: per-label epoch selection on OOF -> per-label XGBoost stacker.
 
 Writes ``stacked.npz`` (stacked OOF and, per CNN fold, stacked test probabilities),
-``selection.json`` and the XGBoost models (JSON) beside it.
+``selection.json``, the XGBoost models (JSON) and ``predict.json`` (what `make predict`
+and `make serve` read instead of recomputing: each base model's best epoch and OOF
+thresholds, the columns the second level reads) beside it.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
     from threadpoolctl import threadpool_limits
 
     from pipeline.data import read_labels
+    from pipeline.predict_manifest import MANIFEST, build_manifest, write_manifest
     from pipeline.second_level import fit_second_level
     from pipeline.select import group_pred_files, load_base_predictions
 
@@ -112,6 +115,8 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
     selection = next(iter(level.combiners.values())).selection_
     sel = {**selection.to_dict(base.labels), "second_level": level.report}
     write_text_atomic(out.parent / "selection.json", json.dumps(sel, indent=2) + "\n")
+    manifest = build_manifest(base, table.y, level, t.beta, t.step, t.average)
+    write_manifest(out.parent / MANIFEST, manifest)
     save_stacked(
         out,
         labels=base.labels,

@@ -30,19 +30,67 @@ def _test_images(tiny_demo, n):
 
 
 def test_ensemble_reproduces_submission_rows(tiny_demo, predictor):
-    ids, paths = _test_images(tiny_demo, 8)
+    """Every test image, in one batch: probabilities = stacked.npz's test probabilities,
+    fold votes = its folds cut at thresholds.json, labels = the submission row."""
+    ids, paths = _test_images(tiny_demo, 1000)
     preds = predictor.predict(paths, "ensemble")
     sub = next(p for p in (tiny_demo.root / "submissions").glob("*.csv") if ".labels" not in p.name)
     sub = pd.read_csv(sub, dtype={"image": str}).set_index("image")
     with np.load(tiny_demo.build / "stack" / "stacked.npz") as z:
         test_ids = z["test_ids"].astype(str).tolist()
         stacked = z["test"]  # (K, m, L)
+    thresholds = json.loads((tiny_demo.build / "thresholds.json").read_text())["thresholds"]
+    assert len(preds) == len(test_ids) == len(sub)
     for i, p in zip(ids, preds, strict=True):
         assert p.labels == list(sub.columns)
         np.testing.assert_array_equal(p.predicted, sub.loc[i].to_numpy())
         row = test_ids.index(i)
         np.testing.assert_allclose(p.probabilities, stacked[:, row].mean(axis=0), atol=2e-4)
-        assert p.votes is not None and p.votes.max() <= stacked.shape[0]
+        np.testing.assert_array_equal(p.votes, (stacked[:, row] >= thresholds).sum(axis=0))
+
+
+def test_predictor_reads_artifacts_and_recomputes_nothing(tiny_demo, monkeypatch):
+    """No prediction file is read and no threshold searched at start: the best epochs and
+    thresholds come from stack/predict.json, and equal what the report computes."""
+    import pipeline.select
+    import pipeline.thresholds
+    from pipeline.data import read_labels
+    from pipeline.predict import Predictor
+    from pipeline.predict_manifest import best_epoch
+
+    cfg = load_config(tiny_demo.config)
+    files = sorted((tiny_demo.build / "preds").glob("*.npz"))
+    files += sorted((tiny_demo.build / "members").glob("*.npz"))
+    base = pipeline.select.load_base_predictions(
+        pipeline.select.group_pred_files(files),
+        read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False).ids,
+    )
+    y = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False).y
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the predictor recomputed what the run's artifacts hold")
+
+    with monkeypatch.context() as m:
+        m.setattr(pipeline.select, "load_base_predictions", refuse)
+        m.setattr(pipeline.thresholds.ThresholdSearch, "fit", refuse)
+        fresh = Predictor(cfg, tiny_demo.build)
+    t = cfg.thresholds
+    assert set(fresh.singles) == {b for b, _ in base.columns}
+    for name, (epoch, thresholds, score) in fresh.singles.items():
+        want_score, c, ts = best_epoch(base, name, y, t.beta, t.step, t.average)
+        assert epoch == base.columns[c][1] and score == pytest.approx(want_score)
+        np.testing.assert_array_equal(thresholds, ts.thresholds_)
+
+
+def test_decoded_arrays_score_as_their_files(tiny_demo, predictor):
+    from pipeline.data import load_image
+
+    _, paths = _test_images(tiny_demo, 3)
+    from_files = predictor.predict(paths, "ensemble")
+    from_arrays = predictor.predict([load_image(p) for p in paths], "ensemble")
+    for a, b in zip(from_files, from_arrays, strict=True):
+        np.testing.assert_array_equal(a.probabilities, b.probabilities)
+        np.testing.assert_array_equal(a.predicted, b.predicted)
 
 
 def test_single_model_is_fold_mean_at_best_epoch(tiny_demo, predictor):

@@ -232,3 +232,66 @@ def test_too_big_upload_shows_an_error(server, browser, tmp_path):
     big.write_bytes(b"\x89PNG" + os.urandom(2 * 1024 * 1024))
     _submit(browser, server, upload=big)
     assert "the limit is 1 MB" in browser.find_element(By.ID, "error").text
+
+
+# ---- the JSON API under load (no browser) ----------------------------------------------
+
+
+def _upload_bytes(tiny_demo, n):
+    return [(p.name, p.read_bytes()) for p in (_test_image(tiny_demo, i)[1] for i in range(n))]
+
+
+def _same_answer(got: dict, want: dict) -> None:
+    assert got["labels"] == want["labels"] and got["model"] == want["model"]
+    assert [s["id"] for s in got["similar"]] == [s["id"] for s in want["similar"]]
+    for lab, s in want["scores"].items():
+        assert got["scores"][lab]["predicted"] == s["predicted"]
+        assert got["scores"][lab].get("votes") == s.get("votes")
+        assert got["scores"][lab]["probability"] == pytest.approx(s["probability"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_concurrent_clients_get_the_serial_answers(server, tiny_demo):
+    """8 clients x 25 requests at once against the real server process: every answer is
+    the one the same image got alone, none fails, none hangs (bounded timeouts)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.serve import post_images
+
+    images = _upload_bytes(tiny_demo, 4)
+    serial = [post_images(server, [im], timeout=60) for im in images]
+
+    def client(c: int) -> list[tuple[int, dict]]:
+        return [
+            (
+                (c + r) % len(images),
+                post_images(server, [images[(c + r) % len(images)]], timeout=60),
+            )
+            for r in range(25)
+        ]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(client, c) for c in range(8)]
+        answers = [a for f in futures for a in f.result(timeout=600)]
+    assert len(answers) == 8 * 25
+    for i, got in answers:
+        _same_answer(got, serial[i])
+
+
+@pytest.mark.slow
+def test_a_batch_of_uploads_in_one_request(server, tiny_demo):
+    import urllib.error
+
+    from pipeline.serve import post_images
+
+    images = _upload_bytes(tiny_demo, 3)
+    batch = post_images(server, images, timeout=600)["results"]  # a new batch shape traces
+    assert [r["image"] for r in batch] == [name for name, _ in images]
+    for im, got in zip(images, batch, strict=True):
+        alone = post_images(server, [im], timeout=60)
+        assert got["labels"] == alone["labels"]
+        for lab, s in alone["scores"].items():
+            assert got["scores"][lab]["probability"] == pytest.approx(s["probability"], abs=1e-5)
+    with pytest.raises(urllib.error.HTTPError) as err:
+        post_images(server, [*images, ("notes.png", b"not an image")], timeout=600)
+    assert err.value.code == 400 and "notes.png is not an image" in err.value.read().decode()

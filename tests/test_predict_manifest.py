@@ -1,0 +1,58 @@
+"""stack/predict.json: the best epochs and thresholds `make stack` records for the predictor."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from pipeline.predict_manifest import (
+    MANIFEST_FORMAT,
+    best_epoch,
+    build_manifest,
+    read_manifest,
+    write_manifest,
+)
+
+
+def _base(seed=0, n=200, n_labels=3):
+    """Member "a" has a noisy epoch 1 and a clean epoch 2; "b" one middling epoch."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, n_labels)) < 0.3).astype(float)
+    clean = np.clip(y * 0.7 + rng.random((n, n_labels)) * 0.3, 0, 1)
+    noisy = rng.random((n, n_labels))
+    middling = np.clip(y * 0.4 + rng.random((n, n_labels)) * 0.6, 0, 1)
+    oof = np.stack([noisy, clean, middling], axis=1).astype(np.float32)
+    base = SimpleNamespace(
+        columns=[("a", 1), ("a", 2), ("b", 4)],
+        oof=oof,
+        test=np.zeros((5, 10, 3, n_labels), np.float32),
+        labels=[f"l{j}" for j in range(n_labels)],
+    )
+    return base, y
+
+
+def test_manifest_holds_each_members_best_epoch_and_the_used_columns(tmp_path):
+    base, y = _base()
+    level = SimpleNamespace(columns=base.columns, used_columns=[1, 2])
+    m = build_manifest(base, y, level, beta=2.0, step=0.01, average="macro")
+    assert m["format"] == MANIFEST_FORMAT and m["n_folds"] == 5 and m["labels"] == base.labels
+    assert m["used_columns"] == [["a", 2], ["b", 4]]
+    assert m["members"]["a"]["epoch"] == 2 and m["members"]["b"]["epoch"] == 4
+    score, c, ts = best_epoch(base, "a", y, 2.0, 0.01, "macro")
+    assert c == 1 and m["members"]["a"]["oof_fbeta"] == score
+    path = tmp_path / "predict.json"
+    write_manifest(path, m)
+    back = read_manifest(path)
+    assert back == m  # JSON keeps the float thresholds exactly
+    np.testing.assert_array_equal(back["members"]["a"]["thresholds"], ts.thresholds_)
+
+
+def test_missing_or_foreign_manifest_says_which_stage_makes_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="make stack"):
+        read_manifest(tmp_path / "predict.json")
+    (tmp_path / "predict.json").write_text(json.dumps({"format": 99}))
+    with pytest.raises(ValueError, match="format 99.*make stack"):
+        read_manifest(tmp_path / "predict.json")
