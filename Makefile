@@ -55,7 +55,7 @@ bb = $(word 1,$(subst .fold, ,$(1)))
 fold = $(word 2,$(subst .fold, ,$(1)))
 
 .PHONY: help all summary install demo-data folds augment weights import-data train-cnn twoflow embed frozen similar stack thresholds submit report test test-all lint \
-        browser baseline predict serve bench bench-thresholds bench-feed bench-stack bench-augment bench-masks bench-augment-real bench-dask bench-ensemble segmenter \
+        browser baseline predict serve bench bench-thresholds bench-feed bench-stack bench-augment bench-masks bench-augment-real bench-dask bench-ensemble bench-scale segmenter \
         cluster-up cluster-down cluster-status clean clean-all
 
 help: ## list the targets
@@ -273,6 +273,11 @@ bench-dask: $(INSTALLED) ## stacker grid (+ 4 tiny CNN jobs) serial vs a 2-worke
 
 bench-ensemble: $(BUILD)/report/metrics.json | $(INSTALLED) ## held-out F2/F1 of every backbone, the sklearn baseline, stack and vote
 	$(PY) -m benchmarks.bench_ensemble --metrics $< --out build/bench/ensemble_$(NAME).json
+
+SCALE_SIZES ?= 5000 20000 54908
+bench-scale: $(INSTALLED) ## the second level at JD size (5k/20k/55k x 128 columns): per-stage time + peak RSS, local and on a 2-worker cluster
+	$(PY) -m benchmarks.bench_scale --sizes $(SCALE_SIZES) --agreement --full-grid-estimate \
+	  --out build/bench/scale.json $(BENCH_ARGS)
 
 bench-stack: $(BASE_PREDS) | $(INSTALLED) ## our selection+stack+thresholds+vote vs a scikit-learn stack
 	$(PY) -m benchmarks.bench_stack --config $(CONFIG) --build $(BUILD) \
