@@ -45,6 +45,9 @@ META_FILE = "meta.json"
 FORMAT_VERSION = 1
 GRID_KEYS = ("eta", "max_depth", "min_child_weight")
 SEARCHES = ("grid", "halving")
+#: CV folds of halving's early rungs: each row of the rung's sample is scored once either
+#: way, and 2 folds cost 2 fits per point instead of K.
+EARLY_RUNG_FOLDS = 2
 
 
 class FoldSplit(NamedTuple):
@@ -329,8 +332,9 @@ def _rung_sample(y: np.ndarray, m: int, seed: int, min_minority: int = 100) -> n
 def search_label(X: np.ndarray, task: SearchTask) -> SearchResult:
     """Successive halving over the grid for one label.
 
-    Every rung CV-fits its points on a row sample (its own seeded CV splits, early stopping
-    inside each fold's training rows as always) and keeps the best by CV F-beta; the last
+    Every rung CV-fits its points on a row sample (its own seeded 2-fold CV: every sampled
+    row is scored once, at 2 fits per point instead of K; early stopping inside each fold's
+    training rows as always) and keeps the best by CV F-beta; the last
     rung uses all rows and the exhaustive grid's own splits, so its scores (and the winner's
     models and OOF) are exactly what ``search="grid"`` computes for those points. A rung's
     data are quantised once and shared by all its points. Ties keep the earlier grid point.
@@ -350,7 +354,7 @@ def search_label(X: np.ndarray, task: SearchTask) -> SearchResult:
             y_sub = task.y[sub]
             splits = make_cv_splits(
                 y_sub,
-                task.n_folds,
+                min(task.n_folds, EARLY_RUNG_FOLDS),
                 _seed(task.seed, task.label, 200 + r),
                 task.early_stopping_fraction,
             )
