@@ -572,7 +572,7 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
                         label=j,
                         grid=grid_params,
                         rows=rows,
-                        features=features[j],
+                        features=np.arange(len(features[j])),
                         y=y_j,
                         splits=splits,
                         n_folds=int(self.n_folds),
@@ -591,14 +591,16 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
                         point=g,
                         params=params,
                         rows=rows,
-                        features=features[j],
+                        features=np.arange(len(features[j])),
                         y=y_j,
                         splits=splits,
                         **common,
                     )
                 )
 
-        results = self._run(X, tasks)
+        # each label's task reads only its own columns: a slice, not all of X, is shipped
+        # to the workers (a 55k x 1,664 OOF matrix is 366 MB; a label's 78 columns, 17 MB)
+        results = self._run([np.ascontiguousarray(X[:, f]) for f in features], tasks)
 
         best_of: dict[int, GridResult] = {}
         self.cv_scores_, self.search_rungs_ = [], []
@@ -644,21 +646,27 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         return self
 
-    def _run(self, X: np.ndarray, tasks: list) -> list:
-        """Run every task with joblib (local) or on the Dask client; results in task order."""
+    def _run(self, X_per_label: list[np.ndarray], tasks: list) -> list:
+        """Run every task with joblib (local) or on the Dask client; results in task order.
+
+        ``X_per_label[j]``: label j's feature columns (every row); a task indexes it by its
+        rows and ``arange`` features.
+        """
         fn = search_label if self.search == "halving" else fit_grid_point
         if self.client is not None:
             from distributed import as_completed
 
-            X_future = self.client.scatter(X, broadcast=True)
-            futures = [self.client.submit(fn, X_future, task, pure=False) for task in tasks]
+            X_futures = [self.client.scatter(x, broadcast=True) for x in X_per_label]
+            futures = [
+                self.client.submit(fn, X_futures[task.label], task, pure=False) for task in tasks
+            ]
             for _ in tqdm(as_completed(futures), total=len(futures), desc="stack (dask)"):
                 pass
             return self.client.gather(futures)
         from joblib import Parallel, delayed
 
         parallel = Parallel(n_jobs=self.n_jobs, return_as="generator")
-        jobs = parallel(delayed(fn)(X, task) for task in tasks)
+        jobs = parallel(delayed(fn)(X_per_label[task.label], task) for task in tasks)
         return list(tqdm(jobs, total=len(tasks), desc="stack"))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
