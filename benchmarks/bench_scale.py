@@ -21,6 +21,10 @@ min_child_weight = 180 points) with the successive-halving search.
 stacked arrays equal the local ones exactly. ``--speedup-sizes``: also the stack stage with
 one local process (``n_jobs = 1``): ``cluster_speedup`` = that / the 2-worker cluster's.
 
+``--netns-sizes``: the stack stage also over ``scripts/netns-cluster.sh`` (3 network
+namespaces on a private bridge: scheduler host + 2 worker hosts, real TCP between
+addresses; needs root); its time includes the cluster's start-up.
+
 ``--agreement``: on a subset where the exhaustive grid is affordable (4,000 rows, 13 labels,
 a 36-point grid), the halving search against the exhaustive grid: the share of labels whose
 halving choice has an exhaustive CV F2 within 0.002 of the exhaustive best
@@ -174,7 +178,9 @@ def step_main(argv: list[str]) -> int:
     return 0
 
 
-def run_size(n: int, work: Path, cluster_address: str | None, serial: bool) -> dict:
+def run_size(
+    n: int, work: Path, cluster_address: str | None, serial: bool, netns: bool = False
+) -> dict:
     """Generate one size and run every stage on it; the per-stage records."""
     spec = ScaleSpec(n_train=n)
     base = work / f"n{n}"
@@ -237,6 +243,18 @@ def run_size(n: int, work: Path, cluster_address: str | None, serial: bool) -> d
             raise RuntimeError(f"{c_out} differs from the local {stacked}")
         record["cluster_stack"] = rec
         log.info("n=%d stack on the 2-worker cluster %.1f s (identical arrays)", n, rec["s"])
+    if netns:  # the stack stage on 3 "hosts" (network namespaces): scheduler + 2 workers
+        n_out = base / "out_netns" / "stacked.npz"
+        n_out.parent.mkdir(exist_ok=True)
+        shell = " ".join([*cmds["stack"][:-1], str(n_out)])
+        rec = timed([str(ROOT / "scripts" / "netns-cluster.sh"), "bash", "-c", shell],
+                    {**env, "PY": py, "NETNS_DIR": str(n_out.parent / "logs")},
+                    n_out.parent / "stack.log")  # fmt: skip
+        rec["identical"] = _same_arrays(stacked, n_out)
+        if not rec["identical"]:
+            raise RuntimeError(f"{n_out} differs from the local {stacked}")
+        record["netns_stack"] = rec
+        log.info("n=%d stack on 3 netns hosts %.1f s (identical arrays)", n, rec["s"])
     if serial:
         s_cfg = write_config(base / "config_serial.toml", info, {**SCALE_STACK, "n_jobs": 1})
         s_out = base / "out_serial" / "stacked.npz"
@@ -422,6 +440,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="sizes whose stack stage also runs with n_jobs=1 (default: the smallest)",
     )
+    ap.add_argument(
+        "--netns-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="sizes whose stack stage also runs over scripts/netns-cluster.sh (root)",
+    )
     ap.add_argument("--agreement", action="store_true")
     ap.add_argument("--full-grid-estimate", action="store_true")
     ap.add_argument("--work", type=Path, default=ROOT / "build" / "bench" / "scale")
@@ -445,7 +470,9 @@ def main(argv: list[str] | None = None) -> int:
             cluster = start_cluster(args.work / "cluster", 2, 1, port=free_port())
         for n in sizes:
             address = cluster.address if cluster and n in cluster_sizes else None
-            result["sizes"][str(n)] = run_size(n, args.work, address, n in speedup_sizes)
+            result["sizes"][str(n)] = run_size(
+                n, args.work, address, n in speedup_sizes, n in args.netns_sizes
+            )
             write_json_atomic(args.out, summarise(result))  # partial results survive a kill
     finally:
         if cluster:
