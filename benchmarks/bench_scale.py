@@ -425,7 +425,12 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "step":
         return step_main(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    ap.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the sizes (and checks) already in --out; run only the rest",
+    )
     ap.add_argument(
         "--cluster-sizes",
         type=int,
@@ -462,6 +467,12 @@ def main(argv: list[str] | None = None) -> int:
         "stack_config": SCALE_STACK,
         "sizes": {},
     }
+    if args.resume and args.out.is_file():
+        old = json.loads(args.out.read_text())
+        if old.get("stack_config") != SCALE_STACK:
+            raise ValueError(f"{args.out} was made with another stack config; drop --resume")
+        result = {**old, **{k: result[k] for k in ("machine", "prevalence", "stack_config")}}
+        sizes = [n for n in sizes if str(n) not in result["sizes"]]
     cluster = None
     try:
         if any(n in cluster_sizes for n in sizes):
@@ -484,13 +495,17 @@ def main(argv: list[str] | None = None) -> int:
         result["halving_agreement"] = result["agreement"]["halving_agreement"]
         write_json_atomic(args.out, summarise(result))
     if args.full_grid_estimate:
-        result["full_grid"] = full_grid_estimate(args.work / f"n{sizes[-1]}")
+        n_max = max(map(int, result["sizes"]))
+        result["full_grid"] = full_grid_estimate(args.work / f"n{n_max}")
         result["full_grid_estimate_s"] = result["full_grid"]["full_grid_estimate_s"]
     result = summarise(result)
-    largest = result["sizes"][str(sizes[-1])]
     write_json_atomic(args.out, result)
+    if not result["sizes"]:
+        return 0
+    n_max = max(map(int, result["sizes"]))
+    largest = result["sizes"][str(n_max)]
     print(
-        f"scale: n={sizes[-1]} second level {largest['total_s']:.0f} s, peak "
+        f"scale: n={n_max} second level {largest['total_s']:.0f} s, peak "
         f"{largest['peak_mb']:.0f} MB; stack growth n^{result['growth_exponent']['stack'] or 0:.2f}; "
         f"cluster speed-up {result['cluster_speedup']}; halving agreement "
         f"{result.get('halving_agreement')}; full grid ~{result.get('full_grid_estimate_s')} s"
