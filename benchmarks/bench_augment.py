@@ -38,8 +38,9 @@ import numpy as np
 import pandas as pd
 
 from pipeline import demo
+from pipeline.artifacts import write_json_atomic
 from pipeline.augment import AugmentConfig, garment_mask, read_augmented, run_augmentation
-from pipeline.data import load_image, read_labels, write_json_atomic
+from pipeline.data import load_image, read_labels
 from pipeline.folds import make_folds
 
 log = logging.getLogger("benchmarks.bench_augment")
@@ -146,7 +147,7 @@ def rare_f2_compare(
     Returns per-fold scores and their mean over ``train_folds``.
     """
     from pipeline.augment import augmented_rows_for_fold
-    from pipeline.data import read_test_ids
+    from pipeline.data import read_test_ids, read_test_truth
     from pipeline.folds import read_folds
     from pipeline.metrics import best_threshold_fbeta, fbeta_per_label
     from pipeline.train import FoldJob, train_fold
@@ -154,8 +155,7 @@ def rare_f2_compare(
     table = read_labels(data / "train")
     folds = read_folds(folds_csv, table.ids)
     test_ids, test_dir = read_test_ids(data / "test")
-    truth = pd.read_csv(data / "test_truth.csv").set_index("image").loc[test_ids]
-    y_test = truth[list(table.labels)].to_numpy(np.float32)
+    y_test = read_test_truth(data / "test_truth.csv", table.labels, test_ids=test_ids).to_numpy()
     paths = table.paths()
     per_fold = []
     for fold in train_folds:

@@ -194,8 +194,9 @@ def _cnn_agreement(copies, imgs, target, colours, table, folds, cnn_dir, backbon
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pipeline.artifacts import write_json_atomic
     from pipeline.config import load_config
-    from pipeline.data import read_labels, write_json_atomic
+    from pipeline.data import read_labels
     from pipeline.folds import read_folds
     from pipeline.thresholds import rule_thresholds
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_thresholds import write_json_atomic
+from pipeline.artifacts import write_json_atomic
 from pipeline.distributed import connect, run_remote
 from pipeline.select import feature_indices
 from pipeline.stack import PerLabelXGBStacker, fit_grid_point, make_cv_splits, xgb_params

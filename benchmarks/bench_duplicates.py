@@ -32,8 +32,10 @@ def _features(table, embedding: Path | None) -> tuple[np.ndarray, str]:
     if embedding is None:
         x = np.stack([load_image(p, 16).reshape(-1) for p in table.paths()]).astype(np.float32)
         return x, "16 px RGB pixels"
-    z = np.load(embedding)
-    ids = np.concatenate([z["train_ids"], z["test_ids"]]).astype(str)
+    from pipeline.artifacts import load_embeddings
+
+    z = load_embeddings(embedding)
+    ids = np.concatenate([z["train_ids"], z["test_ids"]])
     emb = np.concatenate([z["train"], z["test"]])
     row = {i: r for r, i in enumerate(ids)}
     missing = [i for i in table.ids if i not in row]
@@ -62,7 +64,8 @@ def _binary(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 def run(data: Path, embedding: Path | None, near: int, seeds: int, out: Path | None) -> dict:
-    from pipeline.data import copy_groups, read_labels, validate_images, write_json_atomic
+    from pipeline.artifacts import write_json_atomic
+    from pipeline.data import copy_groups, read_labels, validate_images
     from pipeline.folds import make_folds
     from pipeline.frozen import KNNHead, LogisticHead
     from pipeline.metrics import fbeta_score, paired_bootstrap

@@ -20,7 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.data import write_json_atomic
+from pipeline.artifacts import write_json_atomic
 
 
 def summarise(metrics: dict) -> dict:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data import write_json_atomic
+from pipeline.artifacts import write_json_atomic
 
 
 def run(images: Path, n: int, size: int, backbone: str, batch: int, epochs: int) -> dict:

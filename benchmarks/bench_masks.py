@@ -18,12 +18,13 @@ Writes JSON and prints one summary line.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.artifacts import write_json_atomic
 
 METHODS = ("grabcut", "segmenter")
 
@@ -140,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     result["skin_in_mask"] = best["skin_in_mask"]
     result["goals"] = {"mask_iou": 0.75, "skin_in_mask": 0.03}
     result["goals_met"] = bool(best["iou"] >= 0.75 and best["skin_in_mask"] <= 0.03)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(args.out, result)
     g = result["grabcut"]
     print(
         f"bench-masks {cfg.name}: {len(pairs)} held-out photos: segmenter IoU {best['iou']:.3f} "

@@ -19,15 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.artifacts import write_json_atomic
 from pipeline.config import load_config
-from pipeline.data import write_json_atomic
-
-
-def _truth(path: str, test_ids, labels) -> np.ndarray:
-    import pandas as pd
-
-    df = pd.read_csv(path, dtype={"image": str}).set_index("image")
-    return df.loc[list(test_ids), list(labels)].to_numpy(dtype=np.float64)
 
 
 def run(config: Path, build: Path) -> dict:
@@ -37,7 +30,7 @@ def run(config: Path, build: Path) -> dict:
     from sklearn.multioutput import MultiOutputClassifier
     from sklearn.naive_bayes import GaussianNB
 
-    from pipeline.data import read_labels
+    from pipeline.data import read_labels, read_test_truth
     from pipeline.metrics import fbeta_score
     from pipeline.select import (
         feature_indices,
@@ -59,7 +52,10 @@ def run(config: Path, build: Path) -> dict:
     if not preds:
         raise FileNotFoundError(f"no predictions under {build}/preds; run `make train-cnn`")
     base = load_base_predictions(group_pred_files(preds), table.ids)
-    y, y_test = table.y, _truth(cfg.data.test_truth, base.test_ids, base.labels)
+    y = table.y
+    y_test = read_test_truth(
+        cfg.data.test_truth, base.labels, cfg.data.id_column, base.test_ids
+    ).to_numpy(dtype=np.float64)
     n, n_cols, n_labels = base.oof.shape
     X = flatten_columns(base.oof)
 

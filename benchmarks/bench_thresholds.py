@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.reference_thresholds import naive_threshold_search
-from pipeline.data import write_json_atomic
+from pipeline.artifacts import write_json_atomic
 from pipeline.thresholds import ThresholdSearch
 
 

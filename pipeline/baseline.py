@@ -63,7 +63,7 @@ class PerLabelLogistic(ClassifierMixin, BaseEstimator):
 
 def run_baseline_fold(cfg, backbone: str, fold: int, folds_csv, cnn_work_dir, out_path, C=1.0):
     """Fit fold ``fold``'s regressions; write OOF + test predictions (the CNN file format)."""
-    from pipeline.select import save_single_epoch_predictions
+    from pipeline.artifacts import save_single_epoch_predictions
     from pipeline.train import fold_embeddings
 
     job, _, deep = fold_embeddings(cfg, backbone, fold, folds_csv, cnn_work_dir)

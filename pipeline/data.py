@@ -11,13 +11,11 @@ returns the perceptual hashes the duplicate-aware folds group by).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import hashlib
 import logging
 import os
-import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,6 +212,23 @@ def _check_images_exist(ids: np.ndarray, image_dir: Path, csv_path: Path) -> lis
     return paths
 
 
+def _label_cells(df: pd.DataFrame, name: str, path: Path) -> np.ndarray:
+    """Column ``name`` of a labels table as float32: 0, 1, or NaN for an empty (unknown)
+    cell; any other value is an error naming the row and column."""
+    col = df[name].str.strip().to_numpy()
+    ok = np.isin(col, ["0", "1", "", "0.0", "1.0"])
+    if not ok.all():
+        r = int(np.flatnonzero(~ok)[0])
+        raise ValueError(
+            f"{path} row {r + 2}, column {name!r}: value {col[r]!r} is not 0, 1 or empty "
+            "(empty = unknown); fix the cell"
+        )
+    out = np.full(len(col), np.nan, dtype=np.float32)
+    known = col != ""
+    out[known] = col[known].astype(float)
+    return out
+
+
 def read_labels(train_dir: str | Path, id_column: str = "image", check_images: bool = True):
     """Read ``train_dir/labels.csv``; return a :class:`LabelTable`.
 
@@ -241,16 +256,8 @@ def read_labels(train_dir: str | Path, id_column: str = "image", check_images: b
         )
     y = np.full((len(df), len(labels)), np.nan, dtype=np.float32)
     for j, name in enumerate(labels):
-        col = df[name].str.strip().to_numpy()
-        ok = np.isin(col, ["0", "1", "", "0.0", "1.0"])
-        if not ok.all():
-            r = int(np.flatnonzero(~ok)[0])
-            raise ValueError(
-                f"{path} row {r + 2}, column {name!r}: value {col[r]!r} is not 0, 1 or empty "
-                "(empty = unknown); fix the cell"
-            )
-        known = col != ""
-        y[known, j] = col[known].astype(float)
+        y[:, j] = _label_cells(df, name, path)
+        known = ~np.isnan(y[:, j])
         if not known.any():
             raise ValueError(
                 f"{path}: label column {name!r} is empty (no known value); drop the column"
@@ -288,6 +295,52 @@ def read_test_ids(test_dir: str | Path, id_column: str = "image", check_images: 
     if check_images:
         _check_images_exist(ids, image_dir, path)
     return ids, image_dir
+
+
+def read_test_truth(
+    path: str | Path,
+    labels: Sequence[str],
+    id_column: str = "image",
+    test_ids: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The held-out labels file (``data.test_truth``): one row per test image, indexed by
+    its id (column ``id_column``, as written), the columns ``labels`` in that order, float32
+    with NaN for an empty (unknown) cell.
+
+    With ``test_ids`` the rows are exactly those ids in that order (the report and the
+    benchmarks score a prediction matrix against it); an id the file lacks is an error.
+    Parsed like ``labels.csv`` (:func:`read_csv_strings`: ids such as ``NA`` or ``001``
+    stay strings; cells must be 0, 1 or empty).
+    """
+    path = Path(path)
+    df = read_csv_strings(path, "set data.test_truth to the held-out labels file, or to ''")
+    if id_column not in df.columns:
+        raise ValueError(
+            f"{path}: no {id_column!r} column in the header {list(df.columns)}; "
+            f"name the image-id column {id_column!r} (or set data.id_column)"
+        )
+    missing = [c for c in labels if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing label column(s) {missing}; add them (empty = unknown)")
+    ids = df[id_column].to_numpy()
+    dup = pd.Series(ids).duplicated().to_numpy()
+    if dup.any():
+        r = int(np.flatnonzero(dup)[0])
+        raise ValueError(f"{path} row {r + 2}: duplicate image id {ids[r]!r}; list each once")
+    truth = pd.DataFrame(
+        {name: _label_cells(df, name, path) for name in labels},
+        index=pd.Index(ids, name=id_column),
+    )
+    if test_ids is None:
+        return truth
+    wanted = [str(i) for i in test_ids]
+    absent = [i for i in wanted if i not in truth.index]
+    if absent:
+        raise ValueError(
+            f"{path}: does not list every test image ({len(absent)} missing, e.g. "
+            f"{absent[0]!r}); add their rows"
+        )
+    return truth.loc[wanted]
 
 
 def read_dataset(
@@ -577,72 +630,6 @@ def duplicate_groups(n: int, pairs) -> np.ndarray:
         if ri != rj:
             parent[max(ri, rj)] = min(ri, rj)
     return np.array([root(x) for x in range(n)], dtype=np.int64)
-
-
-def atomic_path(path: str | Path) -> Path:
-    """A temp name beside ``path`` (same directory, so ``os.replace`` is atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
-
-
-@contextlib.contextmanager
-def atomic_dir(out: str | Path) -> Iterator[Path]:
-    """Yield a fresh temp folder beside ``out``; when the block succeeds it replaces
-    ``out`` whole (the old folder is renamed aside, then removed). On any error the temp
-    folder is removed and ``out`` is left as it was: never a half-written folder."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    old = out.with_name(f"{out.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run that had our pid
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out.exists() or out.is_symlink():
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)  # does not follow symlinks inside
-
-
-def _write_atomic(path: str | Path, write) -> None:
-    """Call ``write(tmp)`` then rename onto ``path``; on any failure (a full disk, a kill
-    signal turned exception) remove the temp file, so only the old file or the new one exists."""
-    path = Path(path)
-    tmp = atomic_path(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def save_npz_atomic(path: str | Path, **arrays) -> None:
-    """``np.savez`` to a temp file then rename; arrays must not need pickle."""
-
-    def write(tmp):
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-    _write_atomic(path, write)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    _write_atomic(path, lambda tmp: tmp.write_text(text))
-
-
-def write_json_atomic(path: str | Path, payload) -> None:
-    """Indented JSON (with a final newline), written to a temp file and renamed."""
-    import json
-
-    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
-
-
-def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> None:
-    _write_atomic(path, lambda tmp: df.to_csv(tmp, index=False, lineterminator="\n"))
 
 
 def copy_groups(

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline.data import atomic_dir
+from pipeline.artifacts import atomic_dir
 
 log = logging.getLogger(__name__)
 

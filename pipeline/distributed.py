@@ -193,6 +193,8 @@ def _child_main(call: str, result: str, parent: int) -> None:
     import pickle
     import traceback
 
+    from pipeline.artifacts import write_bytes_atomic
+
     _die_with_parent(parent)
     logging.basicConfig(
         level=os.environ.get("LOGLEVEL", "INFO"),
@@ -210,9 +212,7 @@ def _child_main(call: str, result: str, parent: int) -> None:
     except Exception:  # an unpicklable exception: keep its type name and message
         exc = outcome[1]
         payload = pickle.dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
-    tmp = Path(result).with_suffix(".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, result)
+    write_bytes_atomic(result, payload)
 
 
 def _die_with_parent(parent: int) -> None:

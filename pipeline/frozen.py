@@ -14,8 +14,8 @@ Heads (sklearn-style, state as plain arrays for the predictor):
 - :class:`KNNHead`: cosine nearest neighbours; per label the similarity-weighted share of
   positives among the ``k`` nearest known rows, shrunk towards the label's prevalence.
 
-The embedding file (``build/<config>/embed/<name>.npz``) has one writer and one reader
-here: :func:`save_embeddings` / :func:`load_embeddings`.
+The embedding file (``build/<config>/embed/<name>.npz``) has one writer and one reader,
+:func:`pipeline.artifacts.save_embeddings` / :func:`pipeline.artifacts.load_embeddings`.
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
+from pipeline.artifacts import load_embeddings, save_embeddings
 from pipeline.inference import embed_paths, embedding_model
 from pipeline.metrics import check_labels
 
 log = logging.getLogger(__name__)
-
-_EMBED_KEYS = ("train_ids", "test_ids", "train", "test", "backbone", "image_size")
 
 
 def frozen_backbone(backbone: str, weights: str, image_size: int):
@@ -48,40 +47,6 @@ def frozen_backbone(backbone: str, weights: str, image_size: int):
     keras.utils.set_random_seed(0)
     model = build_model(backbone, 1, image_size, weights, head_layers=0, seed=0)
     return embedding_model(model)
-
-
-def save_embeddings(path, train_ids, test_ids, train, test, backbone: str, image_size: int):
-    """Write an embedding file (atomically)."""
-    from pipeline.data import save_npz_atomic
-
-    save_npz_atomic(
-        path,
-        train_ids=np.asarray(train_ids).astype(str),
-        test_ids=np.asarray(test_ids).astype(str),
-        train=np.asarray(train, dtype=np.float32),
-        test=np.asarray(test, dtype=np.float32),
-        backbone=np.asarray(backbone),
-        image_size=np.asarray(image_size),
-    )
-
-
-def load_embeddings(path) -> dict[str, Any]:
-    """Read an embedding file written by :func:`save_embeddings`, refusing a bad one."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; run `make embed`")
-    with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in _EMBED_KEYS if k not in z.files]
-        if missing:
-            raise ValueError(f"{path} lacks {missing}; re-run `make embed`")
-        data = {k: z[k] for k in _EMBED_KEYS}
-    for part in ("train", "test"):
-        ids = data[f"{part}_ids"]
-        if data[part].shape[0] != len(ids) or not np.isfinite(data[part]).all():
-            raise ValueError(f"{path}: {part} embeddings do not match their ids or hold NaN")
-    data["train_ids"] = data["train_ids"].astype(str)
-    data["test_ids"] = data["test_ids"].astype(str)
-    return data
 
 
 def run_embed(cfg, name: str, out_path) -> None:
@@ -220,7 +185,7 @@ def make_head(f, head: str):
 
 
 def save_head(path, head) -> None:
-    from pipeline.data import save_npz_atomic
+    from pipeline.artifacts import save_npz_atomic
 
     save_npz_atomic(path, kind=np.asarray(type(head).__name__), **head.get_state())
 
@@ -244,9 +209,9 @@ def run_frozen_fold(cfg, member: str, fold: int, folds_csv, embedding, out_path,
     and test predictions (CNN format) and, with ``head_out``, the head's state."""
     from threadpoolctl import threadpool_limits
 
+    from pipeline.artifacts import save_single_epoch_predictions
     from pipeline.data import read_labels, read_test_ids
     from pipeline.folds import read_folds
-    from pipeline.select import save_single_epoch_predictions
 
     f, head_name = parse_member(cfg, member)
     table = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)

@@ -250,7 +250,7 @@ class SecondLevel:
 
     def save(self, path: str | Path) -> None:
         """Write to directory ``path`` (atomically): ``second_level.json`` + XGBoost JSON."""
-        from pipeline.data import atomic_dir
+        from pipeline.artifacts import atomic_dir
 
         state = {
             "format": FORMAT_VERSION,

@@ -198,7 +198,7 @@ class GarmentSegmenter:
     # ---------------------------------------------------------------- state
     def save(self, path: str | Path) -> None:
         """One ``.npz``: decoder weights, feature scaling, settings (written atomically)."""
-        from pipeline.data import save_npz_atomic
+        from pipeline.artifacts import save_npz_atomic
 
         ws = self.decoder_.get_weights()
         save_npz_atomic(

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.artifacts import load_fold_predictions
 from pipeline.metrics import (
     check_labels,
     fbeta_threshold_curves,
@@ -36,7 +37,6 @@ Column = tuple[str, int]
 """One prediction column: (backbone name, epoch number)."""
 
 _FOLD_IN_NAME = re.compile(r"\.fold(\d+)\.npz$")
-_REQUIRED = ("labels", "val_ids", "test_ids", "oof", "test", "epochs")
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,49 +60,6 @@ class BasePredictions:
     train_ids: np.ndarray
     test_ids: np.ndarray
     labels: list[str]
-
-
-def _read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read one prediction file without pickles, refusing missing arrays."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; run `make train-cnn` first")
-    with np.load(path, allow_pickle=False) as npz:
-        missing = [key for key in _REQUIRED if key not in npz.files]
-        if missing:
-            raise ValueError(f"{path} lacks array(s) {missing}; re-run its `make train-cnn` job")
-        data = {key: npz[key] for key in _REQUIRED}
-    n_epochs, n_val, n_test = len(data["epochs"]), len(data["val_ids"]), len(data["test_ids"])
-    n_labels = len(data["labels"])
-    for key, shape in (
-        ("oof", (n_epochs, n_val, n_labels)),
-        ("test", (n_epochs, n_test, n_labels)),
-    ):
-        if data[key].shape != shape:
-            raise ValueError(
-                f"{path}: {key} has shape {data[key].shape}, expected (epochs, ids, labels) = {shape}"
-            )
-        if not np.isfinite(data[key]).all():
-            raise ValueError(f"{path}: {key} holds NaN/inf predictions; re-run its training job")
-    if len(np.unique(data["epochs"])) != n_epochs:
-        raise ValueError(f"{path}: epochs {data['epochs'].tolist()} repeat an epoch")
-    return data
-
-
-def save_single_epoch_predictions(out_path, labels, val_ids, test_ids, oof, test) -> None:
-    """Write one fold file of a one-"epoch" member (Two-Flow, frozen heads): the format
-    :func:`load_base_predictions` reads, with ``epochs`` = [1] and no loss."""
-    from pipeline.data import save_npz_atomic
-
-    save_npz_atomic(
-        out_path,
-        labels=np.asarray(labels),
-        val_ids=np.asarray(val_ids).astype(str),
-        test_ids=np.asarray(test_ids).astype(str),
-        epochs=np.array([1], dtype=np.int64),
-        oof=np.asarray(oof)[None].astype(np.float32),
-        test=np.asarray(test)[None].astype(np.float32),
-        loss=np.array([np.nan], dtype=np.float32),
-    )
 
 
 def group_pred_files(paths: Sequence[str | Path]) -> dict[str, list[Path]]:
@@ -171,7 +128,7 @@ def load_base_predictions(
                 raise ValueError(
                     f"{path} is listed as fold {k} of {backbone!r}; list fold files in fold order"
                 )
-            data = _read_npz(path)
+            data = load_fold_predictions(path)
             file_labels = data["labels"].astype(str).tolist()
             file_test_ids = data["test_ids"].astype(str)
             if labels is None:

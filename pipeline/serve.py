@@ -68,9 +68,7 @@ class Service:
     so every call goes through one lock (the predictor swaps weights in shared models)."""
 
     def __init__(self, cfg: Config, build_dir: str | Path):
-        import pandas as pd
-
-        from pipeline.data import image_paths, read_labels, read_test_ids
+        from pipeline.data import image_paths, read_labels, read_test_ids, read_test_truth
         from pipeline.predict import Predictor
         from pipeline.similar import SimilarityIndex
 
@@ -89,13 +87,9 @@ class Service:
             self.test_paths = dict(zip(map(str, ids), image_paths(ids, test_dir), strict=True))
         self.truth = None
         if cfg.data.test_truth and Path(cfg.data.test_truth).is_file():
-            self.truth = pd.read_csv(
-                cfg.data.test_truth,
-                dtype={cfg.data.id_column: str},
-                keep_default_na=False,
-                na_values=[""],
+            self.truth = read_test_truth(
+                cfg.data.test_truth, self.predictor.labels, cfg.data.id_column
             )
-            self.truth = self.truth.set_index(cfg.data.id_column)
         self.lock = threading.Lock()
         if self.train_paths:
             self.predictor.warm_up(next(iter(self.train_paths.values())))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.data import save_npz_atomic
+from pipeline.artifacts import save_npz_atomic
 from pipeline.inference import downsample_pixels, embed
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +34,7 @@ from sklearn.model_selection import KFold, ShuffleSplit, StratifiedKFold, Strati
 from sklearn.utils.validation import check_array, check_is_fitted
 from tqdm.auto import tqdm
 
+from pipeline.artifacts import atomic_dir
 from pipeline.metrics import best_threshold_fbeta, check_labels, fbeta_score
 
 log = logging.getLogger(__name__)
@@ -723,18 +721,12 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
             ],
             "search_rungs": getattr(self, "search_rungs_", []),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        try:
+        with atomic_dir(path) as tmp:
             for j, boosters in enumerate(self.models_):
                 for k, booster in enumerate(boosters):
                     booster.save_model(str(tmp / f"label{j}.fold{k}.json"))
             np.save(tmp / "oof.npy", self.oof_, allow_pickle=False)
             (tmp / META_FILE).write_text(json.dumps(_jsonable(meta), indent=1) + "\n")
-            _replace_dir(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     @classmethod
     def load(cls, path: str | Path) -> PerLabelXGBStacker:
@@ -800,14 +792,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def _replace_dir(tmp: Path, path: Path) -> None:
-    """Move directory ``tmp`` to ``path``, replacing an existing one with a brief gap only."""
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import code_deps
+from pipeline.artifacts import save_fold_predictions, save_npz_atomic, write_atomic
 from pipeline.config import Config
-from pipeline.data import atomic_path, load_image, save_npz_atomic
+from pipeline.data import load_image
 from pipeline.inference import (
     checkpoints,
     embed,
@@ -354,10 +354,8 @@ def _prepare_work_dir(work_dir: Path, job: FoldJob) -> None:
 
 
 def _save_epoch_weights(model, work_dir: Path, epoch: int) -> None:
-    final = epoch_weights_path(work_dir, epoch)
-    tmp = final.with_name(f".tmp-{os.getpid()}-{final.name}")  # keras wants *.weights.h5
-    model.save_weights(tmp)
-    os.replace(tmp, final)
+    # keras picks the format from the name: the temp file must end in .weights.h5 too
+    write_atomic(epoch_weights_path(work_dir, epoch), model.save_weights, suffix=".weights.h5")
 
 
 def _compile(model, job: FoldJob, phase: Phase, steps_per_epoch: int):
@@ -453,9 +451,7 @@ def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict
         # `make serve` can score a new image with any epoch the stack selected
         _save_epoch_weights(model, work_dir, epoch)
         ckpt = work_dir / f"ckpt_epoch{epoch:03d}.keras"
-        tmp = atomic_path(ckpt)
-        model.save(tmp)
-        os.replace(tmp, ckpt)
+        write_atomic(ckpt, model.save)
         for e, old in checkpoints(work_dir):
             if e < epoch:
                 old.unlink(missing_ok=True)
@@ -475,15 +471,15 @@ def train_fold(job: FoldJob, work_dir: str | Path, out_path: str | Path) -> dict
             oofs.append(z["oof"])
             tests.append(z["test"])
             losses.append(float(z["loss"]))
-    save_npz_atomic(
+    save_fold_predictions(
         out_path,
-        labels=np.array(job.labels),
-        val_ids=np.asarray(job.val_ids).astype(str),
-        test_ids=np.asarray(job.test_ids).astype(str),
+        job.labels,
+        job.val_ids,
+        job.test_ids,
         epochs=np.arange(1, job.epochs + 1),
         oof=np.stack(oofs),
         test=np.stack(tests),
-        loss=np.array(losses, dtype=np.float32),
+        loss=losses,
     )
     summary = {
         "backbone": job.backbone,

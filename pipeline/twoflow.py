@@ -211,10 +211,10 @@ def save_model_atomic(model: TwoFlowModel, path: str | Path) -> None:
     """joblib-dump a fitted model (compressed) to a temp file, then rename onto ``path``."""
     import joblib
 
-    from pipeline.data import _write_atomic
+    from pipeline.artifacts import write_atomic
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, lambda tmp: joblib.dump(model, tmp, compress=3))
+    write_atomic(path, lambda tmp: joblib.dump(model, tmp, compress=3))
 
 
 def load_model(path: str | Path) -> TwoFlowModel:
@@ -271,7 +271,7 @@ def run_twoflow_fold(
         ``checkpoint`` and the fitted ``model``, so callers (and the leakage test) can check
         what was trained on what.
     """
-    from pipeline.select import save_single_epoch_predictions
+    from pipeline.artifacts import save_single_epoch_predictions
     from pipeline.train import fold_embeddings
 
     job, ckpt, deep = fold_embeddings(cfg, backbone, fold, folds_csv, cnn_work_dir)

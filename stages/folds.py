@@ -12,14 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.artifacts import write_csv_atomic, write_json_atomic
 from pipeline.config import Config, load_config
-from pipeline.data import (
-    duplicate_report,
-    read_dataset,
-    validate_images,
-    write_csv_atomic,
-    write_json_atomic,
-)
+from pipeline.data import duplicate_report, read_dataset, validate_images
 from pipeline.folds import make_folds
 from stages.common import cli
 

@@ -10,26 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.artifacts import load_fold_predictions, load_stacked, write_text_atomic
 from pipeline.config import Config, load_config, to_dict
-from pipeline.data import write_text_atomic
 from stages.common import cli
 
 log = logging.getLogger("stages.report")
-
-
-def _read_truth(path: Path, test_ids, labels):
-    import pandas as pd
-
-    # ids as written (an id "NA" stays a string); only an empty cell is unknown
-    df = pd.read_csv(path, dtype={"image": str}, keep_default_na=False, na_values=[""])
-    df = df.set_index("image")
-    missing = [c for c in labels if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing label column(s) {missing}")
-    try:
-        return df.loc[list(test_ids), list(labels)].to_numpy(dtype=np.float32)
-    except KeyError as exc:
-        raise ValueError(f"{path}: does not list every test image ({exc})") from exc
 
 
 def intervals(cfg: Config, y_test, vote_row, best, baselines, labels) -> dict:
@@ -66,7 +51,7 @@ def run(
 ) -> None:
     import pandas as pd
 
-    from pipeline.data import read_labels
+    from pipeline.data import read_labels, read_test_truth
     from pipeline.metrics import fbeta_per_label, precision_recall_per_label
     from pipeline.report import (
         ModelScores,
@@ -84,9 +69,8 @@ def run(
     y = table.y
     files = group_pred_files(preds)
     base = load_base_predictions(files, table.ids)
-    with np.load(stacked) as npz:
-        z = {k: npz[k] for k in npz.files}
-    s_oof, s_test, test_ids = z["oof"], z["test"], z["test_ids"].astype(str)
+    z = load_stacked(stacked)
+    s_oof, s_test, test_ids = z["oof"], z["test"], z["test_ids"]
     sel_path = stacked.parent / "selection.json"
     sel = json.loads(sel_path.read_text()) if sel_path.is_file() else {}
     level = sel.get("second_level")
@@ -95,9 +79,11 @@ def run(
     t = np.asarray(th["thresholds"])
     sub = pd.read_csv(submission, dtype={cfg.data.id_column: str})
     vote = sub[labels].to_numpy()
-    y_test = (
-        _read_truth(Path(cfg.data.test_truth), test_ids, labels) if cfg.data.test_truth else None
-    )
+    y_test = None
+    if cfg.data.test_truth:
+        y_test = read_test_truth(
+            cfg.data.test_truth, labels, cfg.data.id_column, test_ids
+        ).to_numpy()
 
     models, curves = score_backbones(base, y, beta, step, avg, y_test)
     baselines = []
@@ -244,7 +230,7 @@ def run(
         )
     losses = {}
     for b, paths in files.items():
-        series = [np.load(p)["loss"] for p in paths]
+        series = [load_fold_predictions(p)["loss"] for p in paths]
         losses[b] = np.mean(np.stack(series), axis=0).tolist()
     figures = plots(labels, y, rows, np.nan_to_num(s_oof), t, curves, losses, beta, step)
     if augment_preview is not None and augment_preview.is_file():

@@ -16,8 +16,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.config import Config, load_config
 from stages.common import cli
 
@@ -66,34 +64,19 @@ def query(index_path: Path, image: Path, k: int) -> list[tuple[str, float]]:
     return out
 
 
-def _read_truth(path: Path, ids: np.ndarray, labels: tuple[str, ...], id_column: str) -> np.ndarray:
-    import pandas as pd
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; set data.test_truth to the test labels")
-    df = pd.read_csv(path, dtype={id_column: str}, keep_default_na=False, na_values=[""])
-    if id_column not in df.columns:
-        raise ValueError(f"{path}: no {id_column!r} column")
-    missing = [c for c in labels if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: missing label column(s) {missing}")
-    df = df.set_index(id_column)
-    absent = [i for i in ids if i not in df.index]
-    if absent:
-        raise ValueError(f"{path}: {len(absent)} test image(s) not listed, e.g. {absent[0]!r}")
-    return df.loc[list(ids), list(labels)].to_numpy(dtype=np.float32)
-
-
 def evaluate(cfg: Config, index_path: Path, k: int, out: Path, pixel_size: int = 16) -> dict:
     """precision@k (Jaccard >= 0.5) of the index vs raw pixels, test images as queries."""
-    from pipeline.data import image_paths, read_test_ids, write_text_atomic
+    from pipeline.artifacts import write_text_atomic
+    from pipeline.data import image_paths, read_test_ids, read_test_truth
     from pipeline.similar import SimilarityIndex, evaluate_index
 
     if not cfg.data.test_truth:
         raise ValueError("the config has no data.test_truth; evaluation needs test labels")
     index = SimilarityIndex.load(index_path)
     test_ids, test_dir = read_test_ids(cfg.data.test_dir, cfg.data.id_column)
-    truth = _read_truth(Path(cfg.data.test_truth), test_ids, index.labels, cfg.data.id_column)
+    truth = read_test_truth(
+        cfg.data.test_truth, index.labels, cfg.data.id_column, test_ids
+    ).to_numpy()
     result = evaluate_index(
         index,
         image_paths(test_ids, test_dir),

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.artifacts import save_stacked, write_text_atomic
 from pipeline.config import Config, load_config
-from pipeline.data import save_npz_atomic, write_text_atomic
 from stages.common import cli
 
 log = logging.getLogger("stages.stack")
@@ -116,19 +116,19 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
     selection = next(iter(level.combiners.values())).selection_
     sel = {**selection.to_dict(base.labels), "second_level": level.report}
     write_text_atomic(out.parent / "selection.json", json.dumps(sel, indent=2) + "\n")
-    save_npz_atomic(
+    save_stacked(
         out,
-        labels=np.asarray(base.labels),
-        train_ids=table.ids.astype(str),
-        test_ids=np.asarray(base.test_ids).astype(str),
+        labels=base.labels,
+        train_ids=table.ids,
+        test_ids=base.test_ids,
         y=table.y,
         oof=oof,
-        test=test.astype(np.float32),
-        combiners=np.asarray(names),
+        test=test,
+        combiners=names,
         candidates_oof=cand_oof,
         candidates_test=cand_test,
         choice_combiner=pick,
-        choice_rule=np.asarray([r for _, r in level.choice]),
+        choice_rule=[r for _, r in level.choice],
     )
     log.info(
         "stack: %d labels, %d base columns, %d CNN folds; chosen %s -> %s",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.artifacts import load_stacked, write_csv_atomic
 from pipeline.config import Config, load_config
-from pipeline.data import write_csv_atomic
 from stages.common import cli
 
 log = logging.getLogger("stages.submit")
@@ -27,10 +27,9 @@ def run(cfg: Config, stacked: Path, thresholds: Path, out: Path, out_labels: Pat
         validate_submission,
     )
 
-    with np.load(stacked) as z:
-        labels = [str(s) for s in z["labels"]]
-        test_ids = z["test_ids"].astype(str)
-        test = z["test"]
+    z = load_stacked(stacked)
+    labels = [str(s) for s in z["labels"]]
+    test_ids, test = z["test_ids"], z["test"]
     th = json.loads(thresholds.read_text())
     if th["labels"] != labels:
         raise ValueError(f"{thresholds} labels differ from {stacked}; rerun make thresholds")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.artifacts import load_stacked, write_text_atomic
 from pipeline.config import Config, load_config, to_dict
-from pipeline.data import write_text_atomic
 from stages.common import cli
 
 log = logging.getLogger("stages.thresholds")
@@ -40,15 +40,15 @@ def stacked_thresholds(cfg: Config, z) -> tuple[np.ndarray, str]:
 def run(cfg: Config, stacked: Path, out: Path) -> None:
     from pipeline.metrics import fbeta_per_label, fbeta_score
 
-    with np.load(stacked) as z:
-        labels = [str(s) for s in z["labels"]]
-        y, oof = z["y"], z["oof"]
-        known = ~np.isnan(oof)
-        if not known[~np.isnan(y)].all():
-            raise ValueError(
-                f"{stacked}: stacked OOF has gaps where labels are known; rerun make stack"
-            )
-        thresholds, how = stacked_thresholds(cfg, z)
+    z = load_stacked(stacked)
+    labels = [str(s) for s in z["labels"]]
+    y, oof = z["y"], z["oof"]
+    known = ~np.isnan(oof)
+    if not known[~np.isnan(y)].all():
+        raise ValueError(
+            f"{stacked}: stacked OOF has gaps where labels are known; rerun make stack"
+        )
+    thresholds, how = stacked_thresholds(cfg, z)
     t = cfg.thresholds
     pred = (np.nan_to_num(oof, nan=0.0) >= thresholds).astype(np.int8)
     per_label = fbeta_per_label(y, pred, beta=t.beta)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import weights as W
-from pipeline.data import write_json_atomic
+from pipeline.artifacts import write_json_atomic
 from stages.common import cli
 
 log = logging.getLogger("stages.weights")

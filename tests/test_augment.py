@@ -17,6 +17,7 @@ import pytest
 
 from pipeline import augment as A
 from pipeline import demo
+from pipeline.augment import run as augment_run
 from pipeline.data import LabelTable, load_image, read_labels
 from pipeline.folds import make_folds
 from stages import augment as stage
@@ -304,7 +305,7 @@ def test_plan_rewrites_colour_labels_and_inherits_fold() -> None:
 
 def test_plan_skip_rules_and_grey_policy(caplog) -> None:
     table, folds = _table(ROWS), np.zeros(len(ROWS), int)
-    jobs, skipped, _ = A._plan(table, folds, _cfg())
+    jobs, skipped, _ = A.plan_with_skips(table, folds, _cfg())
     assert dict(skipped) == {
         "several_colours": 1,
         "unmapped_colour_label": 1,
@@ -387,7 +388,7 @@ def test_run_is_deterministic_and_atomic(ds: Path, aug, tmp_path, monkeypatch) -
     # a crash half way leaves the previous output untouched and no temp folder behind
     before = (again / "labels.csv").read_bytes()
     calls = {"n": 0}
-    real = A._process_source
+    real = augment_run._process_source
 
     def crash(task):
         calls["n"] += 1
@@ -395,7 +396,7 @@ def test_run_is_deterministic_and_atomic(ds: Path, aug, tmp_path, monkeypatch) -
             raise RuntimeError("killed")
         return real(task)
 
-    monkeypatch.setattr(A, "_process_source", crash)
+    monkeypatch.setattr(augment_run, "_process_source", crash)
     with pytest.raises(RuntimeError, match="killed"):
         A.run_augmentation(ds / "train", ds / "folds.csv", CFG, again, progress=False)
     assert (again / "labels.csv").read_bytes() == before

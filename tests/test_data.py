@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import load_image, read_dataset, read_labels, read_test_ids
+from pipeline.data import load_image, read_dataset, read_labels, read_test_ids, read_test_truth
 
 
 def _write(tmp_path, text, images=("a.png", "b.png", "c.png")):
@@ -137,3 +137,24 @@ def test_reserved_duplicate_and_padded_names(tmp_path):
     (d / "labels.csv").write_text("image,red\nNA,1\n")
     (d / "images" / "NA.jpg").write_bytes((d / "images" / "a.png").read_bytes())
     assert read_labels(d).ids.tolist() == ["NA"]
+
+
+def test_test_truth_honours_id_column(tmp_path):
+    # a non-`image` id column, ids pandas would turn into NaN or numbers, an unknown cell
+    path = tmp_path / "truth.csv"
+    path.write_text("photo,blue,red\nNA,1,0\n001,0,\nb.png,1,1\n")
+    truth = read_test_truth(path, ["red", "blue"], id_column="photo")
+    assert list(truth.index) == ["NA", "001", "b.png"]
+    assert list(truth.columns) == ["red", "blue"]
+    rows = read_test_truth(path, ["red", "blue"], "photo", test_ids=["b.png", "NA"]).to_numpy()
+    np.testing.assert_array_equal(rows, np.array([[1, 1], [0, 1]], np.float32))
+    assert np.isnan(truth.loc["001", "red"]) and truth.dtypes.iloc[0] == np.float32
+    with pytest.raises(ValueError, match="no 'image' column"):
+        read_test_truth(path, ["red"])
+    with pytest.raises(ValueError, match=r"missing label column\(s\) \['green'\]"):
+        read_test_truth(path, ["green"], "photo")
+    with pytest.raises(ValueError, match="does not list every test image.*'zz'"):
+        read_test_truth(path, ["red"], "photo", test_ids=["NA", "zz"])
+    path.write_text("photo,red\na,2\n")
+    with pytest.raises(ValueError, match="row 2, column 'red'"):
+        read_test_truth(path, ["red"], "photo")

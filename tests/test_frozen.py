@@ -5,16 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.artifacts import load_embeddings, save_embeddings
 from pipeline.config import config_from_dict, load_config
-from pipeline.frozen import (
-    KNNHead,
-    LogisticHead,
-    load_embeddings,
-    load_head,
-    run_frozen_fold,
-    save_embeddings,
-    save_head,
-)
+from pipeline.frozen import KNNHead, LogisticHead, load_head, run_frozen_fold, save_head
 from pipeline.metrics import fbeta_per_label
 from pipeline.select import load_base_predictions
 from tests.conftest import tiny_config_text, write_dataset

@@ -1,4 +1,4 @@
-"""Tests for pipeline/weights.py: torch checkpoint reader, layer mapping, real-wheel check."""
+"""Tests for pipeline/weights/: torch checkpoint reader, layer mapping, real-wheel check."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from pipeline import weights as W
+from pipeline.weights import reader, reference
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_IMAGES = ROOT.parent / "shared" / "data" / "clothing-attributes" / "images"
@@ -106,8 +107,8 @@ def write_torch_checkpoint(path: Path, storages: dict, tensors: dict, legacy: bo
     )
     if legacy:
         with open(path, "wb") as fh:
-            fh.write(pickle.dumps(W._LEGACY_MAGIC, protocol=2))
-            fh.write(pickle.dumps(W._LEGACY_PROTOCOL, protocol=2))
+            fh.write(pickle.dumps(reader._LEGACY_MAGIC, protocol=2))
+            fh.write(pickle.dumps(reader._LEGACY_PROTOCOL, protocol=2))
             fh.write(pickle.dumps({"little_endian": True, "protocol_version": 1001}, protocol=2))
             fh.write(_dumps(state, legacy=True))
             fh.write(pickle.dumps(list(storages), protocol=2))
@@ -324,11 +325,14 @@ def test_two_layer_net_matches_torch_semantics():
     assert all(w[3].min() > 0 for w in (layers[1].get_weights(), layers[4].get_weights()))
     # the module's own NumPy conv (used by the reference forward) agrees with the loops
     np.testing.assert_allclose(
-        W._np_conv(x, w1, 2, False)[0], _naive_conv(x[0], w1, stride=2), rtol=1e-5, atol=1e-5
+        reference._np_conv(x, w1, 2, False)[0],
+        _naive_conv(x[0], w1, stride=2),
+        rtol=1e-5,
+        atol=1e-5,
     )
     dw_in = rng.normal(size=(1, 5, 5, 3)).astype(np.float32)
     np.testing.assert_allclose(
-        W._np_conv(dw_in, w2, 2, True)[0],
+        reference._np_conv(dw_in, w2, 2, True)[0],
         _naive_conv(dw_in[0], w2, stride=2, groups=3),
         rtol=1e-5,
         atol=1e-5,
@@ -395,7 +399,7 @@ def test_tf_same_padding_matches_keras(size, stride, kernel):
     layer = keras.layers.DepthwiseConv2D(kernel, strides=stride, padding="same", use_bias=False)
     layer.build(x.shape)
     layer.set_weights([W.conv_kernel_to_keras(w, depthwise=True)])
-    ours = W._np_conv(x, w, stride, depthwise=True, tf_same=True)
+    ours = reference._np_conv(x, w, stride, depthwise=True, tf_same=True)
     np.testing.assert_allclose(ours, np.asarray(layer(x)), rtol=1e-5, atol=1e-5)
 
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.artifacts import atomic_dir as replace_dir_atomically
 from pipeline.data import IMAGE_EXTENSIONS
-from pipeline.data import atomic_dir as replace_dir_atomically
 
 log = logging.getLogger(__name__)
 

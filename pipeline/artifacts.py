@@ -1,0 +1,301 @@
+"""Every file format passed between stages, and the one atomic writer they all use.
+
+STYLE "one format, one module": a file one stage writes and another reads has exactly one
+writer and one reader, next to each other here, so the two cannot drift apart:
+
+- the **fold file** (``build/<config>/preds/<member>.fold<k>.npz``): one member's
+  per-epoch out-of-fold and test predictions for one CNN fold
+  (:func:`save_fold_predictions` / :func:`load_fold_predictions`);
+- the **stacked file** (``build/<config>/stack/stacked.npz``): the second level's OOF and
+  per-fold test probabilities plus every candidate combiner's
+  (:func:`save_stacked` / :func:`load_stacked`);
+- the **embedding file** (``build/<config>/embed/<name>.npz``): a frozen backbone's
+  embeddings of every train and test image (:func:`save_embeddings` /
+  :func:`load_embeddings`).
+
+Writes are atomic: :func:`write_atomic` writes to a temp name beside the target (same
+directory, so ``os.replace`` is atomic) and renames it into place, removing the temp file
+on any failure; :func:`atomic_dir` does the same for a whole folder. A killed stage leaves
+the old file or the new one, never half of one (Make would take a half file as done).
+
+numpy is imported inside the functions that need it: the writers are stdlib-only, so
+``stages/resolve_config.py``, which Make runs under the system ``python3`` before the
+virtual environment exists, writes through them too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+# --- the atomic writer ----------------------------------------------------------------
+
+
+def atomic_path(path: str | Path, suffix: str | None = None) -> Path:
+    """A temp name beside ``path`` (same directory, so ``os.replace`` is atomic).
+
+    It ends in ``suffix`` (default: ``path``'s own), for writers that pick the format from
+    the name (Keras wants ``*.weights.h5``, OpenCV ``*.png``).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    end = path.suffix if suffix is None else suffix
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}{end}")
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], Any], suffix: str | None = None) -> None:
+    """Call ``write(tmp)`` then rename onto ``path``; on any failure (a full disk, a kill
+    signal turned exception) remove the temp file, so only the old file or the new one exists."""
+    path = Path(path)
+    tmp = atomic_path(path, suffix)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | Path) -> Iterator[Path]:
+    """Yield a fresh temp folder beside ``out``; when the block succeeds it replaces
+    ``out`` whole (the old folder is renamed aside, then removed). On any error the temp
+    folder is removed and ``out`` is left as it was: never a half-written folder."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    old = out.with_name(f"{out.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a killed run that had our pid
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists() or out.is_symlink():
+            os.replace(out, old)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)  # does not follow symlinks inside
+
+
+def save_npz_atomic(path: str | Path, **arrays) -> None:
+    """``np.savez`` to a temp file then rename; arrays must not need pickle."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    write_atomic(path, write)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_json_atomic(path: str | Path, payload) -> None:
+    """Indented JSON (with a final newline), written to a temp file and renamed."""
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> None:
+    write_atomic(path, lambda tmp: df.to_csv(tmp, index=False, lineterminator="\n"))
+
+
+def _read_npz(path: Path, required: Sequence[str], fix: str) -> dict[str, np.ndarray]:
+    """Every array of ``path`` (no pickles), refusing a missing file or missing arrays."""
+    import numpy as np
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; {fix}")
+    with np.load(path, allow_pickle=False) as npz:
+        missing = [key for key in required if key not in npz.files]
+        if missing:
+            raise ValueError(f"{path} lacks array(s) {missing}; {fix}")
+        return {key: npz[key] for key in npz.files}
+
+
+# --- the fold file ----------------------------------------------------------------------
+
+#: Arrays every fold file holds (``loss`` too, NaN for members without one).
+FOLD_FILE_KEYS = ("labels", "val_ids", "test_ids", "oof", "test", "epochs")
+
+
+def save_fold_predictions(
+    path: str | Path,
+    labels: Sequence[str],
+    val_ids,
+    test_ids,
+    epochs,
+    oof,
+    test,
+    loss,
+) -> None:
+    """Write one member's predictions for one CNN fold (atomically).
+
+    Arrays: ``labels`` (L,), ``val_ids`` (n_val,) and ``test_ids`` (n_test,) str,
+    ``epochs`` (E,) int, ``oof`` (E, n_val, L) and ``test`` (E, n_test, L) float32 (the
+    fold model's predictions after each epoch), ``loss`` (E,) float32 training loss.
+    """
+    import numpy as np
+
+    save_npz_atomic(
+        path,
+        labels=np.asarray(labels),
+        val_ids=np.asarray(val_ids).astype(str),
+        test_ids=np.asarray(test_ids).astype(str),
+        epochs=np.asarray(epochs, dtype=np.int64),
+        oof=np.asarray(oof, dtype=np.float32),
+        test=np.asarray(test, dtype=np.float32),
+        loss=np.asarray(loss, dtype=np.float32),
+    )
+
+
+def save_single_epoch_predictions(out_path, labels, val_ids, test_ids, oof, test) -> None:
+    """A fold file for a one-"epoch" member (Two-Flow, frozen heads, the baseline):
+    ``epochs`` = [1], ``oof`` (n_val, L) and ``test`` (n_test, L) get the epoch axis,
+    ``loss`` = [nan]."""
+    import numpy as np
+
+    save_fold_predictions(
+        out_path,
+        labels,
+        val_ids,
+        test_ids,
+        epochs=[1],
+        oof=np.asarray(oof)[None],
+        test=np.asarray(test)[None],
+        loss=[np.nan],
+    )
+
+
+def load_fold_predictions(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a fold file written by :func:`save_fold_predictions`, refusing a bad one
+    (missing arrays, shapes that disagree, NaN/inf predictions, a repeated epoch).
+
+    Returns the :data:`FOLD_FILE_KEYS` arrays, and ``loss`` when the file has it.
+    """
+    import numpy as np
+
+    path = Path(path)
+    npz = _read_npz(path, FOLD_FILE_KEYS, "re-run its `make train-cnn` job")
+    data = {key: npz[key] for key in (*FOLD_FILE_KEYS, "loss") if key in npz}
+    n_epochs, n_val, n_test = len(data["epochs"]), len(data["val_ids"]), len(data["test_ids"])
+    n_labels = len(data["labels"])
+    for key, shape in (
+        ("oof", (n_epochs, n_val, n_labels)),
+        ("test", (n_epochs, n_test, n_labels)),
+    ):
+        if data[key].shape != shape:
+            raise ValueError(
+                f"{path}: {key} has shape {data[key].shape}, expected (epochs, ids, labels) = {shape}"
+            )
+        if not np.isfinite(data[key]).all():
+            raise ValueError(f"{path}: {key} holds NaN/inf predictions; re-run its training job")
+    if len(np.unique(data["epochs"])) != n_epochs:
+        raise ValueError(f"{path}: epochs {data['epochs'].tolist()} repeat an epoch")
+    return data
+
+
+# --- the stacked file -------------------------------------------------------------------
+
+#: Arrays every stacked file holds; the candidate arrays come with a chosen second level.
+STACKED_KEYS = ("labels", "train_ids", "test_ids", "y", "oof", "test")
+
+
+def save_stacked(
+    path: str | Path,
+    labels: Sequence[str],
+    train_ids,
+    test_ids,
+    y,
+    oof,
+    test,
+    combiners: Sequence[str],
+    candidates_oof,
+    candidates_test,
+    choice_combiner,
+    choice_rule: Sequence[str],
+) -> None:
+    """Write the second level's output (atomically).
+
+    Arrays: ``labels`` (L,), ``train_ids`` (n,), ``test_ids`` (m,), ``y`` (n, L) the
+    training labels (NaN = unknown), ``oof`` (n, L) the chosen combiners' OOF (NaN where
+    ``y`` is), ``test`` (K, m, L) float32 per CNN fold, ``combiners`` (C,) the candidate
+    names, ``candidates_oof`` (C, n, L) / ``candidates_test`` (C, K, m, L) every
+    candidate's, ``choice_combiner`` (L,) index into ``combiners`` and ``choice_rule`` (L,)
+    the threshold rule per label.
+    """
+    import numpy as np
+
+    save_npz_atomic(
+        path,
+        labels=np.asarray(labels),
+        train_ids=np.asarray(train_ids).astype(str),
+        test_ids=np.asarray(test_ids).astype(str),
+        y=y,
+        oof=oof,
+        test=np.asarray(test).astype(np.float32),
+        combiners=np.asarray(combiners),
+        candidates_oof=candidates_oof,
+        candidates_test=candidates_test,
+        choice_combiner=choice_combiner,
+        choice_rule=np.asarray(choice_rule),
+    )
+
+
+def load_stacked(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of a stacked file written by :func:`save_stacked` (``test_ids`` as str),
+    refusing a missing file or one that lacks the :data:`STACKED_KEYS`."""
+    data = _read_npz(Path(path), STACKED_KEYS, "re-run `make stack`")
+    data["test_ids"] = data["test_ids"].astype(str)
+    return data
+
+
+# --- the embedding file -----------------------------------------------------------------
+
+_EMBED_KEYS = ("train_ids", "test_ids", "train", "test", "backbone", "image_size")
+
+
+def save_embeddings(path, train_ids, test_ids, train, test, backbone: str, image_size: int):
+    """Write an embedding file (atomically): ids, (n, D) / (m, D) float32 embeddings, and
+    the backbone and image size that made them."""
+    import numpy as np
+
+    save_npz_atomic(
+        path,
+        train_ids=np.asarray(train_ids).astype(str),
+        test_ids=np.asarray(test_ids).astype(str),
+        train=np.asarray(train, dtype=np.float32),
+        test=np.asarray(test, dtype=np.float32),
+        backbone=np.asarray(backbone),
+        image_size=np.asarray(image_size),
+    )
+
+
+def load_embeddings(path) -> dict[str, Any]:
+    """Read an embedding file written by :func:`save_embeddings`, refusing a bad one."""
+    import numpy as np
+
+    path = Path(path)
+    npz = _read_npz(path, _EMBED_KEYS, "re-run `make embed`")
+    data: dict[str, Any] = {k: npz[k] for k in _EMBED_KEYS}
+    for part in ("train", "test"):
+        ids = data[f"{part}_ids"]
+        if data[part].shape[0] != len(ids) or not np.isfinite(data[part]).all():
+            raise ValueError(f"{path}: {part} embeddings do not match their ids or hold NaN")
+    data["train_ids"] = data["train_ids"].astype(str)
+    data["test_ids"] = data["test_ids"].astype(str)
+    return data

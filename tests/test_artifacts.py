@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from pipeline.artifacts import (
+    load_embeddings,
+    load_fold_predictions,
+    load_stacked,
+    save_embeddings,
+    save_fold_predictions,
+    save_single_epoch_predictions,
+    save_stacked,
+    write_atomic,
+    write_text_atomic,
+)
+
+
+def test_fold_file_round_trip_and_checks(tmp_path):
+    path = tmp_path / "preds" / "m.fold0.npz"
+    oof, test = np.full((2, 3, 2), 0.25), np.full((2, 4, 2), 0.5)
+    save_fold_predictions(
+        path, ["a", "b"], ["x", "y", "z"], list("pqrs"), [1, 2], oof, test, [1, 2]
+    )
+    z = load_fold_predictions(path)
+    assert z["oof"].dtype == np.float32 and z["test"].shape == (2, 4, 2)
+    assert z["epochs"].tolist() == [1, 2] and z["loss"].tolist() == [1.0, 2.0]
+    assert z["val_ids"].tolist() == ["x", "y", "z"]
+    single = tmp_path / "s.fold0.npz"
+    save_single_epoch_predictions(single, ["a"], ["x"], ["p", "q"], [[0.1]], [[0.2], [0.3]])
+    z = load_fold_predictions(single)
+    assert z["oof"].shape == (1, 1, 1) and z["epochs"].tolist() == [1] and np.isnan(z["loss"][0])
+    save_fold_predictions(
+        path, ["a"], ["x"], ["p"], [1, 1], np.zeros((2, 1, 1)), np.zeros((2, 1, 1)), [0, 0]
+    )
+    with pytest.raises(ValueError, match="repeat an epoch"):
+        load_fold_predictions(path)
+    save_fold_predictions(path, ["a"], ["x"], ["p"], [1], [[[np.nan]]], [[[0]]], [0])
+    with pytest.raises(ValueError, match="NaN/inf"):
+        load_fold_predictions(path)
+    np.savez(path, labels=np.array(["a"]))
+    with pytest.raises(ValueError, match="lacks array"):
+        load_fold_predictions(path)
+    with pytest.raises(FileNotFoundError, match="make train-cnn"):
+        load_fold_predictions(tmp_path / "none.npz")
+
+
+def test_stacked_and_embedding_round_trip(tmp_path):
+    y = np.array([[1, np.nan], [0, 1]], np.float32)
+    save_stacked(
+        tmp_path / "stacked.npz", ["a", "b"], ["i", "j"], ["t"], y, y, np.zeros((2, 1, 2)),
+        ["xgb"], y[None], np.zeros((1, 2, 1, 2)), np.array([0, 0]), ["global", "global"],
+    )  # fmt: skip
+    z = load_stacked(tmp_path / "stacked.npz")
+    assert z["test"].dtype == np.float32 and z["test_ids"].tolist() == ["t"]
+    assert z["choice_rule"].tolist() == ["global", "global"] and "candidates_oof" in z
+    with pytest.raises(FileNotFoundError, match="make stack"):
+        load_stacked(tmp_path / "none.npz")
+    save_embeddings(tmp_path / "e.npz", ["i"], ["t"], [[1.0, 2.0]], [[3.0, 4.0]], "small_cnn", 32)
+    e = load_embeddings(tmp_path / "e.npz")
+    assert e["train"].dtype == np.float32 and str(e["backbone"]) == "small_cnn"
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    path = tmp_path / "out.txt"
+    write_text_atomic(path, "old\n")
+
+    def fail(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(path, fail)
+    assert path.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+    seen = []
+    write_atomic(path, lambda tmp: (seen.append(tmp.name), tmp.write_text("new")), suffix=".h5")
+    assert seen[0].endswith(".h5") and path.read_text() == "new"
