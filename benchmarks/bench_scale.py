@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.scale_data import ScaleSpec, generate, jd_prevalences
-from pipeline.data import write_json_atomic
+from pipeline.artifacts import write_json_atomic
 
 log = logging.getLogger("benchmarks.bench_scale")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.data import save_npz_atomic, write_csv_atomic
+from pipeline.artifacts import save_fold_predictions, write_csv_atomic
 
 JD_N_TRAIN = 54_908
 JD_POSITIVES = (104, 49_893)
@@ -137,15 +137,9 @@ def generate(spec: ScaleSpec, out: Path) -> dict:
                 )
                 test[e] = 1 / (1 + np.exp(-z))
             path = out / "preds" / f"{member}.fold{k}.npz"
-            save_npz_atomic(
-                path,
-                labels=np.asarray(labels),
-                val_ids=train_ids[rows],
-                test_ids=test_ids,
-                epochs=epochs,
-                oof=oof[:, rows],
-                test=test,
-                loss=np.full(spec.n_epochs, np.nan, dtype=np.float32),
+            loss = np.full(spec.n_epochs, np.nan, dtype=np.float32)
+            save_fold_predictions(
+                path, labels, train_ids[rows], test_ids, epochs, oof[:, rows], test, loss
             )
             files.append(path)
     return {
