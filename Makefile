@@ -58,7 +58,7 @@ bb = $(word 1,$(subst .fold, ,$(1)))
 fold = $(word 2,$(subst .fold, ,$(1)))
 
 .PHONY: help all summary install demo-data folds augment image-cache weights import-data train-cnn twoflow embed frozen similar stack thresholds submit report test test-all lint \
-        browser baseline predict serve bench bench-speed bench-thresholds bench-feed bench-stack bench-augment bench-masks bench-augment-real bench-dask bench-ensemble bench-predict segmenter \
+        browser baseline predict serve bench bench-speed bench-thresholds bench-feed bench-stack bench-augment bench-masks bench-augment-real bench-dask bench-ensemble bench-predict bench-scale segmenter \
         cluster-up cluster-down cluster-status clean clean-all
 
 help: ## list the targets
@@ -290,6 +290,11 @@ bench-ensemble: $(BUILD)/report/metrics.json | $(INSTALLED) ## held-out F2/F1 of
 
 bench-predict: $(BUILD)/report/index.html | $(INSTALLED) ## `make predict` of one image, cold; the page's warm per-image latency (p50/p95 of 50)
 	$(PY) -m benchmarks.bench_predict --config $(CONFIG) --build $(BUILD) --out build/bench/predict.json
+
+SCALE_SIZES ?= 5000 20000 54908
+bench-scale: $(INSTALLED) ## the second level at JD size (5k/20k/55k x 128 columns): per-stage time + peak RSS, local and on a 2-worker cluster
+	$(PY) -m benchmarks.bench_scale --sizes $(SCALE_SIZES) --agreement --full-grid-estimate \
+	  --out build/bench/scale.json $(BENCH_ARGS)
 
 bench-stack: $(BASE_PREDS) | $(INSTALLED) ## our selection+stack+thresholds+vote vs a scikit-learn stack
 	$(PY) -m benchmarks.bench_stack --config $(CONFIG) --build $(BUILD) \

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 
-from pipeline.metrics import check_labels, fbeta_threshold_curves
+from pipeline.metrics import _threshold_counts, check_labels, fbeta_from_counts
 from pipeline.select import Column, select_columns
 
 _EPS = 1e-6
@@ -223,11 +223,12 @@ def ensemble_selection(
     n_cols = p.shape[1]
     counts = np.zeros(n_cols, dtype=np.int64)
     total = np.zeros(len(y))
-    y_rep = np.repeat(y[:, None], n_cols, axis=1)
+    y_rep = check_labels(np.repeat(y[:, None], n_cols, axis=1))
     for step_i in range(size):
-        # every candidate addition scored in one vectorised threshold pass
+        # every candidate addition scored in one vectorised threshold pass (inputs checked
+        # once above: a mean of probabilities is one)
         cand = (total[:, None] + p) / (step_i + 1)
-        _, curves = fbeta_threshold_curves(y_rep, np.clip(cand, 0.0, 1.0), beta, step)
+        curves = fbeta_from_counts(*_threshold_counts(y_rep, np.clip(cand, 0.0, 1.0), step), beta)
         best_c = int(np.argmax(curves.max(axis=0) + 1e-12 * -np.arange(n_cols)))
         counts[best_c] += 1
         total += p[:, best_c]

@@ -205,7 +205,10 @@ class StackConfig:
     ``combiners`` x ``rules`` are the candidates; ``outer_folds`` the nested CV's K;
     ``mode``: ``auto`` (global winner unless a label's own winner is better with a
     bootstrap interval above 0), ``global`` or ``per_label``. ``eta`` .. ``n_jobs`` set
-    the XGBoost combiner.
+    the XGBoost combiner. ``search``: ``grid`` fits every grid point on all rows;
+    ``halving`` (successive halving: all points on a row sample, the best
+    1/``halving_factor`` on ``halving_factor`` x more rows, ..., the last few on all rows) for
+    large grids and data sets. ``max_bin``: XGBoost's histogram bins (fewer = faster).
     """
 
     top_n: int = 10
@@ -225,6 +228,10 @@ class StackConfig:
     shrink: float = 20.0
     logistic_c: float = 0.1
     n_boot: int = 1000
+    search: str = "grid"
+    halving_factor: int = 3
+    halving_min_rows: int = 2000
+    max_bin: int = 256
 
 
 @dataclass(frozen=True)
@@ -271,6 +278,7 @@ _CHOICES = {
     "stack.combiners": COMBINER_NAMES,
     "stack.rules": THRESHOLD_RULES,
     "stack.mode": ("auto", "global", "per_label"),
+    "stack.search": ("grid", "halving"),
 }
 _RANGES = {
     "data.image_size": (16, 4096),
@@ -287,6 +295,9 @@ _RANGES = {
     "stack.outer_folds": (2, 100),
     "stack.shrink": (0.0, 1e6),
     "stack.n_boot": (10, 100000),
+    "stack.halving_factor": (2, 100),
+    "stack.halving_min_rows": (10, 10**9),
+    "stack.max_bin": (2, 65536),
     "thresholds.beta": (0.01, 100.0),
     "thresholds.step": (1e-4, 0.5),
     "backbones.epochs": (1, 10000),

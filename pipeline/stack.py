@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
 GRID_KEYS = ("eta", "max_depth", "min_child_weight")
+SEARCHES = ("grid", "halving")
+#: CV folds of halving's early rungs: each row of the rung's sample is scored once either
+#: way, and 2 folds cost 2 fits per point instead of K.
+EARLY_RUNG_FOLDS = 2
 
 
 class FoldSplit(NamedTuple):
@@ -151,7 +155,9 @@ class GridResult:
     n_trees: list[int]
 
 
-def xgb_params(eta: float, max_depth: int, min_child_weight: float, seed: int) -> dict[str, Any]:
+def xgb_params(
+    eta: float, max_depth: int, min_child_weight: float, seed: int, max_bin: int = 256
+) -> dict[str, Any]:
     """XGBoost training parameters: one thread and hist, so a fit is reproducible anywhere."""
     return {
         "objective": "binary:logistic",
@@ -160,10 +166,66 @@ def xgb_params(eta: float, max_depth: int, min_child_weight: float, seed: int) -
         "eta": float(eta),
         "max_depth": int(max_depth),
         "min_child_weight": float(min_child_weight),
+        "max_bin": int(max_bin),
         "seed": int(seed),
         "nthread": 1,
         "verbosity": 0,
     }
+
+
+class _Fold(NamedTuple):
+    """One CV fold's XGBoost data: built once, shared by every grid point fitted on it
+    (a DMatrix keeps its quantised histogram index, so later fits skip the sketch)."""
+
+    fit: Any  # xgboost.DMatrix
+    early_stop: Any  # xgboost.DMatrix
+    valid: np.ndarray  # the validation rows' features
+
+
+def _fold_data(data: np.ndarray, y: np.ndarray, splits: Sequence[FoldSplit]) -> list[_Fold]:
+    import xgboost as xgb
+
+    return [
+        _Fold(
+            xgb.DMatrix(data[s.fit], label=y[s.fit], nthread=1),
+            xgb.DMatrix(data[s.early_stop], label=y[s.early_stop], nthread=1),
+            data[s.valid],
+        )
+        for s in splits
+    ]
+
+
+def _cv_point(
+    params: dict[str, Any],
+    folds: Sequence[_Fold],
+    y: np.ndarray,
+    splits: Sequence[FoldSplit],
+    n_estimators: int,
+    early_stopping_rounds: int,
+    beta: float,
+    threshold_step: float,
+) -> tuple[float, float, np.ndarray, list[Any], list[int]]:
+    """K fits of one grid point (early stopping on each fold's own early-stop rows):
+    (CV F-beta, its threshold, OOF predictions, the K boosters, their tree counts)."""
+    import xgboost as xgb
+
+    oof = np.full(len(y), np.nan)
+    boosters, n_trees = [], []
+    for fold, split in zip(folds, splits, strict=True):
+        booster = xgb.train(
+            params,
+            fold.fit,
+            num_boost_round=n_estimators,
+            evals=[(fold.early_stop, "early_stop")],
+            early_stopping_rounds=early_stopping_rounds,
+            verbose_eval=False,
+        )
+        booster = booster[: booster.best_iteration + 1]
+        oof[split.valid] = booster.inplace_predict(fold.valid)
+        boosters.append(booster)
+        n_trees.append(booster.num_boosted_rounds())
+    score, threshold = best_threshold_fbeta(y, oof, beta=beta, step=threshold_step)
+    return score, threshold, oof, boosters, n_trees
 
 
 def fit_grid_point(X: np.ndarray, task: GridTask) -> GridResult:
@@ -173,28 +235,155 @@ def fit_grid_point(X: np.ndarray, task: GridTask) -> GridResult:
     Early stopping of fold k watches ``splits[k].early_stop`` only, a part of fold k's
     training rows; fold k's validation rows are only predicted.
     """
-    import xgboost as xgb
-
     data = X[np.ix_(task.rows, task.features)]
-    oof = np.full(len(task.rows), np.nan)
-    boosters, n_trees = [], []
-    for split in task.splits:
-        dfit = xgb.DMatrix(data[split.fit], label=task.y[split.fit], nthread=1)
-        des = xgb.DMatrix(data[split.early_stop], label=task.y[split.early_stop], nthread=1)
-        booster = xgb.train(
-            task.params,
-            dfit,
-            num_boost_round=task.n_estimators,
-            evals=[(des, "early_stop")],
-            early_stopping_rounds=task.early_stopping_rounds,
-            verbose_eval=False,
-        )
-        booster = booster[: booster.best_iteration + 1]
-        oof[split.valid] = booster.inplace_predict(data[split.valid])
-        boosters.append(booster)
-        n_trees.append(booster.num_boosted_rounds())
-    score, threshold = best_threshold_fbeta(task.y, oof, beta=task.beta, step=task.threshold_step)
+    folds = _fold_data(data, task.y, task.splits)
+    score, threshold, oof, boosters, n_trees = _cv_point(
+        task.params,
+        folds,
+        task.y,
+        task.splits,
+        task.n_estimators,
+        task.early_stopping_rounds,
+        task.beta,
+        task.threshold_step,
+    )
     return GridResult(task.label, task.point, score, threshold, oof, boosters, n_trees)
+
+
+@dataclass(frozen=True)
+class SearchTask:
+    """One label's successive-halving search over the whole grid (``search="halving"``)."""
+
+    label: int
+    grid: list[dict[str, Any]]  # XGBoost params per grid point, in grid order
+    rows: np.ndarray
+    features: np.ndarray
+    y: np.ndarray
+    splits: list[FoldSplit]  # the full rows' CV splits (the exhaustive grid's)
+    n_folds: int
+    early_stopping_fraction: float
+    n_estimators: int
+    early_stopping_rounds: int
+    beta: float
+    threshold_step: float
+    factor: int
+    min_rows: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """A label's halving outcome: the winner (as the exhaustive grid would have fitted it),
+    every point's score at the last rung it reached, and the rungs."""
+
+    best: GridResult
+    scores: dict[int, float]
+    rungs: list[dict[str, Any]]
+
+
+def halving_schedule(
+    n_rows: int, n_points: int, factor: int = 3, min_rows: int = 2000
+) -> list[tuple[int, int]]:
+    """The rungs of successive halving: (points evaluated, rows used) per rung.
+
+    Points shrink by ``factor`` per rung down to at most ``factor``, which are fitted on all
+    ``n_rows`` exactly as the exhaustive grid fits them (so whenever the exhaustive best
+    reaches the last rung, halving picks it too); rows grow by ``factor`` per rung back from
+    there, never below ``min_rows``. Rungs that
+    would use the same rows are merged (the same points on the same rows tell nothing new),
+    so the first rung may prune harder than ``factor``.
+
+    >>> halving_schedule(44000, 180, 3, 2000)
+    [(180, 2000), (20, 4889), (7, 14667), (3, 44000)]
+    """
+    counts = [n_points]
+    while counts[-1] > factor:
+        counts.append(-(-counts[-1] // factor))
+    last = len(counts) - 1
+    rows = [
+        min(n_rows, max(min_rows, round(n_rows / factor ** (last - r)))) for r in range(len(counts))
+    ]
+    rows[-1] = n_rows
+    rungs: list[tuple[int, int]] = []
+    for count, m in zip(counts, rows, strict=True):
+        if rungs and rungs[-1][1] == m:
+            continue  # same rows as the rung before: that rung keeps fewer points instead
+        rungs.append((count, m))
+    return rungs
+
+
+def _rung_sample(y: np.ndarray, m: int, seed: int, min_minority: int = 100) -> np.ndarray:
+    """``m`` of a label's rows, nested in ``m`` for one seed (a bigger rung holds the smaller
+    one's rows), keeping the minority class at its share but at least ``min_minority`` rows
+    (all, if fewer), so a rare label's early rungs still score on positives."""
+    if m >= len(y):
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y != 1)
+    minority, majority = (pos, neg) if len(pos) <= len(neg) else (neg, pos)
+    minority, majority = rng.permutation(minority), rng.permutation(majority)
+    n_min = min(len(minority), max(round(m * len(minority) / len(y)), min_minority))
+    n_maj = min(len(majority), m - n_min)
+    return np.sort(np.concatenate([minority[:n_min], majority[:n_maj]]))
+
+
+def search_label(X: np.ndarray, task: SearchTask) -> SearchResult:
+    """Successive halving over the grid for one label.
+
+    Every rung CV-fits its points on a row sample (its own seeded 2-fold CV: every sampled
+    row is scored once, at 2 fits per point instead of K; early stopping inside each fold's
+    training rows as always) and keeps the best by CV F-beta; the last
+    rung uses all rows and the exhaustive grid's own splits, so its scores (and the winner's
+    models and OOF) are exactly what ``search="grid"`` computes for those points. A rung's
+    data are quantised once and shared by all its points. Ties keep the earlier grid point.
+    """
+    data = X[np.ix_(task.rows, task.features)]
+    schedule = halving_schedule(len(task.rows), len(task.grid), task.factor, task.min_rows)
+    alive = list(range(len(task.grid)))
+    scores: dict[int, float] = {}
+    rungs: list[dict[str, Any]] = []
+    best: GridResult | None = None
+    for r, (_, m) in enumerate(schedule):
+        final = r == len(schedule) - 1
+        if final:
+            sub, y_sub, splits = np.arange(len(task.rows)), task.y, task.splits
+        else:
+            sub = _rung_sample(task.y, m, _seed(task.seed, task.label, 100 + r))
+            y_sub = task.y[sub]
+            splits = make_cv_splits(
+                y_sub,
+                min(task.n_folds, EARLY_RUNG_FOLDS),
+                _seed(task.seed, task.label, 200 + r),
+                task.early_stopping_fraction,
+            )
+        folds = _fold_data(data[sub], y_sub, splits)
+        results = {}
+        for g in alive:
+            fitted = _cv_point(
+                task.grid[g],
+                folds,
+                y_sub,
+                splits,
+                task.n_estimators,
+                task.early_stopping_rounds,
+                task.beta,
+                task.threshold_step,
+            )
+            scores[g] = float(fitted[0])
+            if final:
+                results[g] = fitted
+        rungs.append(
+            {"rows": int(len(sub)), "points": list(alive), "scores": [scores[g] for g in alive]}
+        )
+        ranked = sorted(alive, key=lambda g: (-scores[g], g))
+        if final:
+            g = ranked[0]
+            score, threshold, oof, boosters, n_trees = results[g]
+            best = GridResult(task.label, g, score, threshold, oof, boosters, n_trees)
+        else:
+            alive = sorted(ranked[: schedule[r + 1][0]])
+    assert best is not None
+    return SearchResult(best, scores, rungs)
 
 
 def _as_tuple(value: Any) -> tuple:
@@ -231,10 +420,20 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
             and ``set_params(client=...)`` afterwards.
         early_stopping_fraction: share of each CV fold's training rows held back for early
             stopping.
+        search: ``"grid"`` CV-fits every grid point on all of a label's rows (one task per
+            (label, point)); ``"halving"`` runs successive halving per label
+            (:func:`search_label`, one task per label): the same winner whenever the
+            exhaustive grid's best point survives to the last rung, for a fraction of the fits.
+        halving_factor: halving keeps the best 1/factor of the points per rung.
+        halving_min_rows: the smallest row sample a rung uses.
+        max_bin: XGBoost's histogram bins per feature.
 
     Attributes:
         best_params_: per label, the chosen ``{"eta", "max_depth", "min_child_weight"}``.
-        cv_scores_: per label, ``{(eta, max_depth, min_child_weight): CV F-beta}``.
+        cv_scores_: per label, ``{(eta, max_depth, min_child_weight): CV F-beta}`` (with
+            halving: each point's score on the last rung it reached).
+        search_rungs_: per label, halving's rungs (``rows``, ``points``, ``scores``); empty
+            lists for the grid search.
         best_score_: (L,) the chosen grid points' CV F-beta.
         thresholds_: (L,) the thresholds at which ``best_score_`` is reached on ``oof_``.
         oof_: (n, L) CV predictions of the chosen grid points; NaN where ``y`` is NaN.
@@ -260,6 +459,10 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
         n_jobs: int = 1,
         client: Any = None,
         early_stopping_fraction: float = 0.15,
+        search: str = "grid",
+        halving_factor: int = 3,
+        halving_min_rows: int = 2000,
+        max_bin: int = 256,
     ) -> None:
         self.features_per_label = features_per_label
         self.eta = eta
@@ -274,6 +477,10 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.client = client
         self.early_stopping_fraction = early_stopping_fraction
+        self.search = search
+        self.halving_factor = halving_factor
+        self.halving_min_rows = halving_min_rows
+        self.max_bin = max_bin
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -328,7 +535,19 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
         features = self._resolve_features(X.shape[1], n_labels)
         grid = self.grid()
 
-        tasks, rows_per_label = [], []
+        if self.search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}, got {self.search!r}")
+        grid_params = [
+            xgb_params(eta, depth, mcw, self.seed, self.max_bin) for eta, depth, mcw in grid
+        ]
+        common = dict(
+            n_estimators=int(self.n_estimators),
+            early_stopping_rounds=int(self.early_stopping_rounds),
+            beta=float(self.beta),
+            threshold_step=float(self.threshold_step),
+        )
+        tasks: list[GridTask | SearchTask] = []
+        rows_per_label = []
         for j in range(n_labels):
             rows = np.flatnonzero(~np.isnan(y[:, j]))
             rows_per_label.append(rows)
@@ -345,39 +564,67 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
                 )
             except ValueError as err:
                 raise ValueError(f"label {j}: {err}") from err
-            for g, (eta, depth, mcw) in enumerate(grid):
+            if self.search == "halving":
+                tasks.append(
+                    SearchTask(
+                        label=j,
+                        grid=grid_params,
+                        rows=rows,
+                        features=np.arange(len(features[j])),
+                        y=y_j,
+                        splits=splits,
+                        n_folds=int(self.n_folds),
+                        early_stopping_fraction=float(self.early_stopping_fraction),
+                        factor=int(self.halving_factor),
+                        min_rows=int(self.halving_min_rows),
+                        seed=int(self.seed),
+                        **common,
+                    )
+                )
+                continue
+            for g, params in enumerate(grid_params):
                 tasks.append(
                     GridTask(
                         label=j,
                         point=g,
-                        params=xgb_params(eta, depth, mcw, self.seed),
+                        params=params,
                         rows=rows,
-                        features=features[j],
+                        features=np.arange(len(features[j])),
                         y=y_j,
                         splits=splits,
-                        n_estimators=int(self.n_estimators),
-                        early_stopping_rounds=int(self.early_stopping_rounds),
-                        beta=float(self.beta),
-                        threshold_step=float(self.threshold_step),
+                        **common,
                     )
                 )
 
-        results = self._run(X, tasks)
+        # each label's task reads only its own columns: a slice, not all of X, is shipped
+        # to the workers (a 55k x 1,664 OOF matrix is 366 MB; a label's 78 columns, 17 MB)
+        results = self._run([np.ascontiguousarray(X[:, f]) for f in features], tasks)
 
-        by_label: dict[int, list[GridResult]] = {j: [] for j in range(n_labels)}
-        for result in results:
-            by_label[result.label].append(result)
-        self.best_params_, self.cv_scores_, self.models_, self.n_trees_ = [], [], [], []
+        best_of: dict[int, GridResult] = {}
+        self.cv_scores_, self.search_rungs_ = [], []
+        if self.search == "halving":
+            for j, result in enumerate(results):
+                best_of[j] = result.best
+                self.cv_scores_.append({grid[g]: result.scores[g] for g in sorted(result.scores)})
+                self.search_rungs_.append(result.rungs)
+        else:
+            by_label: dict[int, list[GridResult]] = {j: [] for j in range(n_labels)}
+            for result in results:
+                by_label[result.label].append(result)
+            for j in range(n_labels):
+                ranked = sorted(by_label[j], key=lambda r: r.point)
+                best = ranked[0]
+                for result in ranked[1:]:
+                    if result.score > best.score:  # strict: ties keep the earlier grid point
+                        best = result
+                best_of[j] = best
+                self.cv_scores_.append({grid[r.point]: float(r.score) for r in ranked})
+        self.best_params_, self.models_, self.n_trees_ = [], [], []
         self.best_score_ = np.zeros(n_labels)
         self.thresholds_ = np.zeros(n_labels)
         self.oof_ = np.full(y.shape, np.nan)
         for j in range(n_labels):
-            ranked = sorted(by_label[j], key=lambda r: r.point)
-            best = ranked[0]
-            for result in ranked[1:]:
-                if result.score > best.score:  # strict: ties keep the earlier grid point
-                    best = result
-            self.cv_scores_.append({grid[r.point]: float(r.score) for r in ranked})
+            best = best_of[j]
             self.best_params_.append(dict(zip(GRID_KEYS, grid[best.point], strict=True)))
             self.best_score_[j] = best.score
             self.thresholds_[j] = best.threshold
@@ -397,14 +644,19 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         return self
 
-    def _run(self, X: np.ndarray, tasks: list[GridTask]) -> list[GridResult]:
-        """Run every task with joblib (local) or on the Dask client; results in task order."""
+    def _run(self, X_per_label: list[np.ndarray], tasks: list) -> list:
+        """Run every task with joblib (local) or on the Dask client; results in task order.
+
+        ``X_per_label[j]``: label j's feature columns (every row); a task indexes it by its
+        rows and ``arange`` features.
+        """
+        fn = search_label if self.search == "halving" else fit_grid_point
         if self.client is not None:
             from distributed import as_completed
 
-            X_future = self.client.scatter(X, broadcast=True)
+            X_futures = [self.client.scatter(x, broadcast=True) for x in X_per_label]
             futures = [
-                self.client.submit(fit_grid_point, X_future, task, pure=False) for task in tasks
+                self.client.submit(fn, X_futures[task.label], task, pure=False) for task in tasks
             ]
             for _ in tqdm(as_completed(futures), total=len(futures), desc="stack (dask)"):
                 pass
@@ -412,7 +664,7 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
         from joblib import Parallel, delayed
 
         parallel = Parallel(n_jobs=self.n_jobs, return_as="generator")
-        jobs = parallel(delayed(fit_grid_point)(X, task) for task in tasks)
+        jobs = parallel(delayed(fn)(X_per_label[task.label], task) for task in tasks)
         return list(tqdm(jobs, total=len(tasks), desc="stack"))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -467,6 +719,7 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
                 [dict(zip(GRID_KEYS, point, strict=True), fbeta=scores[point]) for point in grid]
                 for scores in self.cv_scores_
             ],
+            "search_rungs": getattr(self, "search_rungs_", []),
         }
         with atomic_dir(path) as tmp:
             for j, boosters in enumerate(self.models_):
@@ -497,6 +750,7 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
             {point: float(entry["fbeta"]) for point, entry in zip(grid, entries, strict=True)}
             for entries in meta["cv_scores"]
         ]
+        stacker.search_rungs_ = list(meta.get("search_rungs", []))
         stacker.models_ = []
         for j, n_trees in enumerate(stacker.n_trees_):
             boosters = []

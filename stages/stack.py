@@ -42,6 +42,10 @@ def make_stacker(cfg: Config, features=None, client=None):
         seed=s.seed,
         n_jobs=s.n_jobs,
         client=client,
+        search=s.search,
+        halving_factor=s.halving_factor,
+        halving_min_rows=s.halving_min_rows,
+        max_bin=s.max_bin,
     )
 
 

@@ -117,7 +117,8 @@ def client(cluster):
 # ---- (a) the XGBoost stacker grid: cluster == local ----
 
 
-def test_stacker_grid_on_cluster_equals_local(client):
+@pytest.mark.parametrize("search", ["grid", "halving"])
+def test_stacker_grid_on_cluster_equals_local(client, search):
     from pipeline.stack import PerLabelXGBStacker
 
     rng = np.random.default_rng(3)
@@ -134,8 +135,13 @@ def test_stacker_grid_on_cluster_equals_local(client):
         early_stopping_rounds=10,
         n_folds=3,
         seed=5,
+        search=search,
+        halving_min_rows=60,
+        halving_factor=2,
     )
     local = PerLabelXGBStacker(**params, n_jobs=1).fit(X, y)
+    if search == "halving":
+        assert [len(r["points"]) for r in local.search_rungs_[0]] == [4, 2]
     remote = PerLabelXGBStacker(**params, client=client).fit(X, y)
 
     np.testing.assert_array_equal(remote.oof_, local.oof_)

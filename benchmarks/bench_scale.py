@@ -1,0 +1,518 @@
+"""Benchmark: the second level at competition scale (JD size), locally and on a Dask cluster.
+
+    python -m benchmarks.bench_scale --out build/bench/scale.json            # 5k, 20k, 55k
+    python -m benchmarks.bench_scale --sizes 5000 --out /tmp/s.json          # one size
+
+For each n_train (n_test = n_train / 5.5, 13 labels, 16 members x 8 epochs = 128 columns,
+5 folds) :mod:`benchmarks.scale_data` writes prediction files in the project's format, and
+the real stage commands run on them in fresh processes, as Make runs them: ``load`` and
+``select`` (timed alone: the fold files into the OOF/test cubes, the per-label column
+selection), then ``stages.stack`` -> ``stages.thresholds`` -> ``stages.submit`` ->
+``stages.report``. Each stage's wall time and peak RSS (the whole process tree, sampled
+every 0.2 s, so joblib workers count) are recorded; growth exponents are fitted over the
+sizes (log time vs log n).
+
+The second level is the one a competitor would run at this size (``SCALE_STACK``): every
+combiner, nested CV, and the XGBoost stacker over the JD grid (4 eta x 9 max_depth x 5
+min_child_weight = 180 points) with the successive-halving search.
+
+``--cluster-sizes``: the stack stage again through a real 2-worker local cluster
+(``dask scheduler`` + 2 ``dask worker``, one thread each); the run fails unless its
+stacked arrays equal the local ones exactly. ``--speedup-sizes``: also the stack stage with
+one local process (``n_jobs = 1``): ``cluster_speedup`` = that / the 2-worker cluster's.
+
+``--netns-sizes``: the stack stage also over ``scripts/netns-cluster.sh`` (3 network
+namespaces on a private bridge: scheduler host + 2 worker hosts, real TCP between
+addresses; needs root); its time includes the cluster's start-up.
+
+``--agreement``: on a subset where the exhaustive grid is affordable (4,000 rows, 13 labels,
+a 36-point grid), the halving search against the exhaustive grid: the share of labels whose
+halving choice has an exhaustive CV F2 within 0.002 of the exhaustive best
+(``halving_agreement``). ``--full-grid-estimate``: times a sample of exhaustive grid points
+on the largest size's real selected features and extrapolates the whole 180-point grid
+inside the nested CV (``full_grid_estimate_s``, one core; halved for two).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.scale_data import ScaleSpec, generate, jd_prevalences
+from pipeline.artifacts import write_json_atomic
+
+log = logging.getLogger("benchmarks.bench_scale")
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = (5000, 20000, 54908)
+JD_GRID = {
+    "eta": [0.025, 0.05, 0.1, 0.2],
+    "max_depth": [2, 3, 4, 5, 6, 7, 8, 9, 10],
+    "min_child_weight": [1, 2, 4, 8, 16],
+}
+SCALE_STACK = {
+    **JD_GRID,
+    "search": "halving",
+    "halving_factor": 3,
+    "halving_min_rows": 500,
+    "max_bin": 64,
+    "n_estimators": 400,
+    "early_stopping_rounds": 30,
+    "top_n": 6,
+    "n_folds": 5,
+    "outer_folds": 3,
+    "n_jobs": 2,
+    # Caruana's bagged hill-climbing, inside its inner CV inside the outer CV, costs ~36
+    # ensemble selections per label: at 55k rows that alone passes the 30-minute budget
+    "combiners": ["xgb", "logistic_own", "logistic_all", "mean_top", "mean_members"],
+    "seed": 11,
+}
+STAGES = ("load", "select", "stack", "thresholds", "submit", "report")
+
+
+def _toml(value) -> str:
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+def write_config(path: Path, info: dict, stack: dict) -> Path:
+    """A config for the synthetic run: its data, one nominal backbone, the stack section."""
+    lines = [
+        f'name = "scale_{path.parent.name}"',
+        "[data]",
+        f'train_dir = "{info["train_dir"]}"',
+        f'test_dir = "{info["test_dir"]}"',
+        f'test_truth = "{info["test_truth"]}"',
+        "[train]",
+        "[[train.backbones]]",
+        'name = "small_cnn"',
+        "epochs = 1",
+        "[stack]",
+        *(f"{k} = {_toml(v)}" for k, v in stack.items()),
+        "[thresholds]",
+        "beta = 2.0",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def timed(cmd: list[str], env: dict | None = None, log_file: Path | None = None) -> dict:
+    """Run ``cmd``; its wall seconds and the peak RSS (MB) of its process tree."""
+    out = open(log_file, "w") if log_file else subprocess.DEVNULL  # noqa: SIM115
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    peak = [0]
+
+    def sample():
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_rss(proc.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    rc = proc.wait()
+    seconds = time.perf_counter() - t0
+    sampler.join()
+    if log_file:
+        out.close()
+    if rc != 0:
+        tail = log_file.read_text()[-3000:] if log_file else ""
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({rc}):\n{tail}")
+    return {"s": round(seconds, 2), "peak_mb": round(peak[0] / 2**20, 1)}
+
+
+def step_main(argv: list[str]) -> int:
+    """``python -m benchmarks.bench_scale step load|select CONFIG PREDS...``: time one
+    in-library step in this fresh process; prints its seconds as JSON."""
+    from pipeline.config import load_config
+    from pipeline.data import read_labels
+    from pipeline.select import group_pred_files, load_base_predictions, select_columns
+
+    what, config, *preds = argv
+    cfg = load_config(config)
+    t0 = time.perf_counter()
+    table = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)
+    base = load_base_predictions(group_pred_files(preds), table.ids)
+    seconds = time.perf_counter() - t0
+    if what == "select":
+        t0 = time.perf_counter()
+        s = cfg.stack
+        select_columns(base.oof, table.y, base.columns, cfg.thresholds.beta, s.top_n,
+                       s.corr_threshold, cfg.thresholds.step)  # fmt: skip
+        seconds = time.perf_counter() - t0
+    print(json.dumps({"s": seconds}))
+    return 0
+
+
+def run_size(
+    n: int, work: Path, cluster_address: str | None, serial: bool, netns: bool = False
+) -> dict:
+    """Generate one size and run every stage on it; the per-stage records."""
+    spec = ScaleSpec(n_train=n)
+    base = work / f"n{n}"
+    stamp = base / "spec.json"
+    if not (stamp.is_file() and json.loads(stamp.read_text()) == spec.__dict__):
+        t0 = time.perf_counter()
+        base.mkdir(parents=True, exist_ok=True)
+        info = generate(spec, base)
+        stamp.write_text(json.dumps(spec.__dict__))
+        log.info("n=%d: generated in %.1f s", n, time.perf_counter() - t0)
+    info = {
+        "train_dir": base / "data" / "train",
+        "test_dir": base / "data" / "test",
+        "test_truth": base / "data" / "test_truth.csv",
+    }
+    preds = sorted(str(p) for p in (base / "preds").glob("*.npz"))
+    py = sys.executable
+    cfg = write_config(base / "config.toml", info, SCALE_STACK)
+    out = base / "out"
+    out.mkdir(exist_ok=True)
+    stacked, thresholds = out / "stack" / "stacked.npz", out / "thresholds.json"
+    submission = out / "submission.csv"
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    env.pop("DASK_SCHEDULER", None)
+    cmds = {
+        "load": [py, "-m", "benchmarks.bench_scale", "step", "load", str(cfg), *preds],
+        "select": [py, "-m", "benchmarks.bench_scale", "step", "select", str(cfg), *preds],
+        "stack": [py, "-m", "stages.stack", "--config", str(cfg), "--preds", *preds,
+                  "--out", str(stacked)],
+        "thresholds": [py, "-m", "stages.thresholds", "--config", str(cfg), "--stacked",
+                       str(stacked), "--out", str(thresholds)],
+        "submit": [py, "-m", "stages.submit", "--config", str(cfg), "--stacked", str(stacked),
+                   "--thresholds", str(thresholds), "--out", str(submission),
+                   "--out-labels", str(out / "submission.labels.csv")],
+        "report": [py, "-m", "stages.report", "--config", str(cfg), "--folds",
+                   str(base / "folds.csv"), "--preds", *preds, "--stacked", str(stacked),
+                   "--thresholds", str(thresholds), "--submission", str(submission),
+                   "--out-dir", str(out / "report")],
+    }  # fmt: skip
+    record: dict = {"n_train": n, "n_test": spec.test_rows, "stages": {}}
+    for stage in STAGES:
+        rec = timed(cmds[stage], env, out / f"{stage}.log")
+        if stage in ("load", "select"):  # the step's own time, without interpreter start-up
+            lines = (out / f"{stage}.log").read_text().strip().splitlines()
+            rec["s"] = round(json.loads(lines[-1])["s"], 2)
+        record["stages"][stage] = rec
+        log.info("n=%d %-10s %8.1f s  %7.0f MB", n, stage, rec["s"], rec["peak_mb"])
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    record["vote_test_fbeta"] = metrics["models"]["vote"].get("test_fbeta")
+    record["total_s"] = round(sum(r["s"] for r in record["stages"].values()), 1)
+    record["peak_mb"] = max(r["peak_mb"] for r in record["stages"].values())
+
+    if cluster_address:
+        c_out = base / "out_cluster" / "stacked.npz"
+        c_out.parent.mkdir(exist_ok=True)
+        c_cmd = [*cmds["stack"][:-1], str(c_out)]
+        rec = timed(c_cmd, {**env, "DASK_SCHEDULER": cluster_address}, c_out.parent / "stack.log")
+        rec["identical"] = _same_arrays(stacked, c_out)
+        if not rec["identical"]:
+            raise RuntimeError(f"{c_out} differs from the local {stacked}")
+        record["cluster_stack"] = rec
+        log.info("n=%d stack on the 2-worker cluster %.1f s (identical arrays)", n, rec["s"])
+    if netns:  # the stack stage on 3 "hosts" (network namespaces): scheduler + 2 workers
+        n_out = base / "out_netns" / "stacked.npz"
+        n_out.parent.mkdir(exist_ok=True)
+        shell = " ".join([*cmds["stack"][:-1], str(n_out)])
+        rec = timed([str(ROOT / "scripts" / "netns-cluster.sh"), "bash", "-c", shell],
+                    {**env, "PY": py, "NETNS_DIR": str(n_out.parent / "logs")},
+                    n_out.parent / "stack.log")  # fmt: skip
+        rec["identical"] = _same_arrays(stacked, n_out)
+        if not rec["identical"]:
+            raise RuntimeError(f"{n_out} differs from the local {stacked}")
+        record["netns_stack"] = rec
+        log.info("n=%d stack on 3 netns hosts %.1f s (identical arrays)", n, rec["s"])
+    if serial:
+        s_cfg = write_config(base / "config_serial.toml", info, {**SCALE_STACK, "n_jobs": 1})
+        s_out = base / "out_serial" / "stacked.npz"
+        s_out.parent.mkdir(exist_ok=True)
+        s_cmd = [py, "-m", "stages.stack", "--config", str(s_cfg), "--preds", *preds,
+                 "--out", str(s_out)]  # fmt: skip
+        record["serial_stack"] = timed(s_cmd, env, s_out.parent / "stack.log")
+        log.info("n=%d stack with one process %.1f s", n, record["serial_stack"]["s"])
+    return record
+
+
+def _same_arrays(a: Path, b: Path) -> bool:
+    """Every array of two .npz files equal, bytes and dtype (np.savez stamps the zip
+    members with the time, so the files' bytes differ even when the arrays do not)."""
+    with np.load(a) as x, np.load(b) as y:
+        return sorted(x.files) == sorted(y.files) and all(
+            x[k].dtype == y[k].dtype and x[k].tobytes() == y[k].tobytes() for k in x.files
+        )
+
+
+def growth(sizes: list[int], seconds: list[float]) -> float | None:
+    """The exponent b of seconds ~ n^b, least squares on the log-log points."""
+    if len(sizes) < 2 or min(seconds) <= 0:
+        return None
+    return float(np.polyfit(np.log(sizes), np.log(seconds), 1)[0])
+
+
+def agreement(n: int = 4000, seed: int = 0, n_jobs: int = 2, grid: dict | None = None) -> dict:
+    """Halving vs the exhaustive grid on a subset where the grid is affordable."""
+    from pipeline.select import feature_indices, select_columns
+    from pipeline.stack import PerLabelXGBStacker
+
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(ScaleSpec(n_train=n, seed=seed), Path(tmp))
+        from pipeline.data import read_labels
+        from pipeline.select import group_pred_files, load_base_predictions
+
+        table = read_labels(Path(tmp) / "data" / "train", "image", check_images=False)
+        base = load_base_predictions(
+            group_pred_files(sorted((Path(tmp) / "preds").glob("*.npz"))), table.ids
+        )
+        truth = pd.read_csv(Path(tmp) / "data" / "test_truth.csv", dtype={"image": str})
+    sel = select_columns(base.oof, table.y, base.columns, 2.0, 6, 0.9, 0.01)
+    n_rows, n_cols, n_labels = base.oof.shape
+    X = base.oof.reshape(n_rows, n_cols * n_labels)
+    grid = grid or {
+        "eta": (0.05, 0.1, 0.2),
+        "max_depth": (2, 4, 6, 8),
+        "min_child_weight": (1, 4, 16),
+    }
+    params = dict(
+        features_per_label=feature_indices(sel.indices, n_labels),
+        n_estimators=300,
+        early_stopping_rounds=30,
+        seed=11,
+        n_jobs=n_jobs,
+        halving_min_rows=500,
+        **grid,
+    )
+    t0 = time.perf_counter()
+    full = PerLabelXGBStacker(**params, search="grid").fit(X, table.y)
+    t_grid = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    fast = PerLabelXGBStacker(**params, search="halving").fit(X, table.y)
+    t_halving = time.perf_counter() - t0
+    from pipeline.metrics import fbeta_score
+
+    y_test = truth.set_index("image").loc[base.test_ids, base.labels].to_numpy(dtype=float)
+    X_test = base.test.mean(axis=0).reshape(len(y_test), n_cols * n_labels)
+    test_f2 = {
+        name: float(fbeta_score(y_test, est.predict(X_test), beta=2.0, average="macro"))
+        for name, est in (("grid", full), ("halving", fast))
+    }
+    gaps = []
+    for j in range(n_labels):
+        chosen = tuple(fast.best_params_[j].values())
+        gaps.append(float(full.best_score_[j] - full.cv_scores_[j][chosen]))
+    within = [g <= 0.002 + 1e-12 for g in gaps]
+    return {
+        "n_train": n,
+        "grid_points": len(full.grid()),
+        "halving_agreement": float(np.mean(within)),
+        "gap_per_label": [round(g, 4) for g in gaps],
+        "same_choice": int(
+            sum(f == g for f, g in zip(fast.best_params_, full.best_params_, strict=True))
+        ),
+        "held_out_macro_f2": test_f2,
+        "grid_s": round(t_grid, 1),
+        "halving_s": round(t_halving, 1),
+        "rungs": [[r["rows"], len(r["points"])] for r in fast.search_rungs_[0]],
+    }
+
+
+def full_grid_estimate(base: Path, n_samples: int = 8, seed: int = 0) -> dict:
+    """Time ``n_samples`` exhaustive (label, grid point) CV fits on the largest size's
+    features and extrapolate to every label x 180 points x (outer folds + refit)."""
+    from pipeline.config import load_config
+    from pipeline.data import read_labels
+    from pipeline.select import (
+        feature_indices,
+        group_pred_files,
+        load_base_predictions,
+        select_columns,
+    )
+    from pipeline.stack import GridTask, _seed, fit_grid_point, make_cv_splits, xgb_params
+
+    cfg = load_config(base / "config.toml")
+    table = read_labels(cfg.data.train_dir, "image", check_images=False)
+    preds = group_pred_files(sorted((base / "preds").glob("*.npz")))
+    b = load_base_predictions(preds, table.ids)
+    sel = select_columns(b.oof, table.y, b.columns, 2.0, 6, 0.9, 0.01)
+    n, n_cols, n_labels = b.oof.shape
+    X = b.oof.reshape(n, n_cols * n_labels)
+    features = feature_indices(sel.indices, n_labels)
+    rng = np.random.default_rng(seed)
+    points = [(e, d, m) for e in JD_GRID["eta"] for d in JD_GRID["max_depth"]
+              for m in JD_GRID["min_child_weight"]]  # fmt: skip
+    # the nested CV fits the stacker on (outer - 1) / outer of the rows, the refit on all
+    outer = SCALE_STACK["outer_folds"]
+    rows_all = np.arange(n)
+    samples = []
+    for _ in range(n_samples):
+        j = int(rng.integers(n_labels))
+        g = int(rng.integers(len(points)))
+        rows = rng.choice(rows_all, round(n * (outer - 1) / outer), replace=False)
+        rows.sort()
+        y_j = table.y[rows, j]
+        splits = make_cv_splits(y_j, 5, _seed(11, j))
+        task = GridTask(j, g, xgb_params(*points[g], 11), rows, features[j], y_j, splits,
+                        400, 30, 2.0, 0.01)  # fmt: skip
+        t0 = time.perf_counter()
+        fit_grid_point(X, task)
+        samples.append({"label": j, "point": points[g], "s": round(time.perf_counter() - t0, 2)})
+        log.info("full grid sample: label %d point %s %.1f s", j, points[g], samples[-1]["s"])
+    mean = float(np.mean([s["s"] for s in samples]))
+    one_core = mean * len(points) * n_labels * (outer + 1)
+    return {
+        "n_train": n,
+        "samples": samples,
+        "mean_fit_s": round(mean, 2),
+        "full_grid_estimate_s": round(one_core / 2, 0),  # two cores
+        "full_grid_estimate_one_core_s": round(one_core, 0),
+    }
+
+
+def summarise(result: dict) -> dict:
+    """The cross-size summary (per-stage table, growth exponents, 55k totals, speed-up)."""
+    recs = result["sizes"]
+    result["stages"] = {stage: {n: recs[n]["stages"][stage] for n in recs} for stage in STAGES}
+    result["growth_exponent"] = {
+        stage: growth([int(n) for n in recs], [recs[n]["stages"][stage]["s"] for n in recs])
+        for stage in STAGES
+    }
+    big = recs.get(str(max(SIZES)))
+    result["total_s_55k"] = big["total_s"] if big else None
+    result["peak_mb_55k"] = big["peak_mb"] if big else None
+    speed = [
+        recs[n]["serial_stack"]["s"] / recs[n]["cluster_stack"]["s"]
+        for n in recs
+        if "serial_stack" in recs[n] and "cluster_stack" in recs[n]
+    ]
+    result["cluster_speedup"] = round(speed[-1], 2) if speed else None
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "step":
+        return step_main(argv[1:])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the sizes (and checks) already in --out; run only the rest",
+    )
+    ap.add_argument(
+        "--cluster-sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="sizes whose stack stage also runs on a 2-worker cluster (default: all)",
+    )
+    ap.add_argument(
+        "--speedup-sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="sizes whose stack stage also runs with n_jobs=1 (default: the smallest)",
+    )
+    ap.add_argument(
+        "--netns-sizes",
+        type=int,
+        nargs="*",
+        default=[],
+        help="sizes whose stack stage also runs over scripts/netns-cluster.sh (root)",
+    )
+    ap.add_argument("--agreement", action="store_true")
+    ap.add_argument("--full-grid-estimate", action="store_true")
+    ap.add_argument("--work", type=Path, default=ROOT / "build" / "bench" / "scale")
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "bench" / "scale.json")
+    args = ap.parse_args(argv)  # fmt: skip
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sizes = sorted(args.sizes)
+    cluster_sizes = sizes if args.cluster_sizes is None else args.cluster_sizes
+    speedup_sizes = sizes[:1] if args.speedup_sizes is None else args.speedup_sizes
+    result: dict = {
+        "machine": f"{platform.node()} {os.cpu_count()} cores",
+        "prevalence": [round(float(p), 5) for p in jd_prevalences()],
+        "stack_config": SCALE_STACK,
+        "sizes": {},
+    }
+    if args.resume and args.out.is_file():
+        old = json.loads(args.out.read_text())
+        if old.get("stack_config") != SCALE_STACK:
+            raise ValueError(f"{args.out} was made with another stack config; drop --resume")
+        result = {**old, **{k: result[k] for k in ("machine", "prevalence", "stack_config")}}
+        sizes = [n for n in sizes if str(n) not in result["sizes"]]
+    cluster = None
+    try:
+        if any(n in cluster_sizes for n in sizes):
+            from stages.cluster import free_port, start_cluster
+
+            cluster = start_cluster(args.work / "cluster", 2, 1, port=free_port())
+        for n in sizes:
+            address = cluster.address if cluster and n in cluster_sizes else None
+            result["sizes"][str(n)] = run_size(
+                n, args.work, address, n in speedup_sizes, n in args.netns_sizes
+            )
+            write_json_atomic(args.out, summarise(result))  # partial results survive a kill
+    finally:
+        if cluster:
+            from stages.cluster import stop_cluster
+
+            stop_cluster(cluster.directory)
+    if args.agreement:
+        result["agreement"] = agreement()
+        result["halving_agreement"] = result["agreement"]["halving_agreement"]
+        write_json_atomic(args.out, summarise(result))
+    if args.full_grid_estimate:
+        n_max = max(map(int, result["sizes"]))
+        result["full_grid"] = full_grid_estimate(args.work / f"n{n_max}")
+        result["full_grid_estimate_s"] = result["full_grid"]["full_grid_estimate_s"]
+    result = summarise(result)
+    write_json_atomic(args.out, result)
+    if not result["sizes"]:
+        return 0
+    n_max = max(map(int, result["sizes"]))
+    largest = result["sizes"][str(n_max)]
+    print(
+        f"scale: n={n_max} second level {largest['total_s']:.0f} s, peak "
+        f"{largest['peak_mb']:.0f} MB; stack growth n^{result['growth_exponent']['stack'] or 0:.2f}; "
+        f"cluster speed-up {result['cluster_speedup']}; halving agreement "
+        f"{result.get('halving_agreement')}; full grid ~{result.get('full_grid_estimate_s')} s"
+        f" -> {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
