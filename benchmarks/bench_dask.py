@@ -36,7 +36,8 @@ import numpy as np
 from pipeline.artifacts import write_json_atomic
 from pipeline.distributed import connect, run_remote
 from pipeline.select import feature_indices
-from pipeline.stack import PerLabelXGBStacker, fit_grid_point, make_cv_splits, xgb_params
+from pipeline.stack import PerLabelXGBStacker
+from pipeline.stack_cv import fit_grid_point, make_cv_splits, xgb_params
 from stages.cluster import ROOT, free_port, start_cluster, stop_cluster
 
 log = logging.getLogger("benchmarks.bench_dask")
@@ -102,7 +103,7 @@ def bench_xgb_dask(X, y, features, client, n_estimators: int, label: int = 0) ->
     import dask.array as da
     from xgboost import dask as dxgb
 
-    from pipeline.stack import GridTask
+    from pipeline.stack_cv import GridTask
 
     rows = np.flatnonzero(~np.isnan(y[:, label]))
     y_j = y[rows, label]

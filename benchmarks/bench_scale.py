@@ -359,7 +359,7 @@ def full_grid_estimate(base: Path, n_samples: int = 8, seed: int = 0) -> dict:
         load_base_predictions,
         select_columns,
     )
-    from pipeline.stack import GridTask, _seed, fit_grid_point, make_cv_splits, xgb_params
+    from pipeline.stack_cv import GridTask, _seed, fit_grid_point, make_cv_splits, xgb_params
 
     cfg = load_config(base / "config.toml")
     table = read_labels(cfg.data.train_dir, "image", check_images=False)

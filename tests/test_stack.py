@@ -13,14 +13,13 @@ from sklearn.model_selection import cross_val_predict
 from sklearn.utils import estimator_checks as checks
 
 from pipeline.metrics import best_threshold_fbeta
-from pipeline.stack import (
+from pipeline.stack import PerLabelXGBStacker, load_meta
+from pipeline.stack_cv import (
     GridTask,
-    PerLabelXGBStacker,
     _rung_sample,
     early_stopping_split,
     fit_grid_point,
     halving_schedule,
-    load_meta,
     make_cv_splits,
     xgb_params,
 )
