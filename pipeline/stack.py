@@ -232,36 +232,26 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
                 )
             except ValueError as err:
                 raise ValueError(f"label {j}: {err}") from err
+            shared = dict(
+                label=j, rows=rows, features=np.arange(len(features[j])), y=y_j, splits=splits
+            )
             if self.search == "halving":
                 tasks.append(
                     SearchTask(
-                        label=j,
                         grid=grid_params,
-                        rows=rows,
-                        features=np.arange(len(features[j])),
-                        y=y_j,
-                        splits=splits,
                         n_folds=int(self.n_folds),
                         early_stopping_fraction=float(self.early_stopping_fraction),
                         factor=int(self.halving_factor),
                         min_rows=int(self.halving_min_rows),
                         seed=int(self.seed),
+                        **shared,
                         **common,
                     )
                 )
-                continue
-            for g, params in enumerate(grid_params):
-                tasks.append(
-                    GridTask(
-                        label=j,
-                        point=g,
-                        params=params,
-                        rows=rows,
-                        features=np.arange(len(features[j])),
-                        y=y_j,
-                        splits=splits,
-                        **common,
-                    )
+            else:
+                tasks.extend(
+                    GridTask(point=g, params=params, **shared, **common)
+                    for g, params in enumerate(grid_params)
                 )
 
         # each label's task reads only its own columns: a slice, not all of X, is shipped
