@@ -179,9 +179,16 @@ def step_main(argv: list[str]) -> int:
 
 
 def run_size(
-    n: int, work: Path, cluster_address: str | None, serial: bool, netns: bool = False
+    n: int,
+    work: Path,
+    cluster_address: str | None,
+    serial: bool,
+    netns: bool = False,
+    on_update=lambda record: None,
 ) -> dict:
-    """Generate one size and run every stage on it; the per-stage records."""
+    """Generate one size and run every stage on it; the per-stage records.
+    ``on_update(record)`` is called after the local stages and after each extra stack run,
+    so a run stopped later keeps what it measured."""
     spec = ScaleSpec(n_train=n)
     base = work / f"n{n}"
     stamp = base / "spec.json"
@@ -232,6 +239,7 @@ def run_size(
     record["vote_test_fbeta"] = metrics["models"]["vote"].get("test_fbeta")
     record["total_s"] = round(sum(r["s"] for r in record["stages"].values()), 1)
     record["peak_mb"] = max(r["peak_mb"] for r in record["stages"].values())
+    on_update(record)
 
     if cluster_address:
         c_out = base / "out_cluster" / "stacked.npz"
@@ -243,6 +251,7 @@ def run_size(
             raise RuntimeError(f"{c_out} differs from the local {stacked}")
         record["cluster_stack"] = rec
         log.info("n=%d stack on the 2-worker cluster %.1f s (identical arrays)", n, rec["s"])
+        on_update(record)
     if netns:  # the stack stage on 3 "hosts" (network namespaces): scheduler + 2 workers
         n_out = base / "out_netns" / "stacked.npz"
         n_out.parent.mkdir(exist_ok=True)
@@ -255,6 +264,7 @@ def run_size(
             raise RuntimeError(f"{n_out} differs from the local {stacked}")
         record["netns_stack"] = rec
         log.info("n=%d stack on 3 netns hosts %.1f s (identical arrays)", n, rec["s"])
+        on_update(record)
     if serial:
         s_cfg = write_config(base / "config_serial.toml", info, {**SCALE_STACK, "n_jobs": 1})
         s_out = base / "out_serial" / "stacked.npz"
@@ -409,8 +419,8 @@ def summarise(result: dict) -> dict:
         for stage in STAGES
     }
     big = recs.get(str(max(SIZES)))
-    result["total_s_55k"] = big["total_s"] if big else None
-    result["peak_mb_55k"] = big["peak_mb"] if big else None
+    result["total_s_55k"] = big.get("total_s") if big else None
+    result["peak_mb_55k"] = big.get("peak_mb") if big else None
     speed = [
         recs[n]["serial_stack"]["s"] / recs[n]["cluster_stack"]["s"]
         for n in recs
@@ -481,10 +491,12 @@ def main(argv: list[str] | None = None) -> int:
             cluster = start_cluster(args.work / "cluster", 2, 1, port=free_port())
         for n in sizes:
             address = cluster.address if cluster and n in cluster_sizes else None
-            result["sizes"][str(n)] = run_size(
-                n, args.work, address, n in speedup_sizes, n in args.netns_sizes
-            )
-            write_json_atomic(args.out, summarise(result))  # partial results survive a kill
+
+            def update(record, n=n):  # partial results survive a kill
+                result["sizes"][str(n)] = record
+                write_json_atomic(args.out, summarise(result))
+
+            run_size(n, args.work, address, n in speedup_sizes, n in args.netns_sizes, update)
     finally:
         if cluster:
             from stages.cluster import stop_cluster
