@@ -212,11 +212,16 @@ def run_size(
     submission = out / "submission.csv"
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     env.pop("DASK_SCHEDULER", None)
+
+    def stack_cmd(out: Path, config: Path = cfg) -> list[str]:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return [py, "-m", "stages.stack", "--config", str(config), "--preds", *preds,
+                "--out", str(out)]  # fmt: skip
+
     cmds = {
         "load": [py, "-m", "benchmarks.bench_scale", "step", "load", str(cfg), *preds],
         "select": [py, "-m", "benchmarks.bench_scale", "step", "select", str(cfg), *preds],
-        "stack": [py, "-m", "stages.stack", "--config", str(cfg), "--preds", *preds,
-                  "--out", str(stacked)],
+        "stack": stack_cmd(stacked),
         "thresholds": [py, "-m", "stages.thresholds", "--config", str(cfg), "--stacked",
                        str(stacked), "--out", str(thresholds)],
         "submit": [py, "-m", "stages.submit", "--config", str(cfg), "--stacked", str(stacked),
@@ -241,38 +246,32 @@ def run_size(
     record["peak_mb"] = max(r["peak_mb"] for r in record["stages"].values())
     on_update(record)
 
+    def rerun(key: str, what: str, out: Path, cmd: list[str], extra_env: dict, same: bool):
+        """The stack stage once more (into ``out``), timed; ``same``: its arrays must equal
+        the local run's."""
+        rec = timed(cmd, {**env, **extra_env}, out.parent / "stack.log")
+        if same:
+            rec["identical"] = _same_arrays(stacked, out)
+            if not rec["identical"]:
+                raise RuntimeError(f"{out} differs from the local {stacked}")
+        record[key] = rec
+        log.info("n=%d stack %s %.1f s%s", n, what, rec["s"], " (identical arrays)" * same)
+        on_update(record)
+
     if cluster_address:
-        c_out = base / "out_cluster" / "stacked.npz"
-        c_out.parent.mkdir(exist_ok=True)
-        c_cmd = [*cmds["stack"][:-1], str(c_out)]
-        rec = timed(c_cmd, {**env, "DASK_SCHEDULER": cluster_address}, c_out.parent / "stack.log")
-        rec["identical"] = _same_arrays(stacked, c_out)
-        if not rec["identical"]:
-            raise RuntimeError(f"{c_out} differs from the local {stacked}")
-        record["cluster_stack"] = rec
-        log.info("n=%d stack on the 2-worker cluster %.1f s (identical arrays)", n, rec["s"])
-        on_update(record)
+        out_c = base / "out_cluster" / "stacked.npz"
+        rerun("cluster_stack", "on the 2-worker cluster", out_c, stack_cmd(out_c),
+              {"DASK_SCHEDULER": cluster_address}, same=True)  # fmt: skip
     if netns:  # the stack stage on 3 "hosts" (network namespaces): scheduler + 2 workers
-        n_out = base / "out_netns" / "stacked.npz"
-        n_out.parent.mkdir(exist_ok=True)
-        shell = " ".join([*cmds["stack"][:-1], str(n_out)])
-        rec = timed([str(ROOT / "scripts" / "netns-cluster.sh"), "bash", "-c", shell],
-                    {**env, "PY": py, "NETNS_DIR": str(n_out.parent / "logs")},
-                    n_out.parent / "stack.log")  # fmt: skip
-        rec["identical"] = _same_arrays(stacked, n_out)
-        if not rec["identical"]:
-            raise RuntimeError(f"{n_out} differs from the local {stacked}")
-        record["netns_stack"] = rec
-        log.info("n=%d stack on 3 netns hosts %.1f s (identical arrays)", n, rec["s"])
-        on_update(record)
+        out_n = base / "out_netns" / "stacked.npz"
+        shell = [str(ROOT / "scripts" / "netns-cluster.sh"), "bash", "-c",
+                 " ".join(stack_cmd(out_n))]  # fmt: skip
+        rerun("netns_stack", "on 3 netns hosts", out_n, shell,
+              {"PY": py, "NETNS_DIR": str(out_n.parent / "logs")}, same=True)  # fmt: skip
     if serial:
         s_cfg = write_config(base / "config_serial.toml", info, {**SCALE_STACK, "n_jobs": 1})
-        s_out = base / "out_serial" / "stacked.npz"
-        s_out.parent.mkdir(exist_ok=True)
-        s_cmd = [py, "-m", "stages.stack", "--config", str(s_cfg), "--preds", *preds,
-                 "--out", str(s_out)]  # fmt: skip
-        record["serial_stack"] = timed(s_cmd, env, s_out.parent / "stack.log")
-        log.info("n=%d stack with one process %.1f s", n, record["serial_stack"]["s"])
+        out_s = base / "out_serial" / "stacked.npz"
+        rerun("serial_stack", "with one process", out_s, stack_cmd(out_s, s_cfg), {}, same=False)
     return record
 
 
