@@ -230,10 +230,26 @@ def downsample_pixels(
         if cache is not None:
             img = cache.thumbnail(path, pixel_size)
         else:
-            img = load_image(path)
-            if img.shape[:2] != (pixel_size, pixel_size):
-                img = cv2.resize(img, (pixel_size, pixel_size), interpolation=cv2.INTER_AREA)
+            img = thumbnail(load_image(path), pixel_size)
         out[i] = img.reshape(-1) / np.float32(255.0)
+    return out
+
+
+def thumbnail(img: np.ndarray, pixel_size: int) -> np.ndarray:
+    """A decoded image area-resized to ``pixel_size`` x ``pixel_size`` (as it is)."""
+    import cv2
+
+    if img.shape[:2] != (pixel_size, pixel_size):
+        img = cv2.resize(img, (pixel_size, pixel_size), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def decoded_pixels(images: Sequence[np.ndarray], pixel_size: int) -> np.ndarray:
+    """Decoded uint8 RGB images -> the features :func:`downsample_pixels` gives their files,
+    bit for bit (an upload decoded once gets the pixels its file would)."""
+    out = np.empty((len(images), pixel_size * pixel_size * 3), dtype=np.float32)
+    for i, img in enumerate(images):
+        out[i] = thumbnail(img, pixel_size).reshape(-1) / np.float32(255.0)
     return out
 
 

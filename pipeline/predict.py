@@ -121,19 +121,6 @@ def image_batch(images: Sequence[np.ndarray], size: int, tta_flip: bool) -> np.n
     return flip_batch(batch, tta_flip)
 
 
-def pixel_features(images: Sequence[np.ndarray], pixel_size: int) -> np.ndarray:
-    """Decoded images -> ``pipeline.inference.downsample_pixels`` features, bit for bit as from their files
-    (area resize, then / 255 in float32)."""
-    import cv2
-
-    out = np.empty((len(images), pixel_size * pixel_size * 3), dtype=np.float32)
-    for i, img in enumerate(images):
-        if img.shape[:2] != (pixel_size, pixel_size):
-            img = cv2.resize(img, (pixel_size, pixel_size), interpolation=cv2.INTER_AREA)
-        out[i] = img.reshape(-1) / np.float32(255.0)
-    return out
-
-
 class Predictor:
     """Loads a finished run once; :meth:`predict` scores images.
 
@@ -341,7 +328,9 @@ class Predictor:
                     self._twoflow[fold] = load_model(self.build / "twoflow" / f"fold{fold}.joblib")
                 tf_model = self._twoflow[fold]
                 if pixels is None:
-                    pixels = pixel_features(images, tf_model.pixel_size)
+                    from pipeline.inference import decoded_pixels
+
+                    pixels = decoded_pixels(images, tf_model.pixel_size)
                 y = tf_model.predict_proba(pixels, y)
             elif member in self._frozen_members:
                 if (member, fold) not in self._heads:

@@ -115,13 +115,13 @@ class Service:
 
     def similar(self, images: list[np.ndarray], k: int = N_SIMILAR) -> list[list[dict]]:
         """The ``k`` most similar training images of each decoded image."""
-        from pipeline.inference import embedding_model, run_batch
-        from pipeline.predict import image_batch, pixel_features
+        from pipeline.inference import decoded_pixels, embedding_model, run_batch
+        from pipeline.predict import image_batch
         from pipeline.similar import l2_normalise
 
         idx = self.index
         if idx.kind == "pixels":
-            q = pixel_features(images, idx.pixel_size)
+            q = decoded_pixels(images, idx.pixel_size)
         else:
             if self._sim_model is None:
                 from pipeline.inference import load_checkpoint
