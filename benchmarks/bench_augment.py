@@ -10,7 +10,7 @@ settings if absent) it measures what issue 6 asks for:
   by the image's colour label where it has exactly one mapped colour), plus without the
   colour seed and with the HOG box tried first, for comparison;
 * ``colour_match``: share of written copies whose rewritten colour label equals
-  :func:`pipeline.demo.classify_colour` of the copy's pixels under the *generator* mask;
+  :func:`pipeline.demo.colours.classify_colour` of the copy's pixels under the *generator* mask;
 * ``skin_changed``: share of generator skin pixels whose bytes differ in the copies.
 
 With ``--train [FOLD ...]`` it also trains ``small_cnn`` on each fold (default 0) twice with the same seeds -- the
@@ -37,10 +37,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pipeline import demo
 from pipeline.artifacts import write_json_atomic
 from pipeline.augment import AugmentConfig, garment_mask, read_augmented, run_augmentation
 from pipeline.data import load_image, read_labels
+from pipeline.demo.colours import classify_colour
+from pipeline.demo.dataset import generate
 from pipeline.folds import make_folds
 
 log = logging.getLogger("benchmarks.bench_augment")
@@ -107,7 +108,7 @@ def copy_checks(data: Path, aug_dir: Path, cfg: AugmentConfig) -> dict:
         gmask = _read_mask(data / "masks" / src)
         skin = _read_mask(data / "skin_masks" / src)
         hsv = cv2.cvtColor(new, cv2.COLOR_RGB2HSV)
-        seen = demo.classify_colour(hsv[gmask])
+        seen = classify_colour(hsv[gmask])
         want = [c for c in colour_cols if r[c] == 1]
         if seen in want:
             match += 1
@@ -218,7 +219,7 @@ def ensure_demo(data: Path | None) -> Path:
     out = Path("build/bench/demo")
     if not (out / "train" / "labels.csv").is_file():
         log.info("data/demo absent: generating the default demo set into %s", out)
-        demo.generate(out, 3000, 600, 64, 0, progress=False)
+        generate(out, 3000, 600, 64, 0, progress=False)
     return out
 
 

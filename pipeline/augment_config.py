@@ -10,20 +10,25 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pipeline.demo.palette import (
+    BLACK_MAX_V,
+    COLOURS,
+    SKIN_CB,
+    SKIN_CR,
+    WHITE_MAX_S,
+    WHITE_MIN_V,
+)
+
 ACHROMATIC_KINDS: tuple[str, ...] = ("black", "white", "grey")
 GREY_POLICIES: tuple[str, ...] = ("skip", "value")
 BOX_MODES: tuple[str, ...] = ("auto", "hog", "foreground", "centre")
 MODES: tuple[str, ...] = ("labels", "rotate")
 
-DEFAULT_COLOUR_MAP: tuple[str, ...] = (
-    "red:170-8",
-    "blue:95-128",
-    "green:40-85",
-    "yellow:22-36",
-    "black:black",
-    "white:white",
+DEFAULT_COLOUR_MAP: tuple[str, ...] = tuple(
+    f"{name}:{rng[0]}-{rng[1]}" if rng else f"{name}:{name}" for name, rng in COLOURS.items()
 )
-"""Hue ranges of the demo's colour labels (:data:`pipeline.demo.COLOURS`)."""
+"""The demo's colour labels as colour-map entries (from :data:`pipeline.demo.palette.COLOURS`:
+``"red:170-8"``, ..., ``"black:black"``, ``"white:white"``)."""
 
 # ------------------------------------------------------------------------------ config
 
@@ -169,13 +174,13 @@ class AugmentConfig:
     hog_min_weight: float = 0.5
     work_size: int = 128
     grabcut_iters: int = 5
-    skin_cr: tuple[int, ...] = (135, 175)
-    skin_cb: tuple[int, ...] = (85, 125)
+    skin_cr: tuple[int, ...] = SKIN_CR
+    skin_cb: tuple[int, ...] = SKIN_CB
     min_saturation: int = 60
     min_value: int = 40
-    black_max_value: int = 65
-    white_max_saturation: int = 45
-    white_min_value: int = 185
+    black_max_value: int = BLACK_MAX_V
+    white_max_saturation: int = WHITE_MAX_S
+    white_min_value: int = WHITE_MIN_V
     saturation_scale: float = 1.0
     colourise_saturation: int = 200
     colourise_value: tuple[int, ...] = (110, 235)

@@ -15,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-from pipeline import demo
+from pipeline.demo.dataset import generate
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def run(
 ) -> dict:
     """Generate the demo set into ``out`` and log a one-line summary with prevalences."""
     t0 = time.perf_counter()
-    summary = demo.generate(out, n_train, n_test, size, seed, workers=workers, progress=progress)
+    summary = generate(out, n_train, n_test, size, seed, workers=workers, progress=progress)
     prev = " ".join(f"{k}={v:.3f}" for k, v in summary["prevalence"].items())
     log.info(
         "demo data %s: %d train + %d test images, %dpx, seed %d, %.1fs; train prevalence: %s",

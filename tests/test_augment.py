@@ -16,9 +16,11 @@ import pandas as pd
 import pytest
 
 from pipeline import augment as A
-from pipeline import demo
 from pipeline.augment import run as augment_run
 from pipeline.data import LabelTable, load_image, read_labels
+from pipeline.demo import palette
+from pipeline.demo.colours import classify_colour
+from pipeline.demo.dataset import generate
 from pipeline.folds import make_folds
 from stages import augment as stage
 
@@ -31,7 +33,7 @@ CFG = A.AugmentConfig(rare_labels=("dress", "yellow"), variants=2, seed=5)
 def ds(tmp_path_factory) -> Path:
     """A 60-image demo set (seed 0: 11 dresses, 1 yellow garment) with 3 folds."""
     root = tmp_path_factory.mktemp("aug") / "demo"
-    demo.generate(root, N_TRAIN, 0, 64, 0, progress=False)
+    generate(root, N_TRAIN, 0, 64, 0, progress=False)
     table = read_labels(root / "train")
     folds = make_folds(table.y, N_FOLDS, 0)
     pd.DataFrame({"image": table.ids, "fold": folds}).to_csv(root / "folds.csv", index=False)
@@ -188,7 +190,7 @@ def test_hue_shift_reads_as_the_new_colour(ds: Path, target: str) -> None:
         new = A.recolour(img, m, hue, cfg=cfg)
         assert np.array_equal(new[~m], img[~m])  # outside the mask: byte-identical
         gt = _mask(ds, "masks", name)
-        got = demo.classify_colour(cv2.cvtColor(new, cv2.COLOR_RGB2HSV)[gt])
+        got = classify_colour(cv2.cvtColor(new, cv2.COLOR_RGB2HSV)[gt])
         assert got == target, (name, meta.loc[name, "colour"], got)
         # only hue moves: value (texture, stripes) of masked pixels is kept within rounding
         v0 = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)[..., 2][m].astype(int)
@@ -222,14 +224,14 @@ def test_colourise_and_to_achromatic(ds: Path) -> None:
     img = load_image(ds / "train" / "images" / black)
     gt = _mask(ds, "masks", black)
     new = A.colourise(img, gt, 110.0)
-    assert demo.classify_colour(cv2.cvtColor(new, cv2.COLOR_RGB2HSV)[gt]) == "blue"
+    assert classify_colour(cv2.cvtColor(new, cv2.COLOR_RGB2HSV)[gt]) == "blue"
     assert np.array_equal(new[~gt], img[~gt])
     blue = [i for i in meta.index if meta.loc[i, "colour"] == "blue"][0]
     img = load_image(ds / "train" / "images" / blue)
     gt = _mask(ds, "masks", blue)
     for kind in ("black", "white"):
         new = A.to_achromatic(img, gt, kind)
-        assert demo.classify_colour(cv2.cvtColor(new, cv2.COLOR_RGB2HSV)[gt]) == kind
+        assert classify_colour(cv2.cvtColor(new, cv2.COLOR_RGB2HSV)[gt]) == kind
 
 
 # ---------------------------------------------------------------------------- planning
@@ -352,7 +354,7 @@ def test_plan_rare_colour_is_recoloured_into() -> None:
 def test_run_writes_copies_with_rewritten_labels(ds: Path, aug) -> None:
     out, summary = aug
     df = pd.read_csv(out / "labels.csv")
-    assert list(df.columns) == ["image", "source", "fold", *demo.LABELS]
+    assert list(df.columns) == ["image", "source", "fold", *palette.LABELS]
     assert summary["written"] == len(df) >= 15
     assert summary["per_rare_label"]["yellow"] == 2
     assert sorted(p.name for p in (out / "images").iterdir()) == sorted(df.image)
@@ -364,11 +366,11 @@ def test_run_writes_copies_with_rewritten_labels(ds: Path, aug) -> None:
         assert r[colours].sum() == 1
         new = [c for c in colours if r[c] == 1][0]
         assert orig.loc[r["source"], new] == 0  # a different colour than the source's
-        same = [c for c in demo.LABELS if c not in colours]
+        same = [c for c in palette.LABELS if c not in colours]
         assert (r[same] == orig.loc[r["source"], same]).all()
         img = load_image(out / "images" / r["image"])
         gt = _mask(ds, "masks", r["source"])
-        assert demo.classify_colour(cv2.cvtColor(img, cv2.COLOR_RGB2HSV)[gt]) == new
+        assert classify_colour(cv2.cvtColor(img, cv2.COLOR_RGB2HSV)[gt]) == new
 
 
 def test_run_is_deterministic_and_atomic(ds: Path, aug, tmp_path, monkeypatch) -> None:
@@ -413,8 +415,8 @@ def test_no_leakage_into_validation(ds: Path, aug) -> None:
     for k in range(N_FOLDS):
         val = set(folds.image[folds.fold == k])
         train_orig = set(folds.image[folds.fold != k])
-        ids, y, paths = A.augmented_rows_for_fold(out / "labels.csv", k, labels=demo.LABELS)
-        assert y.shape == (len(ids), len(demo.LABELS)) and y.dtype == np.float32
+        ids, y, paths = A.augmented_rows_for_fold(out / "labels.csv", k, labels=palette.LABELS)
+        assert y.shape == (len(ids), len(palette.LABELS)) and y.dtype == np.float32
         assert all(p.is_file() for p in paths)
         sources = all_copies.set_index("image").loc[ids, "source"]
         assert not (set(sources) & val)  # no copy of a validation image trains fold k
@@ -451,9 +453,9 @@ def test_disabled_writes_empty_output(ds: Path, tmp_path) -> None:
     )
     assert s["written"] == 0
     df = pd.read_csv(out / "labels.csv")
-    assert list(df.columns) == ["image", "source", "fold", *demo.LABELS] and df.empty
+    assert list(df.columns) == ["image", "source", "fold", *palette.LABELS] and df.empty
     ids, y, paths = A.augmented_rows_for_fold(out / "labels.csv", 0)
-    assert len(ids) == 0 and y.shape == (0, len(demo.LABELS)) and paths == []
+    assert len(ids) == 0 and y.shape == (0, len(palette.LABELS)) and paths == []
     assert A.preview_png(out, tmp_path / "p.png") is None
 
 

@@ -1,4 +1,4 @@
-"""Tests for pipeline/demo.py and stages/demo_data.py: the procedural demo data set."""
+"""Tests for pipeline/demo/ and stages/demo_data.py: the procedural demo data set."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import demo
+from pipeline.demo import dataset, palette
+from pipeline.demo.colours import classify_colour
 from stages import demo_data
 
 GARMENTS = ["tshirt", "shirt", "dress", "coat", "skirt"]
@@ -23,7 +24,7 @@ N_TRAIN, N_TEST = 100, 20
 
 
 def _gen(path: Path, seed: int = 0, size: int = 64, **kw) -> dict:
-    return demo.generate(path, N_TRAIN, N_TEST, size, seed, progress=False, **kw)
+    return dataset.generate(path, N_TRAIN, N_TEST, size, seed, progress=False, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def _read(ds: Path, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_label_columns_and_files(ds: Path) -> None:
-    assert list(demo.LABELS) == EXPECTED_LABELS
+    assert list(palette.LABELS) == EXPECTED_LABELS
     train = pd.read_csv(ds / "train" / "labels.csv")
     assert list(train.columns) == ["image", *EXPECTED_LABELS]
     assert train.image.tolist() == [f"tr_{i:05d}.png" for i in range(N_TRAIN)]
@@ -87,10 +88,10 @@ def test_label_logic_and_meta_agree(ds: Path) -> None:
     unlabelled = ~meta.colour.isin(COLOURS)
     assert unlabelled.any(), "expected some garments in colours without a label"
     assert (labels.loc[unlabelled, COLOURS].sum(axis=1) == 0).all()
-    assert set(meta.colour) <= set(demo.COLOURS) | set(demo.OTHER_COLOURS)
+    assert set(meta.colour) <= set(palette.COLOURS) | set(palette.OTHER_COLOURS)
     assert meta.hue.between(0, 179).all()
     # the fast label-only path gives the same ground truth as the drawn set
-    fast = [o.labels() for o in demo.outfits(0, "train", N_TRAIN)]
+    fast = [o.labels() for o in dataset.outfits(0, "train", N_TRAIN)]
     assert pd.DataFrame(fast)[EXPECTED_LABELS].equals(
         labels.iloc[:N_TRAIN][EXPECTED_LABELS].reset_index(drop=True)
     )
@@ -135,7 +136,7 @@ def test_classify_colour_recovers_labels(ds: Path) -> None:
     for row in meta.itertuples():
         img, garment, _ = _read(ds, row.image)
         hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
-        hits += demo.classify_colour(hsv[garment > 0]) == row.colour
+        hits += classify_colour(hsv[garment > 0]) == row.colour
     assert hits / len(meta) >= 0.95
 
 
@@ -143,23 +144,23 @@ def test_classify_colour_definitions() -> None:
     def px(h, s, v):
         return np.array([[h, s, v]] * 10, np.uint8)
 
-    assert demo.classify_colour(px(2, 220, 200)) == "red"
-    assert demo.classify_colour(px(176, 220, 200)) == "red"  # hue wraps at 179
-    assert demo.classify_colour(px(110, 200, 180)) == "blue"
-    assert demo.classify_colour(px(60, 200, 180)) == "green"
-    assert demo.classify_colour(px(29, 220, 240)) == "yellow"
-    assert demo.classify_colour(px(110, 200, 30)) == "black"
-    assert demo.classify_colour(px(110, 10, 235)) == "white"
-    assert demo.classify_colour(px(16, 230, 240)) == "orange"
-    assert demo.classify_colour(px(145, 180, 160)) == "purple"
-    assert demo.classify_colour(px(0, 0, 128)) == "other"  # mid grey names no colour
+    assert classify_colour(px(2, 220, 200)) == "red"
+    assert classify_colour(px(176, 220, 200)) == "red"  # hue wraps at 179
+    assert classify_colour(px(110, 200, 180)) == "blue"
+    assert classify_colour(px(60, 200, 180)) == "green"
+    assert classify_colour(px(29, 220, 240)) == "yellow"
+    assert classify_colour(px(110, 200, 30)) == "black"
+    assert classify_colour(px(110, 10, 235)) == "white"
+    assert classify_colour(px(16, 230, 240)) == "orange"
+    assert classify_colour(px(145, 180, 160)) == "purple"
+    assert classify_colour(px(0, 0, 128)) == "other"  # mid grey names no colour
     # majority wins over a 40% stripe of grey and a few dark pixels
     mixed = np.vstack([px(110, 200, 180), px(110, 200, 180)[:2], px(0, 0, 128)[:8]])
-    assert demo.classify_colour(mixed) == "blue"
-    assert set(demo.COLOURS) == set(COLOURS)
-    assert demo.COLOURS["black"] is None and demo.COLOURS["white"] is None
+    assert classify_colour(mixed) == "blue"
+    assert set(palette.COLOURS) == set(COLOURS)
+    assert palette.COLOURS["black"] is None and palette.COLOURS["white"] is None
     with pytest.raises(ValueError, match="no pixels"):
-        demo.classify_colour(np.zeros((0, 3), np.uint8))
+        classify_colour(np.zeros((0, 3), np.uint8))
 
 
 def test_same_seed_identical_bytes(ds: Path, tmp_path: Path) -> None:
@@ -194,7 +195,7 @@ def test_different_seed_differs(ds: Path, tmp_path: Path) -> None:
 
 def test_image_does_not_depend_on_set_size(ds: Path, tmp_path: Path) -> None:
     small = tmp_path / "small"
-    demo.generate(small, 5, 2, 64, 0, progress=False)
+    dataset.generate(small, 5, 2, 64, 0, progress=False)
     for name in ("tr_00004.png", "te_00001.png"):
         split = "train" if name.startswith("tr") else "test"
         rel = Path(split) / "images" / name
@@ -204,7 +205,7 @@ def test_image_does_not_depend_on_set_size(ds: Path, tmp_path: Path) -> None:
 def test_prevalence_imbalance() -> None:
     """Default-size prevalences (labels only, no drawing): two rare labels, one over 40%."""
     for seed in (0, 1):
-        rows = pd.DataFrame([o.labels() for o in demo.outfits(seed, "train", 3000)])
+        rows = pd.DataFrame([o.labels() for o in dataset.outfits(seed, "train", 3000)])
         prev = rows[EXPECTED_LABELS].mean()
         assert prev.yellow < 0.02 and prev.dotted < 0.02, prev
         assert prev.yellow > 0.005 and prev.dotted > 0.005, prev  # rare, not absent
@@ -215,16 +216,16 @@ def test_prevalence_imbalance() -> None:
 
 def test_size_32_and_validation(tmp_path: Path) -> None:
     out = tmp_path / "s32"
-    summary = demo.generate(out, 12, 3, 32, 3, progress=False)
+    summary = dataset.generate(out, 12, 3, 32, 3, progress=False)
     img = cv2.imread(str(out / "train" / "images" / "tr_00000.png"))
     mask = cv2.imread(str(out / "masks" / "te_00002.png"), cv2.IMREAD_UNCHANGED)
     assert img.shape == (32, 32, 3) and mask.shape == (32, 32)
     assert summary["n_train"] == 12 and set(summary["prevalence"]) == set(EXPECTED_LABELS)
     assert summary["prevalence"]["person"] == pd.read_csv(out / "train/labels.csv").person.mean()
     with pytest.raises(ValueError, match="size"):
-        demo.generate(tmp_path / "bad", 5, 1, 8, 0, progress=False)
+        dataset.generate(tmp_path / "bad", 5, 1, 8, 0, progress=False)
     with pytest.raises(ValueError, match="n_train"):
-        demo.generate(tmp_path / "bad", 0, 1, 32, 0, progress=False)
+        dataset.generate(tmp_path / "bad", 0, 1, 32, 0, progress=False)
     assert not (tmp_path / "bad").exists()
 
 
@@ -232,7 +233,7 @@ def test_atomic_replace_and_no_leftovers(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     (out / "train").mkdir(parents=True)
     (out / "stale.txt").write_text("old data set")
-    demo.generate(out, 6, 2, 32, 0, progress=False)
+    dataset.generate(out, 6, 2, 32, 0, progress=False)
     assert not (out / "stale.txt").exists()  # old set replaced, not merged
     assert (out / "train" / "labels.csv").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no *.tmp-* / *.old-*
@@ -240,9 +241,9 @@ def test_atomic_replace_and_no_leftovers(tmp_path: Path) -> None:
 
 def test_interrupted_run_keeps_old_set(tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "demo"
-    demo.generate(out, 6, 2, 32, 0, progress=False)
+    dataset.generate(out, 6, 2, 32, 0, progress=False)
     before = (out / "train" / "labels.csv").read_bytes()
-    real, calls = demo._write_one, []
+    real, calls = dataset._write_one, []
 
     def dying(job):
         calls.append(job)
@@ -250,9 +251,9 @@ def test_interrupted_run_keeps_old_set(tmp_path: Path, monkeypatch) -> None:
             raise KeyboardInterrupt  # like a Ctrl-C half way through
         return real(job)
 
-    monkeypatch.setattr(demo, "_write_one", dying)
+    monkeypatch.setattr(dataset, "_write_one", dying)
     with pytest.raises(KeyboardInterrupt):
-        demo.generate(out, 10, 2, 32, 5, progress=False)
+        dataset.generate(out, 10, 2, 32, 5, progress=False)
     assert len(calls) == 4
     assert (out / "train" / "labels.csv").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]

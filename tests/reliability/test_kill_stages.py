@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from pipeline.demo import generate
+    from pipeline.demo.dataset import generate
 
     tmp = tmp_path_factory.mktemp("killdemo")
     cfg = tiny_demo_config(tmp)

@@ -13,7 +13,7 @@ from tests.conftest import run_stage, tiny_demo_config
 
 @pytest.fixture(scope="module")
 def augmented_demo(tmp_path_factory):
-    from pipeline.demo import generate
+    from pipeline.demo.dataset import generate
 
     tmp = tmp_path_factory.mktemp("leak")
     cfg = tiny_demo_config(tmp)
