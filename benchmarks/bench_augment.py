@@ -39,10 +39,11 @@ import pandas as pd
 
 from pipeline.artifacts import write_json_atomic
 from pipeline.augment import AugmentConfig, garment_mask, read_augmented, run_augmentation
-from pipeline.data import load_image, read_labels
+from pipeline.data import read_labels
 from pipeline.demo.colours import classify_colour
 from pipeline.demo.dataset import generate
 from pipeline.folds import make_folds
+from pipeline.images import load_image
 
 log = logging.getLogger("benchmarks.bench_augment")
 

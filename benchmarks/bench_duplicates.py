@@ -3,7 +3,7 @@
     python -m benchmarks.bench_duplicates --data ../shared/data/clothing-attributes \\
         --embedding build/clothing_attributes/embed/mnv2_224.npz --out build/bench/dups_ca.json
 
-Counts exact copies (same bytes) and near copies (pHash, :func:`pipeline.data.near_pairs`),
+Counts exact copies (same bytes) and near copies (pHash, :func:`pipeline.duplicates.near_pairs`),
 then scores a cheap proxy of a member out of fold twice, with folds from plain iterative
 stratification and from the duplicate-aware one (same seed): the frozen-feature heads of
 ``pipeline.frozen`` (standardised logistic regression, cosine kNN) on a frozen embedding
@@ -27,7 +27,7 @@ log = logging.getLogger("benchmarks.bench_duplicates")
 
 
 def _features(table, embedding: Path | None) -> tuple[np.ndarray, str]:
-    from pipeline.data import load_image
+    from pipeline.images import load_image
 
     if embedding is None:
         x = np.stack([load_image(p, 16).reshape(-1) for p in table.paths()]).astype(np.float32)
@@ -65,7 +65,8 @@ def _binary(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 def run(data: Path, embedding: Path | None, near: int, seeds: int, out: Path | None) -> dict:
     from pipeline.artifacts import write_json_atomic
-    from pipeline.data import copy_groups, read_labels, validate_images
+    from pipeline.data import read_labels
+    from pipeline.duplicates import copy_groups, validate_images
     from pipeline.folds import make_folds
     from pipeline.frozen import KNNHead, LogisticHead
     from pipeline.metrics import fbeta_score, paired_bootstrap

@@ -24,7 +24,8 @@ def run(images: Path, n: int, size: int, backbone: str, batch: int, epochs: int)
     import keras
 
     from pipeline.backbones import build_model
-    from pipeline.data import load_image, read_labels
+    from pipeline.data import read_labels
+    from pipeline.images import load_image
     from pipeline.losses import MaskedMultiLabelLoss
     from pipeline.train import make_feed
 

@@ -72,7 +72,8 @@ def _score_photo(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.config import load_config
-    from pipeline.data import image_paths, load_image, read_test_ids
+    from pipeline.data import image_paths, read_test_ids
+    from pipeline.images import load_image
     from pipeline.segment import (
         GarmentSegmenter,
         class_map,

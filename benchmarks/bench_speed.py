@@ -7,7 +7,7 @@ is brought up to date before the clock starts), then a timed ``make all``. Write
 ``make_all_s`` (wall time), ``train_cnn_s`` (first fold job's start to the last one's end),
 ``stage_s`` (per stage: summed seconds of its runs and their span), ``decodes_per_image``
 (file decodes of a training image over the whole run / training images, counted by
-``pipeline.data.decode_image`` through ``FASHION_COUNT_DECODES``) and the held-out scores
+``pipeline.images.decode_image`` through ``FASHION_COUNT_DECODES``) and the held-out scores
 of the run (so a faster chain is seen to score the same). If ``benchmarks/bench_predict.py``
 is there, its ``measure(config, build)`` keys (predict_cold_s, serve_p50_s, serve_p95_s)
 are merged. Prints one line.
@@ -27,7 +27,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from pipeline.artifacts import write_json_atomic
-from pipeline.data import COUNT_DECODES_ENV, read_labels
+from pipeline.data import read_labels
+from pipeline.images import COUNT_DECODES_ENV
 from stages.common import STAGE_TIMES_ENV
 
 

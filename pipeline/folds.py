@@ -17,7 +17,7 @@ def make_folds(
     """Assign each row a fold in ``0..n_folds-1`` so every label's positives spread evenly.
 
     Unknown cells (NaN) count as negatives for stratification only. ``groups`` (one id per
-    row, e.g. from :func:`pipeline.data.duplicate_groups`) keeps each group in one fold.
+    row, e.g. from :func:`pipeline.duplicates.duplicate_groups`) keeps each group in one fold.
     Without groups (or with every row its own group) the result equals iterstrat's
     ``MultilabelStratifiedKFold(n_folds, shuffle=True, random_state=seed)`` exactly.
     """

@@ -7,8 +7,8 @@ again), so ``make`` builds, once per data set, one memory-mapped ``.npy`` per im
 row its path, byte size, mtime and BLAKE2b content hash). Stages read rows from the maps
 instead of decoding; random crop, flip and stretch still happen per epoch on the arrays.
 
-A row is exactly :func:`pipeline.data.load_image`'s output for that size (one full-size
-decode, then :func:`pipeline.data.resize_image` per size), so predictions and the
+A row is exactly :func:`pipeline.images.load_image`'s output for that size (one full-size
+decode, then :func:`pipeline.images.resize_image` per size), so predictions and the
 submission stay byte-identical to decoding the files.
 
 Never stale: opening the cache compares every file's size, mtime and content hash with
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.artifacts import write_atomic
-from pipeline.data import decode_image, load_image, resize_image
+from pipeline.images import decode_image, load_image, resize_image
 
 log = logging.getLogger(__name__)
 

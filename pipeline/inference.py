@@ -78,7 +78,7 @@ def tta_inputs(paths: Sequence[str | Path], size: int, tta_flip: bool) -> np.nda
 
     Decoding happens before any model runs, so a bad file fails first with its name.
     """
-    from pipeline.data import load_image
+    from pipeline.images import load_image
 
     batch = np.stack([load_image(p, size) for p in paths]).astype(np.float32)
     return flip_batch(batch, tta_flip)
@@ -200,7 +200,7 @@ def downsample_pixels(
     import cv2
     from tqdm import tqdm
 
-    from pipeline.data import load_image
+    from pipeline.images import load_image
 
     if pixel_size < 1:
         raise ValueError(f"pixel_size must be >= 1, got {pixel_size}")

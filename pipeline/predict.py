@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.data import resize_image  # the one resize: as load_image(path, size)
+from pipeline.images import resize_image  # the one resize: as load_image(path, size)
 from pipeline.predict_manifest import MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class Prediction:
 def decode(image: str | Path | np.ndarray) -> np.ndarray:
     """An image file (or an already decoded uint8 RGB array) -> uint8 RGB (H, W, 3), once;
     every model input is resized from it (:func:`resize_image`)."""
-    from pipeline.data import decode_image
+    from pipeline.images import decode_image
 
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:

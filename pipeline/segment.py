@@ -305,7 +305,8 @@ def run_segmenter(cfg, out: str | Path) -> dict:
     """`make segmenter`: fit on the maps of the training split's photos, save to ``out``.
 
     Returns a summary (photos fitted, class shares, loss curve)."""
-    from pipeline.data import load_image, read_labels
+    from pipeline.data import read_labels
+    from pipeline.images import load_image
 
     seg_cfg = cfg.segmenter
     if not seg_cfg.maps_dir:

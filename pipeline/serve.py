@@ -40,10 +40,10 @@ class BadUpload(ValueError):
 
 
 def check_upload(data: bytes, filename: str, max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
-    """Decode an uploaded file once, as ``pipeline.data.load_image`` decodes a file (uint8
+    """Decode an uploaded file once, as ``pipeline.images.load_image`` decodes a file (uint8
     RGB, EXIF-upright), or raise :class:`BadUpload` saying what is wrong with it. Every
     model input is resized from this one array."""
-    from pipeline.data import load_image
+    from pipeline.images import load_image
 
     name = filename or "the upload"
     if not data:

@@ -14,7 +14,8 @@ import pandas as pd
 
 from pipeline.artifacts import write_csv_atomic, write_json_atomic
 from pipeline.config import Config, load_config
-from pipeline.data import duplicate_report, read_dataset, validate_images
+from pipeline.data import read_dataset
+from pipeline.duplicates import duplicate_report, validate_images
 from pipeline.folds import make_folds
 from stages.common import cli
 

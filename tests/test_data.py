@@ -3,7 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import load_image, read_dataset, read_labels, read_test_ids, read_test_truth
+from pipeline.data import read_dataset, read_labels, read_test_ids, read_test_truth
+from pipeline.images import load_image
 
 
 def _write(tmp_path, text, images=("a.png", "b.png", "c.png")):

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.data import COUNT_DECODES_ENV, load_image
 from pipeline.image_cache import ImageCache, array_path, build_image_cache
+from pipeline.images import COUNT_DECODES_ENV, load_image
 from pipeline.inference import downsample_pixels
 
 

@@ -26,7 +26,7 @@ def mirror_sensitive(tmp_path):
     import cv2
     import keras
 
-    from pipeline.data import load_image
+    from pipeline.images import load_image
 
     rng = np.random.default_rng(0)
     paths = []
@@ -70,7 +70,7 @@ def test_downsample_pixels_scales_and_checks():
 def test_embed_is_the_pool_layer(fold_setup):  # noqa: F811
     import keras
 
-    from pipeline.data import load_image
+    from pipeline.images import load_image
 
     root, cfg, *_ = fold_setup
     paths = sorted((root / "train" / "images").iterdir())[:5]

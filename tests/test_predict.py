@@ -83,7 +83,7 @@ def test_predictor_reads_artifacts_and_recomputes_nothing(tiny_demo, monkeypatch
 
 
 def test_decoded_arrays_score_as_their_files(tiny_demo, predictor):
-    from pipeline.data import load_image
+    from pipeline.images import load_image
 
     _, paths = _test_images(tiny_demo, 3)
     from_files = predictor.predict(paths, "ensemble")

@@ -14,7 +14,7 @@ import pytest
 from pipeline.augment import garment_mask, run_augmentation, skin_mask
 from pipeline.augment_config import AugmentConfig
 from pipeline.config import SegmenterConfig
-from pipeline.data import load_image
+from pipeline.images import load_image
 from pipeline.segment import (
     CLASSES,
     GarmentSegmenter,

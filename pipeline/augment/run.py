@@ -35,13 +35,9 @@ from pipeline.augment_config import (
     AugmentConfig,
     parse_colour_map,
 )
-from pipeline.data import (
-    image_paths,
-    load_image,
-    read_csv_strings,
-    read_labels,
-)
+from pipeline.data import image_paths, read_csv_strings, read_labels
 from pipeline.folds import read_folds
+from pipeline.images import load_image
 
 log = logging.getLogger(__name__)
 

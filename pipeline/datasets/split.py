@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.data import copy_groups, read_labels, validate_images
+from pipeline.data import read_labels
 from pipeline.datasets.common import atomic_dir, check_separate, write_labels_csv
+from pipeline.duplicates import copy_groups, validate_images
 
 log = logging.getLogger(__name__)
 
