@@ -32,8 +32,6 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_stack import _truth
-
 
 def _build_augmentation(cfg, folds: Path, out: Path, enabled: bool) -> dict:
     from pipeline.augment import run_augmentation
@@ -118,7 +116,7 @@ def _relabel_checks(cfg, aug_dir: Path, table, folds, cnn_dir: Path | None, back
     import pandas as pd
 
     from pipeline.augment import colour_name, dominant_hue, garment_mask
-    from pipeline.data import load_image
+    from pipeline.images import load_image
     from pipeline.segment import GarmentSegmenter
 
     acfg = cfg.augment
@@ -156,7 +154,7 @@ def _cnn_agreement(copies, imgs, target, colours, table, folds, cnn_dir, backbon
     source) names the copy's colour: agreement on copies vs on the sources themselves."""
     import cv2
 
-    from pipeline.data import load_image
+    from pipeline.images import load_image
     from pipeline.inference import load_checkpoint
 
     idx = [table.labels.index(c) for c in colours]
@@ -196,7 +194,7 @@ def _cnn_agreement(copies, imgs, target, colours, table, folds, cnn_dir, backbon
 def main(argv: list[str] | None = None) -> int:
     from pipeline.artifacts import write_json_atomic
     from pipeline.config import load_config
-    from pipeline.data import read_labels
+    from pipeline.data import read_labels, read_test_truth
     from pipeline.folds import read_folds
     from pipeline.thresholds import rule_thresholds
 
@@ -265,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     prev = np.nansum(y, axis=0) / np.maximum(known.sum(axis=0), 1)
     rare = np.flatnonzero(prev < args.rare)
     every = np.arange(len(labels))
-    y_test = _truth(cfg.data.test_truth, test_ids, labels)
+    y_test = read_test_truth(cfg.data.test_truth, labels, cfg.data.id_column, test_ids).to_numpy(
+        dtype=np.float64
+    )
     res = {
         "config": str(args.config),
         "backbone": backbone,

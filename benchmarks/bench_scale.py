@@ -48,7 +48,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from benchmarks.scale_data import ScaleSpec, generate, jd_prevalences
 from pipeline.artifacts import write_json_atomic
@@ -298,14 +297,16 @@ def agreement(n: int = 4000, seed: int = 0, n_jobs: int = 2, grid: dict | None =
 
     with tempfile.TemporaryDirectory() as tmp:
         generate(ScaleSpec(n_train=n, seed=seed), Path(tmp))
-        from pipeline.data import read_labels
+        from pipeline.data import read_labels, read_test_truth
         from pipeline.select import group_pred_files, load_base_predictions
 
         table = read_labels(Path(tmp) / "data" / "train", "image", check_images=False)
         base = load_base_predictions(
             group_pred_files(sorted((Path(tmp) / "preds").glob("*.npz"))), table.ids
         )
-        truth = pd.read_csv(Path(tmp) / "data" / "test_truth.csv", dtype={"image": str})
+        truth = read_test_truth(
+            Path(tmp) / "data" / "test_truth.csv", base.labels, "image", base.test_ids
+        )
     sel = select_columns(base.oof, table.y, base.columns, 2.0, 6, 0.9, 0.01)
     n_rows, n_cols, n_labels = base.oof.shape
     X = base.oof.reshape(n_rows, n_cols * n_labels)
@@ -331,7 +332,7 @@ def agreement(n: int = 4000, seed: int = 0, n_jobs: int = 2, grid: dict | None =
     t_halving = time.perf_counter() - t0
     from pipeline.metrics import fbeta_score
 
-    y_test = truth.set_index("image").loc[base.test_ids, base.labels].to_numpy(dtype=float)
+    y_test = truth.to_numpy(dtype=float)
     X_test = base.test.mean(axis=0).reshape(len(y_test), n_cols * n_labels)
     test_f2 = {
         name: float(fbeta_score(y_test, est.predict(X_test), beta=2.0, average="macro"))
