@@ -11,7 +11,13 @@ writer and one reader, next to each other here, so the two cannot drift apart:
   (:func:`save_stacked` / :func:`load_stacked`);
 - the **embedding file** (``build/<config>/embed/<name>.npz``): a frozen backbone's
   embeddings of every train and test image (:func:`save_embeddings` /
-  :func:`load_embeddings`).
+  :func:`load_embeddings`);
+- the **thresholds file** (``build/<config>/thresholds.json``): the ensemble's per-label
+  thresholds and their OOF scores (:func:`save_thresholds` / :func:`load_thresholds`);
+- the **predictor manifest** (``build/<config>/stack/predict.json``): what `make predict`
+  and `make serve` need that only `make stack` knows; its content is built by
+  :func:`pipeline.predict_manifest.build_manifest` (:func:`save_predict_manifest` /
+  :func:`load_predict_manifest`).
 
 Writes are atomic: :func:`write_atomic` writes to a temp name beside the target (same
 directory, so ``os.replace`` is atomic) and renames it into place, removing the temp file
@@ -299,3 +305,84 @@ def load_embeddings(path) -> dict[str, Any]:
     data["train_ids"] = data["train_ids"].astype(str)
     data["test_ids"] = data["test_ids"].astype(str)
     return data
+
+
+# --- the thresholds file ----------------------------------------------------------------
+
+
+def save_thresholds(
+    path: str | Path,
+    labels: Sequence[str],
+    thresholds,
+    oof_fbeta_per_label,
+    oof_fbeta: float,
+    rules: str,
+    config: dict,
+) -> None:
+    """Write the ensemble's thresholds (atomically): one per label, in ``labels`` order,
+    with the OOF F-beta they reach per label and overall, how they were chosen (``rules``)
+    and the ``[thresholds]`` settings used."""
+    write_json_atomic(
+        path,
+        {
+            "labels": list(labels),
+            "thresholds": [float(v) for v in thresholds],
+            "oof_fbeta_per_label": [float(v) for v in oof_fbeta_per_label],
+            "oof_fbeta": float(oof_fbeta),
+            "rules": rules,
+            "config": config,
+        },
+    )
+
+
+def load_thresholds(
+    path: str | Path, labels: Sequence[str] | None = None, against: str | Path = ""
+) -> dict[str, Any]:
+    """Read a thresholds file written by :func:`save_thresholds` (``thresholds`` as a
+    float64 array), refusing a missing or malformed one, and with ``labels`` one whose
+    labels differ from them (``against`` names where ``labels`` came from)."""
+    import numpy as np
+
+    path = Path(path)
+    fix = "re-run `make thresholds CONFIG=...`"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; {fix}")
+    data = json.loads(path.read_text())
+    missing = [k for k in ("labels", "thresholds") if k not in data]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}; {fix}")
+    data["thresholds"] = np.asarray(data["thresholds"], dtype=np.float64)
+    if data["thresholds"].shape != (len(data["labels"]),):
+        raise ValueError(
+            f"{path}: {len(data['thresholds'])} thresholds for {len(data['labels'])} labels; {fix}"
+        )
+    if labels is not None and list(data["labels"]) != [str(x) for x in labels]:
+        raise ValueError(f"{path}: its labels differ from those of {against or 'the run'}; {fix}")
+    return data
+
+
+# --- the predictor manifest -------------------------------------------------------------
+
+#: The manifest's file name, in the stack stage's folder (``stack/predict.json``).
+PREDICT_MANIFEST = "predict.json"
+PREDICT_MANIFEST_FORMAT = 1
+
+
+def save_predict_manifest(path: str | Path, manifest: dict) -> None:
+    """Write :func:`pipeline.predict_manifest.build_manifest`'s record (atomically),
+    stamped with :data:`PREDICT_MANIFEST_FORMAT`."""
+    write_json_atomic(path, {"format": PREDICT_MANIFEST_FORMAT, **manifest})
+
+
+def load_predict_manifest(path: str | Path) -> dict:
+    """Read what :func:`save_predict_manifest` wrote, or say which stage makes it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist (a run from before the predictor manifest); "
+            "run `make stack CONFIG=...` (Make re-runs it and what follows)"
+        )
+    manifest = json.loads(path.read_text())
+    if manifest.get("format") != PREDICT_MANIFEST_FORMAT:
+        raise ValueError(f"{path}: format {manifest.get('format')!r}; re-run `make stack`")
+    return manifest

@@ -10,9 +10,10 @@ models, at its own OOF thresholds, as the report scores it. So a test image gets
 its submission row has.
 
 Nothing is recomputed here: which columns, epochs and thresholds come from the run's
-artifacts. `make stack` writes ``stack/predict.json`` (:func:`build_manifest`: each base
-model's best epoch, its OOF thresholds and the columns the second level reads) beside
-``stacked.npz``; the ensemble thresholds are ``thresholds.json``.
+artifacts. `make stack` writes ``stack/predict.json``
+(:func:`pipeline.predict_manifest.build_manifest`: each base model's best epoch, its OOF
+thresholds and the columns the second level reads) beside ``stacked.npz``; the ensemble
+thresholds are ``thresholds.json``. Both are read through :mod:`pipeline.artifacts`.
 
 Two ways to run the models. ``compiled=True`` (`make serve`, a long-lived process): a model
 per (member, fold, epoch) is built once and kept, never swapping weights, and the models one
@@ -28,7 +29,6 @@ members), ``stack/`` (``models/``, ``predict.json``) and ``thresholds.json``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.artifacts import PREDICT_MANIFEST, load_predict_manifest, load_thresholds
 from pipeline.config import Config
 from pipeline.images import resize_image  # the one resize: as load_image(path, size)
-from pipeline.predict_manifest import MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -147,22 +147,17 @@ class Predictor:
         self.level = SecondLevel.load(stack / "models")
         self.columns = list(self.level.columns)
         self.labels = list(self.level.labels)
-        th = json.loads(th_path.read_text())
-        if list(th["labels"]) != self.labels:
-            raise ValueError(
-                f"{th_path} and {stack / 'models'} disagree on labels; re-run `make all`"
-            )
-        self.thresholds = np.asarray(th["thresholds"], dtype=np.float64)
-        manifest = read_manifest(stack / MANIFEST)
+        self.thresholds = load_thresholds(th_path, self.labels, stack / "models")["thresholds"]
+        manifest = load_predict_manifest(stack / PREDICT_MANIFEST)
         if manifest["labels"] != self.labels:
             raise ValueError(
-                f"{stack / MANIFEST} and {stack / 'models'} disagree; re-run `make stack`"
+                f"{stack / PREDICT_MANIFEST} and {stack / 'models'} disagree; re-run `make stack`"
             )
         self.used_columns = [self.columns[c] for c in self.level.used_columns]
         self.n_folds = int(manifest["n_folds"])
         if self.n_folds != cfg.folds.n_folds:
             raise ValueError(
-                f"{stack / MANIFEST} is of a {self.n_folds}-fold run, the config says "
+                f"{stack / PREDICT_MANIFEST} is of a {self.n_folds}-fold run, the config says "
                 f"{cfg.folds.n_folds} folds; re-run `make all CONFIG=...`"
             )
         self.singles: dict[str, tuple[int, np.ndarray, float]] = {

@@ -2,24 +2,20 @@
 
 The stack stage holds every base model's OOF predictions; from them it picks each base
 model's best epoch (by OOF macro F-beta, at thresholds tuned per label on its own OOF, as
-the report scores it) and knows which base columns the chosen second level reads. It writes
-that here, so `make predict` and `make serve` read a few hundred bytes instead of every
-prediction file plus a threshold search per model. A module of its own, apart from
-``pipeline.predict``: the stack stage imports it, so editing the predictor does not re-run
-the stack.
+the report scores it) and knows which base columns the chosen second level reads. This
+module builds that record (:func:`build_manifest`); :mod:`pipeline.artifacts` writes and
+reads the file (:func:`~pipeline.artifacts.save_predict_manifest`,
+:func:`~pipeline.artifacts.load_predict_manifest`), so `make predict` and `make serve` read a
+few hundred bytes instead of every prediction file plus a threshold search per model. A
+module of its own, apart from ``pipeline.predict``: the stack stage imports it, so editing
+the predictor does not re-run the stack.
 """
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
 from pipeline.thresholds import ThresholdSearch
-
-MANIFEST = "predict.json"
-MANIFEST_FORMAT = 1
 
 
 def epoch_scores(base, member: str, y: np.ndarray, beta: float, step: float, average: str):
@@ -58,7 +54,6 @@ def build_manifest(base, y: np.ndarray, level, beta: float, step: float, average
             "oof_fbeta": float(score),
         }
     return {
-        "format": MANIFEST_FORMAT,
         "labels": list(base.labels),
         "n_folds": int(base.test.shape[0]),
         "used_columns": [
@@ -66,24 +61,3 @@ def build_manifest(base, y: np.ndarray, level, beta: float, step: float, average
         ],
         "members": members,
     }
-
-
-def write_manifest(path: str | Path, manifest: dict) -> None:
-    """Write :func:`build_manifest`'s record (atomically)."""
-    from pipeline.artifacts import write_json_atomic
-
-    write_json_atomic(path, manifest)
-
-
-def read_manifest(path: str | Path) -> dict:
-    """Read what :func:`write_manifest` wrote, or say which stage makes it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist (a run from before the predictor manifest); "
-            "run `make stack CONFIG=...` (Make re-runs it and what follows)"
-        )
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{path}: format {manifest.get('format')!r}; re-run `make stack`")
-    return manifest

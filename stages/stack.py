@@ -17,7 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import save_stacked, write_text_atomic
+from pipeline.artifacts import (
+    PREDICT_MANIFEST,
+    save_predict_manifest,
+    save_stacked,
+    write_text_atomic,
+)
 from pipeline.config import Config, load_config
 from stages.common import cli
 
@@ -72,7 +77,7 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
     from threadpoolctl import threadpool_limits
 
     from pipeline.data import read_labels
-    from pipeline.predict_manifest import MANIFEST, build_manifest, write_manifest
+    from pipeline.predict_manifest import build_manifest
     from pipeline.second_level import fit_second_level
     from pipeline.select import group_pred_files, load_base_predictions
 
@@ -120,7 +125,7 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
     sel = {**selection.to_dict(base.labels), "second_level": level.report}
     write_text_atomic(out.parent / "selection.json", json.dumps(sel, indent=2) + "\n")
     manifest = build_manifest(base, table.y, level, t.beta, t.step, t.average)
-    write_manifest(out.parent / MANIFEST, manifest)
+    save_predict_manifest(out.parent / PREDICT_MANIFEST, manifest)
     save_stacked(
         out,
         labels=base.labels,

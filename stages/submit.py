@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from pipeline.artifacts import load_stacked, write_csv_atomic
+from pipeline.artifacts import load_stacked, load_thresholds, write_csv_atomic
 from pipeline.config import Config, load_config
 from stages.common import cli
 
@@ -30,11 +27,9 @@ def run(cfg: Config, stacked: Path, thresholds: Path, out: Path, out_labels: Pat
     z = load_stacked(stacked)
     labels = [str(s) for s in z["labels"]]
     test_ids, test = z["test_ids"], z["test"]
-    th = json.loads(thresholds.read_text())
-    if th["labels"] != labels:
-        raise ValueError(f"{thresholds} labels differ from {stacked}; rerun make thresholds")
+    th = load_thresholds(thresholds, labels, against=stacked)
     expected_ids, _ = read_test_ids(cfg.data.test_dir, cfg.data.id_column, check_images=False)
-    votes = fold_votes(test, np.asarray(th["thresholds"]))
+    votes = fold_votes(test, th["thresholds"])
     final = majority_vote(votes, cfg.submit.tie)
     df = submission_frame(test_ids, final, labels, cfg.data.id_column)
     validate_submission(df, expected_ids, labels, cfg.data.id_column)

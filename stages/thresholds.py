@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import load_stacked, write_text_atomic
+from pipeline.artifacts import load_stacked, save_thresholds
 from pipeline.config import Config, load_config, to_dict
 from stages.common import cli
 
@@ -53,15 +52,7 @@ def run(cfg: Config, stacked: Path, out: Path) -> None:
     pred = (np.nan_to_num(oof, nan=0.0) >= thresholds).astype(np.int8)
     per_label = fbeta_per_label(y, pred, beta=t.beta)
     score = fbeta_score(y, pred, beta=t.beta, average=t.average)
-    payload = {
-        "labels": labels,
-        "thresholds": [float(v) for v in thresholds],
-        "oof_fbeta_per_label": [float(v) for v in per_label],
-        "oof_fbeta": float(score),
-        "rules": how,
-        "config": to_dict(t),
-    }
-    write_text_atomic(out, json.dumps(payload, indent=2) + "\n")
+    save_thresholds(out, labels, thresholds, per_label, score, how, to_dict(t))
     log.info("thresholds (%s): OOF F%.3g (%s) = %.4f -> %s", how, t.beta, t.average, score, out)
 
 

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -5,10 +7,12 @@ from pipeline.artifacts import (
     load_embeddings,
     load_fold_predictions,
     load_stacked,
+    load_thresholds,
     save_embeddings,
     save_fold_predictions,
     save_single_epoch_predictions,
     save_stacked,
+    save_thresholds,
     write_atomic,
     write_text_atomic,
 )
@@ -74,3 +78,21 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
     seen = []
     write_atomic(path, lambda tmp: (seen.append(tmp.name), tmp.write_text("new")), suffix=".h5")
     assert seen[0].endswith(".h5") and path.read_text() == "new"
+
+
+def test_thresholds_file_round_trip_and_checks(tmp_path):
+    path = tmp_path / "thresholds.json"
+    save_thresholds(path, ["a", "b"], np.array([0.25, 0.7]), [0.5, 0.75], 0.625, "global", {})
+    assert json.loads(path.read_text())["oof_fbeta"] == 0.625
+    th = load_thresholds(path, ["a", "b"], "stacked.npz")
+    assert th["thresholds"].dtype == np.float64 and th["thresholds"].tolist() == [0.25, 0.7]
+    assert th["labels"] == ["a", "b"] and th["rules"] == "global"
+    with pytest.raises(
+        ValueError, match="labels differ from those of stacked.npz.*make thresholds"
+    ):
+        load_thresholds(path, ["b", "a"], "stacked.npz")
+    path.write_text(json.dumps({"labels": ["a", "b"], "thresholds": [0.5]}))
+    with pytest.raises(ValueError, match="1 thresholds for 2 labels"):
+        load_thresholds(path)
+    with pytest.raises(FileNotFoundError, match="make thresholds"):
+        load_thresholds(tmp_path / "none.json")

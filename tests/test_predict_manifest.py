@@ -8,13 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from pipeline.predict_manifest import (
-    MANIFEST_FORMAT,
-    best_epoch,
-    build_manifest,
-    read_manifest,
-    write_manifest,
+from pipeline.artifacts import (
+    PREDICT_MANIFEST_FORMAT,
+    load_predict_manifest,
+    save_predict_manifest,
 )
+from pipeline.predict_manifest import best_epoch, build_manifest
 
 
 def _base(seed=0, n=200, n_labels=3):
@@ -38,21 +37,22 @@ def test_manifest_holds_each_members_best_epoch_and_the_used_columns(tmp_path):
     base, y = _base()
     level = SimpleNamespace(columns=base.columns, used_columns=[1, 2])
     m = build_manifest(base, y, level, beta=2.0, step=0.01, average="macro")
-    assert m["format"] == MANIFEST_FORMAT and m["n_folds"] == 5 and m["labels"] == base.labels
+    assert m["n_folds"] == 5 and m["labels"] == base.labels
     assert m["used_columns"] == [["a", 2], ["b", 4]]
     assert m["members"]["a"]["epoch"] == 2 and m["members"]["b"]["epoch"] == 4
     score, c, ts = best_epoch(base, "a", y, 2.0, 0.01, "macro")
     assert c == 1 and m["members"]["a"]["oof_fbeta"] == score
     path = tmp_path / "predict.json"
-    write_manifest(path, m)
-    back = read_manifest(path)
-    assert back == m  # JSON keeps the float thresholds exactly
+    save_predict_manifest(path, m)
+    back = load_predict_manifest(path)
+    assert back == {"format": PREDICT_MANIFEST_FORMAT, **m}  # JSON keeps floats exactly
+    assert next(iter(back)) == "format"  # stamped first, as the file always had it
     np.testing.assert_array_equal(back["members"]["a"]["thresholds"], ts.thresholds_)
 
 
 def test_missing_or_foreign_manifest_says_which_stage_makes_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="make stack"):
-        read_manifest(tmp_path / "predict.json")
+        load_predict_manifest(tmp_path / "predict.json")
     (tmp_path / "predict.json").write_text(json.dumps({"format": 99}))
     with pytest.raises(ValueError, match="format 99.*make stack"):
-        read_manifest(tmp_path / "predict.json")
+        load_predict_manifest(tmp_path / "predict.json")
