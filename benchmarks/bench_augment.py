@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pipeline.artifacts import write_json_atomic
+from pipeline.artifacts import load_fold_predictions, write_json_atomic
 from pipeline.augment import AugmentConfig, garment_mask, read_augmented, run_augmentation
 from pipeline.data import read_labels
 from pipeline.demo.colours import classify_colour
@@ -185,8 +185,8 @@ def rare_f2_compare(
             )
             wdir = (work or Path("build")) / f"f2-{name}-fold{fold}"
             train_fold(job, wdir, wdir / "preds.npz")
-            with np.load(wdir / "preds.npz") as z:
-                oof, test = z["oof"][-1], z["test"][-1]
+            z = load_fold_predictions(wdir / "preds.npz")
+            oof, test = z["oof"][-1], z["test"][-1]
             f2 = {}
             for lab in rare:
                 j = table.labels.index(lab)
