@@ -12,7 +12,6 @@ The database is the training set; ``evaluate`` queries with the test images and 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -81,7 +80,7 @@ def evaluate(
     image_cache: Path | None = None,
 ) -> dict:
     """precision@k (Jaccard >= 0.5) of the index vs raw pixels, test images as queries."""
-    from pipeline.artifacts import write_text_atomic
+    from pipeline.artifacts import write_json_atomic
     from pipeline.data import image_paths, read_test_ids, read_test_truth
     from pipeline.image_cache import open_cache
     from pipeline.similar import SimilarityIndex, evaluate_index
@@ -103,7 +102,7 @@ def evaluate(
         cache=open_cache(image_cache),
     )
     result["index"] = str(index_path)
-    write_text_atomic(out, json.dumps(result, indent=2) + "\n")
+    write_json_atomic(out, result)
     print(f"precision@{k} model  {result['model_precision_at_k']:.4f}")
     print(f"precision@{k} pixels {result['pixels_precision_at_k']:.4f}")
     return result

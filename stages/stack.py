@@ -9,7 +9,6 @@ thresholds, the columns the second level reads) beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -21,7 +20,7 @@ from pipeline.artifacts import (
     PREDICT_MANIFEST,
     save_predict_manifest,
     save_stacked,
-    write_text_atomic,
+    write_json_atomic,
 )
 from pipeline.config import Config, load_config
 from stages.common import cli
@@ -123,7 +122,7 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
     # every combiner refitted on all rows made this same selection (one rule, all OOF rows)
     selection = next(iter(level.combiners.values())).selection_
     sel = {**selection.to_dict(base.labels), "second_level": level.report}
-    write_text_atomic(out.parent / "selection.json", json.dumps(sel, indent=2) + "\n")
+    write_json_atomic(out.parent / "selection.json", sel)
     manifest = build_manifest(base, table.y, level, t.beta, t.step, t.average)
     save_predict_manifest(out.parent / PREDICT_MANIFEST, manifest)
     save_stacked(
