@@ -98,7 +98,7 @@ def generate(
     workers: int = 1,
     progress: bool = True,
 ) -> dict:
-    """Write the demo data set to ``out_dir`` (layout in the module docstring).
+    """Write the demo data set to ``out_dir`` (layout: :mod:`pipeline.demo`).
 
     The set is built in ``<out_dir>.tmp-<pid>`` beside the target and renamed into place
     only when complete (an old ``out_dir`` is moved aside and deleted afterwards), so an
