@@ -250,23 +250,30 @@ def build_index(
     paths: Sequence[str | Path],
     y: np.ndarray,
     labels: Sequence[str],
-    model_path: str | Path | None,
+    embeddings: np.ndarray | None,
     image_size: int,
-    batch: int = 64,
+    model_path: str | Path = "",
     tta_flip: bool = True,
     pixel_size: int = 16,
     cache=None,
 ) -> SimilarityIndex:
-    """Embed the database images with ``model_path``'s ``pool`` layer (or raw pixels if None);
-    images are read from ``cache`` (the decode cache) when given."""
+    """Index the database images by their ``embeddings`` (one row per image: a CNN fold's
+    ``pool`` embeddings, from the embedding file of `make embed-cnn`, made by
+    ``model_path`` at ``image_size`` px), or by raw pixels when ``embeddings`` is None
+    (read from ``cache``, the decode cache, when given)."""
     if len(ids) != len(paths):
         raise ValueError(f"{len(ids)} ids but {len(paths)} paths")
-    if model_path is None:
+    if embeddings is None:
         emb = downsample_pixels(list(paths), pixel_size, cache)
+    elif not model_path:
+        raise ValueError("a model index needs model_path, the checkpoint that embeds queries")
     else:
-        emb = embed(model_path, list(paths), image_size, batch, tta_flip, cache=cache)
+        emb = np.asarray(embeddings)
+        if len(emb) != len(ids):
+            raise ValueError(f"{len(emb)} embedding rows but {len(ids)} images")
+    kind = "pixels" if embeddings is None else "model"
     log.info(
-        "similarity index: %d images, %d dims (%s)", len(ids), emb.shape[1], model_path or "pixels"
+        "similarity index: %d images, %d dims (%s)", len(ids), emb.shape[1], model_path or kind
     )
     return SimilarityIndex(
         ids=np.asarray(ids).astype(str),
@@ -274,8 +281,8 @@ def build_index(
         embeddings=l2_normalise(emb),
         labels=tuple(labels),
         y=np.asarray(y, dtype=np.float32),
-        kind="pixels" if model_path is None else "model",
-        model_path="" if model_path is None else str(model_path),
+        kind=kind,
+        model_path="" if embeddings is None else str(model_path),
         image_size=image_size,
         pixel_size=pixel_size,
         tta_flip=tta_flip,
@@ -286,14 +293,18 @@ def evaluate_index(
     index: SimilarityIndex,
     query_paths: Sequence[str | Path],
     query_y: np.ndarray,
+    query_embeddings: np.ndarray | None = None,
     k: int = 10,
     jaccard: float = 0.5,
     pixel_size: int = 16,
-    batch: int = 64,
     cache=None,
 ) -> dict:
-    """precision@k of ``index`` vs the raw-pixel baseline over the same database and queries
-    (images read from ``cache``, the decode cache, when given)."""
+    """precision@k of ``index`` vs the raw-pixel baseline over the same database and queries.
+
+    A model index takes the queries' ``query_embeddings`` (made by the index's checkpoint:
+    the embedding file's test rows); a pixel index embeds ``query_paths`` itself. Images
+    are read from ``cache``, the decode cache, when given.
+    """
     query_y = np.asarray(query_y, dtype=np.float32)
     if len(query_paths) != len(query_y):
         raise ValueError(f"{len(query_paths)} query images but {len(query_y)} label rows")
@@ -301,7 +312,14 @@ def evaluate_index(
         raise ValueError(
             f"query labels have {query_y.shape[1]} columns, the index {len(index.labels)}"
         )
-    q = index.embed(query_paths, batch, cache=cache)
+    if index.kind == "pixels":
+        q = index.embed(query_paths, cache=cache)
+    elif query_embeddings is None or len(query_embeddings) != len(query_y):
+        raise ValueError(
+            f"a model index needs the {len(query_y)} queries' embeddings by {index.model_path}"
+        )
+    else:
+        q = l2_normalise(query_embeddings)
     nn_model, _ = index.search(q, k)
     p_model = precision_at_k(query_y, index.y, nn_model, k, jaccard)
     db_px = l2_normalise(downsample_pixels(list(index.paths), pixel_size, cache))

@@ -1,12 +1,16 @@
 """`make similar`: build, query and evaluate the cosine similarity index over CNN embeddings.
 
-    python -m stages.similar build --config C --model CKPT_OR_FOLD_DIR --out INDEX.npz
+    python -m stages.similar build --config C --embedding EMB.npz --out INDEX.npz
     python -m stages.similar query --index INDEX.npz --image PATH --k 10
-    python -m stages.similar evaluate --index INDEX.npz --config C --k 10 --out METRICS.json
+    python -m stages.similar evaluate --index INDEX.npz --embedding EMB.npz --config C \
+        --k 10 --out METRICS.json
 
-``--model`` takes a ``.keras`` checkpoint or a fold work dir (its last checkpoint is used).
-The database is the training set; ``evaluate`` queries with the test images and their
-``data.test_truth`` labels and compares precision@k with a raw-pixel baseline.
+``--embedding`` is a CNN fold's embedding file (`make embed-cnn`:
+``build/<name>/embed/cnn.<backbone>.fold<k>.npz``); without it, ``build`` indexes raw
+pixels. The database is the training set (the file's training rows); ``evaluate`` queries
+with the test images (the file's test rows) and their ``data.test_truth`` labels and
+compares precision@k with a raw-pixel baseline. ``query`` embeds a new image with the
+checkpoint the file came from.
 """
 
 from __future__ import annotations
@@ -20,37 +24,29 @@ from pipeline.config import Config, load_config
 from stages.common import CACHE_HELP, cli
 
 
-def _resolve_model(model: Path) -> Path:
-    from pipeline.inference import last_checkpoint
-
-    return last_checkpoint(model) if model.is_dir() else model
-
-
-def _batch_size(cfg: Config) -> int:
-    return cfg.train.backbones[0].batch_size if cfg.train.backbones else 64
-
-
 def build(
     cfg: Config,
-    model: Path | None,
+    embedding: Path | None,
     out: Path,
     pixel_size: int = 16,
     image_cache: Path | None = None,
 ) -> None:
-    """Index every training image with ``model`` (or raw pixels when ``model`` is None)."""
+    """Index every training image by its ``embedding`` file row (raw pixels when None)."""
+    from pipeline.artifacts import load_embeddings
     from pipeline.data import read_labels
     from pipeline.image_cache import open_cache
     from pipeline.similar import build_index
 
     table = read_labels(cfg.data.train_dir, cfg.data.id_column)
+    emb = None if embedding is None else load_embeddings(embedding, table.ids)
     index = build_index(
         table.ids,
         table.paths(),
         table.y,
         table.labels,
-        None if model is None else _resolve_model(model),
-        cfg.data.image_size,
-        batch=_batch_size(cfg),
+        None if emb is None else emb["train"],
+        cfg.data.image_size if emb is None else emb["image_size"],
+        model_path="" if emb is None else emb["source"],
         tta_flip=cfg.train.tta_flip,
         pixel_size=pixel_size,
         cache=open_cache(image_cache),
@@ -77,11 +73,13 @@ def evaluate(
     index_path: Path,
     k: int,
     out: Path,
+    embedding: Path | None = None,
     pixel_size: int = 16,
     image_cache: Path | None = None,
 ) -> dict:
-    """precision@k (Jaccard >= 0.5) of the index vs raw pixels, test images as queries."""
-    from pipeline.artifacts import write_text_atomic
+    """precision@k (Jaccard >= 0.5) of the index vs raw pixels, test images as queries
+    (a model index: their rows of ``embedding``, the file the index was built from)."""
+    from pipeline.artifacts import load_embeddings, write_text_atomic
     from pipeline.data import image_paths, read_test_ids, read_test_truth
     from pipeline.image_cache import open_cache
     from pipeline.similar import SimilarityIndex, evaluate_index
@@ -90,6 +88,15 @@ def evaluate(
         raise ValueError("the config has no data.test_truth; evaluation needs test labels")
     index = SimilarityIndex.load(index_path)
     test_ids, test_dir = read_test_ids(cfg.data.test_dir, cfg.data.id_column)
+    queries = None
+    if embedding is not None:
+        emb = load_embeddings(embedding, test_ids=test_ids)
+        if emb["source"] != index.model_path:
+            raise ValueError(
+                f"{embedding} comes from {emb['source'] or 'no checkpoint'}, the index "
+                f"{index_path} from {index.model_path or 'raw pixels'}; re-run `make similar`"
+            )
+        queries = emb["test"]
     truth = read_test_truth(
         cfg.data.test_truth, index.labels, cfg.data.id_column, test_ids
     ).to_numpy()
@@ -97,9 +104,9 @@ def evaluate(
         index,
         image_paths(test_ids, test_dir),
         truth,
+        queries,
         k,
         pixel_size=pixel_size,
-        batch=_batch_size(cfg),
         cache=open_cache(image_cache),
     )
     result["index"] = str(index_path)
@@ -114,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = ap.add_subparsers(dest="command", required=True)
+    emb_help = "a CNN fold's embedding file (make embed-cnn)"
     b = sub.add_parser("build", help="index the training images")
     b.add_argument("--config", type=Path, required=True)
-    b.add_argument("--model", type=Path, help="checkpoint or fold work dir; omit for raw pixels")
+    b.add_argument("--embedding", type=Path, help=emb_help + "; omit for raw pixels")
     b.add_argument("--out", type=Path, required=True, help="index .npz")
     b.add_argument("--pixel-size", type=int, default=16)
     b.add_argument("--image-cache", type=Path, help=CACHE_HELP)
@@ -126,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--k", type=int, default=10)
     e = sub.add_parser("evaluate", help="precision@k vs a raw-pixel baseline on the test set")
     e.add_argument("--index", type=Path, required=True)
+    e.add_argument("--embedding", type=Path, help=emb_help + " the index was built from")
     e.add_argument("--config", type=Path, required=True)
     e.add_argument("--k", type=int, default=10)
     e.add_argument("--out", type=Path, required=True, help="metrics .json")
@@ -134,20 +143,23 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.command == "build":
         return cli(
-            tensorflow=True,
-            body=lambda: build(
-                load_config(args.config), args.model, args.out, args.pixel_size, args.image_cache
+            lambda: build(
+                load_config(args.config),
+                args.embedding,
+                args.out,
+                args.pixel_size,
+                args.image_cache,
             ),
         )
     if args.command == "query":
         return cli(tensorflow=True, body=lambda: query(args.index, args.image, args.k))
     return cli(
-        tensorflow=True,
-        body=lambda: evaluate(
+        lambda: evaluate(
             load_config(args.config),
             args.index,
             args.k,
             args.out,
+            args.embedding,
             args.pixel_size,
             args.image_cache,
         ),
