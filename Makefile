@@ -226,7 +226,7 @@ $(SUBMISSION) $(SUBMISSION_LABELS) &: $(BUILD)/stack/stacked.npz $(BUILD)/thresh
 report: $(BUILD)/report/index.html ## build/<name>/report/index.html + metrics.json
 
 $(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD)/thresholds.json $(BUILD)/stack/stacked.npz $(BASE_PREDS) $(BASELINE_PREDS) $(BUILD)/similar/metrics.json $(AUGMENT) $(CODE_REPORT) | $(INSTALLED)
-	$(PY) -m stages.report --config $(CONFIG) --folds $(FOLDS) --preds $(BASE_PREDS) \
+	$(PY) -m stages.report --config $(CONFIG) --preds $(BASE_PREDS) \
 	  --baseline $(BASELINE_PREDS) \
 	  --similar $(BUILD)/similar/metrics.json --augment-preview $(BUILD)/augment/preview.png \
 	  --data-report $(BUILD)/data_report.json \

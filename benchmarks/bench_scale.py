@@ -227,8 +227,8 @@ def run_size(
         "submit": [py, "-m", "stages.submit", "--config", str(cfg), "--stacked", str(stacked),
                    "--thresholds", str(thresholds), "--out", str(submission),
                    "--out-labels", str(out / "submission.labels.csv")],
-        "report": [py, "-m", "stages.report", "--config", str(cfg), "--folds",
-                   str(base / "folds.csv"), "--preds", *preds, "--stacked", str(stacked),
+        "report": [py, "-m", "stages.report", "--config", str(cfg),
+                   "--preds", *preds, "--stacked", str(stacked),
                    "--thresholds", str(thresholds), "--submission", str(submission),
                    "--out-dir", str(out / "report")],
     }  # fmt: skip
