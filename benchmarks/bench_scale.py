@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = None
     try:
         if any(n in cluster_sizes for n in sizes):
-            from stages.cluster import free_port, start_cluster
+            from pipeline.cluster import free_port, start_cluster
 
             cluster = start_cluster(args.work / "cluster", 2, 1, port=free_port())
         for n in sizes:
@@ -498,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             run_size(n, args.work, address, n in speedup_sizes, n in args.netns_sizes, update)
     finally:
         if cluster:
-            from stages.cluster import stop_cluster
+            from pipeline.cluster import stop_cluster
 
             stop_cluster(cluster.directory)
     if args.agreement:
