@@ -338,3 +338,55 @@ def evaluate_index(
         "pixels_precision_at_k": p_px,
         "pixel_size": pixel_size,
     }
+
+
+def index_training_set(cfg, embedding=None, pixel_size: int = 16, cache=None) -> SimilarityIndex:
+    """The training set indexed by its rows of ``embedding`` (a CNN fold's embedding file,
+    `make embed-cnn`; its checkpoint embeds later queries), or by raw pixels when None."""
+    from pipeline.artifacts import load_embeddings
+    from pipeline.data import read_labels
+
+    table = read_labels(cfg.data.train_dir, cfg.data.id_column)
+    emb = None if embedding is None else load_embeddings(embedding, table.ids)
+    return build_index(
+        table.ids,
+        table.paths(),
+        table.y,
+        table.labels,
+        None if emb is None else emb["train"],
+        cfg.data.image_size if emb is None else emb["image_size"],
+        model_path="" if emb is None else emb["source"],
+        tta_flip=cfg.train.tta_flip,
+        pixel_size=pixel_size,
+        cache=cache,
+    )
+
+
+def evaluate_on_test_set(
+    cfg, index_path, k: int, embedding=None, pixel_size: int = 16, cache=None
+) -> dict:
+    """:func:`evaluate_index` with the test images (``data.test_truth`` labels) as queries;
+    a model index takes their rows of ``embedding``, the file it was built from."""
+    from pipeline.artifacts import load_embeddings
+    from pipeline.data import image_paths, read_test_ids, read_test_truth
+
+    if not cfg.data.test_truth:
+        raise ValueError("the config has no data.test_truth; evaluation needs test labels")
+    index = SimilarityIndex.load(index_path)
+    test_ids, test_dir = read_test_ids(cfg.data.test_dir, cfg.data.id_column)
+    queries = None
+    if embedding is not None:
+        emb = load_embeddings(embedding, test_ids=test_ids)
+        if emb["source"] != index.model_path:
+            raise ValueError(
+                f"{embedding} comes from {emb['source'] or 'no checkpoint'}, the index "
+                f"{index_path} from {index.model_path or 'raw pixels'}; re-run `make similar`"
+            )
+        queries = emb["test"]
+    truth = read_test_truth(cfg.data.test_truth, index.labels, cfg.data.id_column, test_ids)
+    paths = image_paths(test_ids, test_dir)
+    result = evaluate_index(
+        index, paths, truth.to_numpy(), queries, k, pixel_size=pixel_size, cache=cache
+    )
+    result["index"] = str(index_path)
+    return result

@@ -32,26 +32,10 @@ def build(
     image_cache: Path | None = None,
 ) -> None:
     """Index every training image by its ``embedding`` file row (raw pixels when None)."""
-    from pipeline.artifacts import load_embeddings
-    from pipeline.data import read_labels
     from pipeline.image_cache import open_cache
-    from pipeline.similar import build_index
+    from pipeline.similar import index_training_set
 
-    table = read_labels(cfg.data.train_dir, cfg.data.id_column)
-    emb = None if embedding is None else load_embeddings(embedding, table.ids)
-    index = build_index(
-        table.ids,
-        table.paths(),
-        table.y,
-        table.labels,
-        None if emb is None else emb["train"],
-        cfg.data.image_size if emb is None else emb["image_size"],
-        model_path="" if emb is None else emb["source"],
-        tta_flip=cfg.train.tta_flip,
-        pixel_size=pixel_size,
-        cache=open_cache(image_cache),
-    )
-    index.save(out)
+    index_training_set(cfg, embedding, pixel_size, open_cache(image_cache)).save(out)
 
 
 def query(index_path: Path, image: Path, k: int) -> list[tuple[str, float]]:
@@ -79,37 +63,12 @@ def evaluate(
 ) -> dict:
     """precision@k (Jaccard >= 0.5) of the index vs raw pixels, test images as queries
     (a model index: their rows of ``embedding``, the file the index was built from)."""
-    from pipeline.artifacts import load_embeddings, write_text_atomic
-    from pipeline.data import image_paths, read_test_ids, read_test_truth
+    from pipeline.artifacts import write_text_atomic
     from pipeline.image_cache import open_cache
-    from pipeline.similar import SimilarityIndex, evaluate_index
+    from pipeline.similar import evaluate_on_test_set
 
-    if not cfg.data.test_truth:
-        raise ValueError("the config has no data.test_truth; evaluation needs test labels")
-    index = SimilarityIndex.load(index_path)
-    test_ids, test_dir = read_test_ids(cfg.data.test_dir, cfg.data.id_column)
-    queries = None
-    if embedding is not None:
-        emb = load_embeddings(embedding, test_ids=test_ids)
-        if emb["source"] != index.model_path:
-            raise ValueError(
-                f"{embedding} comes from {emb['source'] or 'no checkpoint'}, the index "
-                f"{index_path} from {index.model_path or 'raw pixels'}; re-run `make similar`"
-            )
-        queries = emb["test"]
-    truth = read_test_truth(
-        cfg.data.test_truth, index.labels, cfg.data.id_column, test_ids
-    ).to_numpy()
-    result = evaluate_index(
-        index,
-        image_paths(test_ids, test_dir),
-        truth,
-        queries,
-        k,
-        pixel_size=pixel_size,
-        cache=open_cache(image_cache),
-    )
-    result["index"] = str(index_path)
+    cache = open_cache(image_cache)
+    result = evaluate_on_test_set(cfg, index_path, k, embedding, pixel_size, cache)
     write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     print(f"precision@{k} model  {result['model_precision_at_k']:.4f}")
     print(f"precision@{k} pixels {result['pixels_precision_at_k']:.4f}")
