@@ -50,6 +50,17 @@ TRAIN_LABELS := $(TRAIN_DIR)/labels.csv
 TEST_LIST := $(if $(DEMO_DIR)$(HOLDOUT_SOURCE),$(TEST_DIR)/test.csv,$(wildcard $(TEST_DIR)/test.csv))
 TWOFLOW_PREDS := $(if $(TWOFLOW_BACKBONE),$(foreach k,$(FOLD_IDS),$(BUILD)/preds/twoflow.fold$(k).npz))
 EMBEDS := $(foreach f,$(FROZEN),$(BUILD)/embed/$(f).npz)
+# a fine-tuned backbone's fold embeddings: $(call CNN_EMBED,<backbone>,<fold>)
+CNN_EMBED = $(BUILD)/embed/cnn.$(1).fold$(2).npz
+SIM_BACKBONE ?= $(firstword $(BACKBONES))
+BASELINE_BACKBONE ?= $(SIM_BACKBONE)
+BASELINE_PREDS := $(foreach k,$(FOLD_IDS),$(BUILD)/baseline/sklearn_lr.fold$(k).npz)
+SIM_EMBED := $(call CNN_EMBED,$(SIM_BACKBONE),0)
+CNN_EMBEDS := $(sort $(foreach k,$(FOLD_IDS),$(if $(TWOFLOW_BACKBONE),$(call CNN_EMBED,$(TWOFLOW_BACKBONE),$(k))) \
+  $(call CNN_EMBED,$(BASELINE_BACKBONE),$(k))) $(SIM_EMBED))
+ifneq ($(filter cnn.%,$(FROZEN)),)
+$(error $(CONFIG): [[frozen]] names starting "cnn." are kept for the fine-tuned folds' embed/cnn.<backbone>.fold<k>.npz; rename $(filter cnn.%,$(FROZEN)))
+endif
 FROZEN_PREDS := $(foreach m,$(FROZEN_MEMBERS),$(foreach k,$(FOLD_IDS),$(BUILD)/members/$(m).fold$(k).npz))
 BASE_PREDS := $(PREDS) $(TWOFLOW_PREDS) $(FROZEN_PREDS)
 SUBMISSION := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).csv
@@ -57,7 +68,7 @@ SUBMISSION_LABELS := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).labels.csv
 bb = $(word 1,$(subst .fold, ,$(1)))
 fold = $(word 2,$(subst .fold, ,$(1)))
 
-.PHONY: help all summary install demo-data folds augment image-cache weights import-data train-cnn twoflow embed frozen similar stack thresholds submit report test test-all lint \
+.PHONY: help all summary install demo-data folds augment image-cache weights import-data train-cnn twoflow embed-cnn embed frozen similar stack thresholds submit report test test-all lint \
         browser baseline predict serve bench bench-speed bench-thresholds bench-feed bench-stack bench-augment bench-masks bench-augment-real bench-dask bench-ensemble bench-predict bench-scale segmenter \
         cluster-up cluster-down cluster-status clean clean-all
 
@@ -146,11 +157,20 @@ $(BUILD)/preds/%.npz: $(CFG)/backbone.$$(call bb,$$*).json $$(WEIGHTS_$$(call bb
 twoflow: $(TWOFLOW_PREDS) ## Two-Flow base model: pixel projections + CNN embeddings -> random forests
 
 # a shorter stem than preds/%.npz, so GNU make prefers this rule for twoflow.fold<k>
-$(BUILD)/preds/twoflow.fold%.npz: $(BUILD)/preds/$(TWOFLOW_BACKBONE).fold%.npz $(CFG)/twoflow.json $(FOLDS) $(TEST_LIST) $(IMAGE_CACHE) $(CODE_TWOFLOW) | $(INSTALLED)
+$(BUILD)/preds/twoflow.fold%.npz: $(call CNN_EMBED,$(TWOFLOW_BACKBONE),%) $(CFG)/twoflow.json $(FOLDS) $(TEST_LIST) $(IMAGE_CACHE) $(CODE_TWOFLOW) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.twoflow --config $(CONFIG) --backbone $(TWOFLOW_BACKBONE) --fold $* \
-	  --folds $(FOLDS) --image-cache $(IMAGE_CACHE) --cnn-work-dir $(BUILD)/cnn/$(TWOFLOW_BACKBONE).fold$* --out $@ \
+	  --folds $(FOLDS) --image-cache $(IMAGE_CACHE) --embedding $< --out $@ \
 	  --model-out $(BUILD)/twoflow/fold$*.joblib
+
+embed-cnn: $(CNN_EMBEDS) ## a fine-tuned fold's checkpoint embeds every image once (Two-Flow, baseline, similar read it)
+
+# fold <k>'s final checkpoint lies in cnn/<backbone>.fold<k>/, made with (and no later
+# than) preds/<backbone>.fold<k>.npz, the target that stands for it. A shorter stem than
+# the frozen embeddings' embed/%.npz, so GNU make prefers this rule for embed/cnn.*.
+$(BUILD)/embed/cnn.%.npz: $(BUILD)/preds/%.npz $(CFG)/backbone.$$(call bb,$$*).json $(FOLDS) $(TRAIN_LABELS) $(TEST_LIST) $(IMAGE_CACHE) $(CODE_EMBED_CNN) | $(INSTALLED)
+	$(PY) -m stages.embed_cnn --config $(CONFIG) --backbone $(call bb,$*) --fold $(call fold,$*) \
+	  --folds $(FOLDS) --image-cache $(IMAGE_CACHE) --cnn-work-dir $(BUILD)/cnn/$* --out $@
 
 embed: $(EMBEDS) ## frozen pretrained backbones embed every image once ([[frozen]] in the config)
 
@@ -179,24 +199,20 @@ $(BUILD)/stack/stacked.npz: $(BASE_PREDS) $(CFG)/stack.json $(CFG)/thresholds.js
 	@rm -f $@
 	$(PY) -m stages.stack --config $(CONFIG) --preds $(BASE_PREDS) --out $@
 
-SIM_BACKBONE ?= $(firstword $(BACKBONES))
-BASELINE_BACKBONE ?= $(SIM_BACKBONE)
-BASELINE_PREDS := $(foreach k,$(FOLD_IDS),$(BUILD)/baseline/sklearn_lr.fold$(k).npz)
-
 baseline: $(BASELINE_PREDS) ## scikit-learn baseline: per-label logistic regression on CNN embeddings (OOF)
 
-$(BUILD)/baseline/sklearn_lr.fold%.npz: $(BUILD)/preds/$(BASELINE_BACKBONE).fold%.npz $(FOLDS) $(TEST_LIST) $(IMAGE_CACHE) $(CODE_BASELINE) | $(INSTALLED)
+$(BUILD)/baseline/sklearn_lr.fold%.npz: $(call CNN_EMBED,$(BASELINE_BACKBONE),%) $(FOLDS) $(TEST_LIST) $(CODE_BASELINE) | $(INSTALLED)
 	$(PY) -m stages.baseline --config $(CONFIG) --backbone $(BASELINE_BACKBONE) --fold $* \
-	  --folds $(FOLDS) --image-cache $(IMAGE_CACHE) --cnn-work-dir $(BUILD)/cnn/$(BASELINE_BACKBONE).fold$* --out $@
+	  --folds $(FOLDS) --embedding $< --out $@
 
 similar: $(BUILD)/similar/metrics.json ## cosine similarity index over CNN embeddings; precision@10 vs raw pixels
 
-$(BUILD)/similar/index.npz: $(BUILD)/preds/$(SIM_BACKBONE).fold0.npz $(TRAIN_LABELS) $(IMAGE_CACHE) $(CODE_SIMILAR) | $(INSTALLED)
-	$(PY) -m stages.similar build --config $(CONFIG) --model $(BUILD)/cnn/$(SIM_BACKBONE).fold0 \
-	  --image-cache $(IMAGE_CACHE) --out $@
+$(BUILD)/similar/index.npz: $(SIM_EMBED) $(TRAIN_LABELS) $(CODE_SIMILAR) | $(INSTALLED)
+	$(PY) -m stages.similar build --config $(CONFIG) --embedding $(SIM_EMBED) --out $@
 
-$(BUILD)/similar/metrics.json: $(BUILD)/similar/index.npz $(TEST_LIST) $(IMAGE_CACHE) $(CODE_SIMILAR) | $(INSTALLED)
-	$(PY) -m stages.similar evaluate --config $(CONFIG) --index $< --k 10 --image-cache $(IMAGE_CACHE) --out $@
+$(BUILD)/similar/metrics.json: $(BUILD)/similar/index.npz $(SIM_EMBED) $(TEST_LIST) $(IMAGE_CACHE) $(CODE_SIMILAR) | $(INSTALLED)
+	$(PY) -m stages.similar evaluate --config $(CONFIG) --index $< --embedding $(SIM_EMBED) --k 10 \
+	  --image-cache $(IMAGE_CACHE) --out $@
 
 thresholds: $(BUILD)/thresholds.json ## greedy per-label threshold search on the stacked OOF
 
@@ -213,7 +229,7 @@ $(SUBMISSION) $(SUBMISSION_LABELS) &: $(BUILD)/stack/stacked.npz $(BUILD)/thresh
 report: $(BUILD)/report/index.html ## build/<name>/report/index.html + metrics.json
 
 $(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD)/thresholds.json $(BUILD)/stack/stacked.npz $(BASE_PREDS) $(BASELINE_PREDS) $(BUILD)/similar/metrics.json $(AUGMENT) $(CODE_REPORT) | $(INSTALLED)
-	$(PY) -m stages.report --config $(CONFIG) --folds $(FOLDS) --preds $(BASE_PREDS) \
+	$(PY) -m stages.report --config $(CONFIG) --preds $(BASE_PREDS) \
 	  --baseline $(BASELINE_PREDS) \
 	  --similar $(BUILD)/similar/metrics.json --augment-preview $(BUILD)/augment/preview.png \
 	  --data-report $(BUILD)/data_report.json \

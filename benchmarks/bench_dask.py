@@ -34,11 +34,11 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.artifacts import write_json_atomic
+from pipeline.cluster import ROOT, free_port, start_cluster, stop_cluster
 from pipeline.distributed import connect, run_remote
 from pipeline.select import feature_indices
 from pipeline.stack import PerLabelXGBStacker
 from pipeline.stack_cv import fit_grid_point, make_cv_splits, xgb_params
-from stages.cluster import ROOT, free_port, start_cluster, stop_cluster
 
 log = logging.getLogger("benchmarks.bench_dask")
 

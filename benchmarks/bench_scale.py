@@ -226,8 +226,8 @@ def run_size(
         "submit": [py, "-m", "stages.submit", "--config", str(cfg), "--stacked", str(stacked),
                    "--thresholds", str(thresholds), "--out", str(submission),
                    "--out-labels", str(out / "submission.labels.csv")],
-        "report": [py, "-m", "stages.report", "--config", str(cfg), "--folds",
-                   str(base / "folds.csv"), "--preds", *preds, "--stacked", str(stacked),
+        "report": [py, "-m", "stages.report", "--config", str(cfg),
+                   "--preds", *preds, "--stacked", str(stacked),
                    "--thresholds", str(thresholds), "--submission", str(submission),
                    "--out-dir", str(out / "report")],
     }  # fmt: skip
@@ -486,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     cluster = None
     try:
         if any(n in cluster_sizes for n in sizes):
-            from stages.cluster import free_port, start_cluster
+            from pipeline.cluster import free_port, start_cluster
 
             cluster = start_cluster(args.work / "cluster", 2, 1, port=free_port())
         for n in sizes:
@@ -499,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
             run_size(n, args.work, address, n in speedup_sizes, n in args.netns_sizes, update)
     finally:
         if cluster:
-            from stages.cluster import stop_cluster
+            from pipeline.cluster import stop_cluster
 
             stop_cluster(cluster.directory)
     if args.agreement:

@@ -272,12 +272,23 @@ def load_stacked(path: str | Path) -> dict[str, np.ndarray]:
 
 # --- the embedding file -----------------------------------------------------------------
 
-_EMBED_KEYS = ("train_ids", "test_ids", "train", "test", "backbone", "image_size")
+_EMBED_KEYS = ("train_ids", "test_ids", "train", "test", "backbone", "image_size", "source")
+_EMBED_FIX = "re-run `make embed` (a frozen backbone's) or `make embed-cnn` (a CNN fold's)"
 
 
-def save_embeddings(path, train_ids, test_ids, train, test, backbone: str, image_size: int):
+def save_embeddings(
+    path,
+    train_ids,
+    test_ids,
+    train,
+    test,
+    backbone: str,
+    image_size: int,
+    source: str = "",
+) -> None:
     """Write an embedding file (atomically): ids, (n, D) / (m, D) float32 embeddings, and
-    the backbone and image size that made them."""
+    the backbone and image size that made them; ``source``: the checkpoint they came from
+    (a CNN fold's; a query embedded later must go through the same model), else ``""``."""
     import numpy as np
 
     save_npz_atomic(
@@ -288,22 +299,29 @@ def save_embeddings(path, train_ids, test_ids, train, test, backbone: str, image
         test=np.asarray(test, dtype=np.float32),
         backbone=np.asarray(backbone),
         image_size=np.asarray(image_size),
+        source=np.asarray(source),
     )
 
 
-def load_embeddings(path) -> dict[str, Any]:
-    """Read an embedding file written by :func:`save_embeddings`, refusing a bad one."""
+def load_embeddings(path, train_ids=None, test_ids=None) -> dict[str, Any]:
+    """Read an embedding file written by :func:`save_embeddings`, refusing a bad one, and
+    one whose ids differ from ``train_ids`` / ``test_ids`` (the data set's) when given.
+
+    Returns the arrays, with ``backbone`` and ``source`` as str and ``image_size`` as int.
+    """
     import numpy as np
 
     path = Path(path)
-    npz = _read_npz(path, _EMBED_KEYS, "re-run `make embed`")
+    npz = _read_npz(path, _EMBED_KEYS, _EMBED_FIX)
     data: dict[str, Any] = {k: npz[k] for k in _EMBED_KEYS}
-    for part in ("train", "test"):
-        ids = data[f"{part}_ids"]
+    for part, expected in (("train", train_ids), ("test", test_ids)):
+        ids = data[f"{part}_ids"] = data[f"{part}_ids"].astype(str)
         if data[part].shape[0] != len(ids) or not np.isfinite(data[part]).all():
             raise ValueError(f"{path}: {part} embeddings do not match their ids or hold NaN")
-    data["train_ids"] = data["train_ids"].astype(str)
-    data["test_ids"] = data["test_ids"].astype(str)
+        if expected is not None and not np.array_equal(ids, np.asarray(expected).astype(str)):
+            raise ValueError(f"{path}: its {part} ids differ from the data set's; {_EMBED_FIX}")
+    data["backbone"], data["source"] = str(data["backbone"]), str(data["source"])
+    data["image_size"] = int(data["image_size"])
     return data
 
 

@@ -62,15 +62,22 @@ class PerLabelLogistic(ClassifierMixin, BaseEstimator):
 
 
 def run_baseline_fold(
-    cfg, backbone: str, fold: int, folds_csv, cnn_work_dir, out_path, C=1.0, cache=None
-):
-    """Fit fold ``fold``'s regressions; write OOF + test predictions (the CNN file format).
-    Images come from ``cache`` (``pipeline.image_cache.ImageCache``) when given."""
+    cfg,
+    backbone: str,
+    fold: int,
+    folds_csv: str | Path,
+    embedding: str | Path,
+    out_path: str | Path,
+    C: float = 1.0,
+) -> None:
+    """Fit fold ``fold``'s regressions on the other folds' rows of ``embedding`` (fold
+    ``fold``'s checkpoint embeddings, `make embed-cnn`); write OOF + test predictions (the
+    CNN file format)."""
     from pipeline.artifacts import save_single_epoch_predictions
-    from pipeline.train import fold_embeddings
+    from pipeline.cnn_embed import fold_features
 
-    job, _, deep = fold_embeddings(cfg, backbone, fold, folds_csv, cnn_work_dir, cache)
-    model = PerLabelLogistic(C=C).fit(deep["fit"], job.train_y)
+    rows, deep, _ = fold_features(cfg, backbone, fold, folds_csv, embedding)
+    model = PerLabelLogistic(C=C).fit(deep["fit"], rows.fit_y)
     oof, test = model.predict_proba(deep["val"]), model.predict_proba(deep["test"])
-    save_single_epoch_predictions(out_path, job.labels, job.val_ids, job.test_ids, oof, test)
+    save_single_epoch_predictions(out_path, rows.labels, rows.val_ids, rows.test_ids, oof, test)
     log.info("%s on %s fold %d: wrote %s", NAME, backbone, fold, Path(out_path))

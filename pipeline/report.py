@@ -1,22 +1,23 @@
-"""Scores and one self-contained HTML page (plots embedded) describing a run.
+"""What `make report` shows about a run: scores, metrics.json and the page's tables.
 
 Scores: per-label and macro F-beta, precision and recall of every backbone (its best
 epoch, thresholds tuned on its own OOF), of the stack and of the final vote; on OOF, and on
-the test truth when one is given (the demo has it).
+the test truth when one is given (the demo has it), with paired bootstrap intervals for
+the vote's gains. :func:`make_report` reads the run's files and returns ``metrics.json``'s
+content and the page (drawn by ``pipeline.report_page``); the stage only writes them.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import platform
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pipeline.metrics import fbeta_per_label, fbeta_threshold_curves, precision_recall_per_label
+from pipeline.metrics import fbeta_per_label, precision_recall_per_label
 from pipeline.predict_manifest import epoch_scores
 from pipeline.thresholds import ThresholdSearch
 
@@ -100,104 +101,6 @@ def f1_at_oof_thresholds(oof, y, test_prob, y_test, step, average, votes_of=None
     return fbeta_per_label(y_test, pred, beta=1.0)
 
 
-def figure_png(fig) -> str:
-    """A matplotlib figure as an inline ``<img>`` tag (base64 PNG), then closed."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
-
-
-def _table(header, rows) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float | np.floating):
-        return f"{v:.4f}"
-    return html.escape(str(v))
-
-
-def plots(
-    labels, y, models: list[ModelScores], stacked_oof, thresholds, curves, losses, beta, step
-):
-    """The report's figures as ``{title: <img> tag}``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out = {}
-    n_labels = len(labels)
-    x = np.arange(n_labels)
-    has_test = all(m.test_fbeta is not None for m in models)
-    fig, ax = plt.subplots(figsize=(max(8, n_labels * 0.7), 4))
-    width = 0.8 / len(models)
-    for i, m in enumerate(models):
-        vals = m.test_fbeta if has_test else m.oof_fbeta
-        ax.bar(x + i * width, vals, width, label=m.name)
-    ax.set_xticks(x + 0.4 - width / 2, labels, rotation=45, ha="right")
-    ax.set_ylabel(f"F{beta:g} ({'test' if has_test else 'OOF'})")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    out["Per-label F-beta of every model"] = figure_png(fig)
-
-    fig, ax = plt.subplots(figsize=(max(8, n_labels * 0.5), 3))
-    prev = np.nanmean(y, axis=0)
-    ax.bar(x, prev, color="gray")
-    ax.set_xticks(x, labels, rotation=45, ha="right")
-    ax.set_ylabel("prevalence (train)")
-    out["Label frequencies"] = figure_png(fig)
-
-    grid, curves_f = fbeta_threshold_curves(y, stacked_oof, beta=beta, step=step)
-    cols = min(5, n_labels)
-    rows = int(np.ceil(n_labels / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.6, rows * 2), squeeze=False)
-    for j, ax in enumerate(axes.flat):
-        if j >= n_labels:
-            ax.axis("off")
-            continue
-        ax.plot(grid, curves_f[:, j])
-        ax.axvline(thresholds[j], color="red", lw=0.8)
-        ax.set_title(labels[j], fontsize=8)
-        ax.set_ylim(0, 1)
-        ax.tick_params(labelsize=6)
-    fig.tight_layout()
-    out["Threshold curves (stacked OOF F-beta vs threshold; red = chosen)"] = figure_png(fig)
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.2))
-    for b, c in curves.items():
-        a1.plot(c["epochs"], c["oof_fbeta"], marker="o", label=b)
-    a1.set_xlabel("epoch")
-    a1.set_ylabel(f"OOF F{beta:g}")
-    a1.legend(fontsize=8)
-    for b, series in losses.items():
-        a2.plot(np.arange(1, len(series) + 1), series, marker="o", label=b)
-    a2.set_xlabel("epoch")
-    a2.set_ylabel("training loss (mean over folds)")
-    a2.legend(fontsize=8)
-    fig.tight_layout()
-    out["Training curves"] = figure_png(fig)
-
-    fig, ax = plt.subplots(figsize=(4, 4))
-    known = ~np.isnan(y)
-    p, t = stacked_oof[known], y[known]
-    bins = np.linspace(0, 1, 11)
-    idx = np.clip(np.digitize(p, bins) - 1, 0, 9)
-    mean_p = [p[idx == i].mean() if (idx == i).any() else np.nan for i in range(10)]
-    frac = [t[idx == i].mean() if (idx == i).any() else np.nan for i in range(10)]
-    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-    ax.plot(mean_p, frac, marker="o")
-    ax.set_xlabel("stacked probability")
-    ax.set_ylabel("observed frequency")
-    out["Reliability of stacked probabilities (OOF)"] = figure_png(fig)
-    return out
-
-
 def versions() -> dict:
     import importlib.metadata as md
 
@@ -217,50 +120,6 @@ def versions() -> dict:
         except md.PackageNotFoundError:
             out[pkg] = "not installed"
     return out
-
-
-def render_html(
-    title,
-    summary_rows,
-    label_rows,
-    label_header,
-    selection_rows,
-    figures,
-    config,
-    thresholds,
-    tables: dict | None = None,
-) -> str:
-    """One self-contained page; ``tables``: more titled tables ``{title: (header, rows)}``
-    shown after the summary (the second level's candidates, the intervals)."""
-    css = (
-        "body{font-family:sans-serif;margin:2em;max-width:1200px}"
-        "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 7px;text-align:right}"
-        "th{background:#eee}img{max-width:100%}h2{margin-top:1.6em}"
-    )
-    parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        f"<style>{css}</style></head><body><h1>{html.escape(title)}</h1>",
-        "<h2>Summary (macro F-beta)</h2>",
-        _table(["model", "detail", "OOF", "test", "test F1"], summary_rows),
-    ]
-    for name, (header, rows) in (tables or {}).items():
-        parts += [f"<h2>{html.escape(name)}</h2>", _table(header, rows)]
-    parts += [
-        "<h2>Per label</h2>",
-        _table(label_header, label_rows),
-    ]
-    for name, img in figures.items():
-        parts += [f"<h2>{html.escape(name)}</h2>", img]
-    parts += [
-        "<h2>Selected epochs per label (stacker inputs)</h2>",
-        _table(["label", "selected (backbone:epoch, OOF F-beta)"], selection_rows),
-        "<h2>Thresholds</h2>",
-        _table(["label", "threshold"], thresholds),
-        "<h2>Config and software</h2>",
-        f"<pre>{html.escape(json.dumps(config, indent=2))}</pre></body></html>",
-    ]
-    return "\n".join(parts)
 
 
 def candidate_scores(z, y, y_test, report: dict, beta, step, shrink, tie) -> dict:
@@ -339,3 +198,261 @@ def data_check_tables(report: dict, max_pairs: int = 20) -> tuple[dict, dict]:
             [[p["test"], p["train"], p["distance"]] for p in shown],
         )
     return tables, counts
+
+
+# ---- the report of a run: its files in, metrics.json and the page out ---------------------
+
+
+@dataclass
+class RunFiles:
+    """What the report reads of a finished run, loaded once.
+
+    Attributes:
+        files: member -> its fold files; ``base``: their OOF + test predictions.
+        z: the stacked file's arrays; ``sel``: ``selection.json`` beside it ({} if absent);
+            ``level``: its ``second_level`` record (None for a plain XGBoost stack).
+        t: (L,) the chosen thresholds; ``vote``: (m, L) the submission's 0/1 cells.
+        y_test: (m, L) the test truth, None without ``data.test_truth``.
+        baseline: the scikit-learn baseline's predictions, None when not given.
+    """
+
+    labels: list[str]
+    y: np.ndarray
+    files: dict
+    base: Any
+    z: dict
+    sel: dict
+    level: dict | None
+    t: np.ndarray
+    vote: np.ndarray
+    y_test: np.ndarray | None
+    baseline: Any = None
+
+
+def read_run(cfg, preds, stacked, thresholds, submission, baseline=None) -> RunFiles:
+    """Load the files the report scores (paths as Make names them)."""
+    import pandas as pd
+
+    from pipeline.artifacts import load_stacked
+    from pipeline.data import read_labels, read_test_truth
+    from pipeline.select import group_pred_files, load_base_predictions
+
+    table = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)
+    labels = list(table.labels)
+    files = group_pred_files(preds)
+    z = load_stacked(stacked)
+    sel_path = Path(stacked).parent / "selection.json"
+    sel = json.loads(sel_path.read_text()) if sel_path.is_file() else {}
+    th = json.loads(Path(thresholds).read_text())
+    sub = pd.read_csv(submission, dtype={cfg.data.id_column: str})
+    y_test = None
+    if cfg.data.test_truth:
+        y_test = read_test_truth(
+            cfg.data.test_truth, labels, cfg.data.id_column, z["test_ids"]
+        ).to_numpy()
+    return RunFiles(
+        labels=labels,
+        y=table.y,
+        files=files,
+        base=load_base_predictions(files, table.ids),
+        z=z,
+        sel=sel,
+        level=sel.get("second_level"),
+        t=np.asarray(th["thresholds"]),
+        vote=sub[labels].to_numpy(),
+        y_test=y_test,
+        baseline=(
+            load_base_predictions(group_pred_files(baseline), table.ids) if baseline else None
+        ),
+    )
+
+
+@dataclass
+class RunScores:
+    """Every row of the comparison: members, baselines, the stack and the vote; ``curves``:
+    each member's OOF F-beta per epoch; ``best``: the best single member by OOF."""
+
+    models: list[ModelScores]
+    baselines: list[ModelScores]
+    stack: ModelScores
+    vote: ModelScores
+    curves: dict
+    best: ModelScores
+
+    @property
+    def rows(self) -> list[ModelScores]:
+        return [*self.models, *self.baselines, self.stack, self.vote]
+
+
+def score_run(cfg, run: RunFiles) -> RunScores:
+    """Score the members (each at its best epoch), the baseline, the stack and the vote."""
+    beta, step, avg = cfg.thresholds.beta, cfg.thresholds.step, cfg.thresholds.average
+    models, curves = score_backbones(run.base, run.y, beta, step, avg, run.y_test)
+    baselines = []
+    if run.baseline is not None:
+        from pipeline.baseline import NAME
+
+        baselines, _ = score_backbones(run.baseline, run.y, beta, step, avg, run.y_test)
+        for m in baselines:
+            m.detail = f"scikit-learn logistic regression on CNN embeddings ({NAME})"
+    stack, vote = stack_and_vote(cfg, run)
+    best = max(models, key=lambda m: m.oof_fbeta.mean())
+    return RunScores(models, baselines, stack, vote, curves, best)
+
+
+def _test_scores_of(run: RunFiles, pred, beta):
+    if run.y_test is None:
+        return None, None, None
+    p, r = precision_recall_per_label(run.y_test, pred)
+    return fbeta_per_label(run.y_test, pred, beta=beta), p, r
+
+
+def stack_and_vote(cfg, run: RunFiles) -> tuple[ModelScores, ModelScores]:
+    """The second level's rows: the stack (fold-mean probability at the thresholds) and the
+    vote (the submission), each with its F1 at thresholds re-fitted for F1."""
+    from pipeline.submit import fold_votes, majority_vote
+
+    beta, step, avg = cfg.thresholds.beta, cfg.thresholds.step, cfg.thresholds.average
+    z, y, y_test, t, level = run.z, run.y, run.y_test, run.t, run.level
+    s_oof, s_test = z["oof"], z["test"]
+    chosen = sorted({c["combiner"] for c in level["chosen"].values()}) if level else ["xgb"]
+    stack_test_pred = (s_test.mean(axis=0) >= t).astype(np.int8)
+
+    def vote_with(thr):
+        return majority_vote(fold_votes(s_test, thr), cfg.submit.tie)
+
+    f1_t = None
+    if level and avg == "macro" and y_test is not None:
+        from pipeline.second_level import chosen_thresholds
+
+        # F1 at the chosen rules re-fitted for F1, on the chosen combiners' OOF
+        choice = (z["candidates_oof"], z["choice_combiner"], z["choice_rule"])
+        f1_t = chosen_thresholds(y, *choice, 1.0, step, cfg.stack.shrink)
+    if f1_t is not None:
+        stack_f1 = fbeta_per_label(y_test, (s_test.mean(axis=0) >= f1_t).astype(np.int8), 1.0)
+        vote_f1 = fbeta_per_label(y_test, vote_with(f1_t), 1.0)
+    else:
+        stack_f1 = f1_at_oof_thresholds(s_oof, y, s_test.mean(axis=0), y_test, step, avg)
+        vote_f1 = f1_at_oof_thresholds(s_oof, y, None, y_test, step, avg, votes_of=vote_with)
+    stack_row = ModelScores(
+        "stack",
+        fbeta_per_label(y, (np.nan_to_num(s_oof) >= t).astype(np.int8), beta=beta),
+        *_test_scores_of(run, stack_test_pred, beta),
+        detail=f"second level ({', '.join(chosen)}), fold-mean probability",
+        test_f1=stack_f1,
+        test_pred=stack_test_pred,
+    )
+    vote_row = ModelScores(
+        "vote",
+        stack_row.oof_fbeta,
+        *_test_scores_of(run, run.vote, beta),
+        detail=f"majority of {s_test.shape[0]} fold votes (OOF = stack's)",
+        test_f1=vote_f1,
+        test_pred=run.vote,
+    )
+    return stack_row, vote_row
+
+
+def intervals(cfg, y_test, vote_row, best, baselines, labels) -> dict:
+    """Vote minus the best single model (by OOF) and minus the scikit-learn baseline on the
+    held-out images: the gain, its paired bootstrap 95% interval, and labels won/lost/tied."""
+    from pipeline.metrics import paired_bootstrap
+
+    beta = cfg.thresholds.beta
+    out = {}
+    others = [("ensemble_gain", f"vote - best single ({best.name})", best)]
+    others += [("vs_sklearn", f"vote - {b.name} (scikit-learn baseline)", b) for b in baselines[:1]]
+    for key, comparison, other in others:
+        boot = paired_bootstrap(
+            y_test, vote_row.test_pred, other.test_pred, beta, cfg.stack.n_boot, cfg.stack.seed
+        )
+        record = per_label_record(labels, vote_row.test_fbeta, other.test_fbeta)
+        out[key] = {"comparison": comparison, **boot, **record}
+    return out
+
+
+def all_ones_fbeta(y_test: np.ndarray, beta: float) -> float:
+    """Macro F-beta of predicting every label: the floor a model must beat."""
+    return float(fbeta_per_label(y_test, np.ones_like(y_test, dtype=np.int8), beta=beta).mean())
+
+
+def held_out_metrics(cfg, run: RunFiles, scores: RunScores) -> dict:
+    """metrics.json's test-truth part: the all-ones floor, the summary, the intervals."""
+    best, stack, vote, baselines = scores.best, scores.stack, scores.vote, scores.baselines
+    all_ones = all_ones_fbeta(run.y_test, cfg.thresholds.beta)
+    summary = {
+        "best_single_test": float(best.test_fbeta.mean()),
+        "stack_test": float(stack.test_fbeta.mean()),
+        "vote_test": float(vote.test_fbeta.mean()),
+        "all_ones_test": all_ones,
+        "ensemble_gain": float(vote.test_fbeta.mean() - best.test_fbeta.mean()),
+        "best_single_test_f1": float(best.test_f1.mean()),
+        "stack_test_f1": float(stack.test_f1.mean()),
+        "vote_test_f1": float(vote.test_f1.mean()),
+    }
+    if baselines:
+        summary["sklearn_baseline_test"] = float(baselines[0].test_fbeta.mean())
+        summary["sklearn_baseline_test_f1"] = float(baselines[0].test_f1.mean())
+    return {
+        "all_ones_test_fbeta_macro": all_ones,
+        "summary": summary,
+        "baselines": [m.name for m in baselines],
+        "intervals": intervals(cfg, run.y_test, vote, best, baselines, run.labels),
+    }
+
+
+def run_metrics(cfg, run: RunFiles, scores: RunScores) -> dict:
+    """metrics.json's scores: every row per label, the thresholds, the second level's
+    choice and every combiner's scores, and the held-out summary when there is test truth."""
+    beta, labels = cfg.thresholds.beta, run.labels
+    metrics = {
+        "name": cfg.name,
+        "beta": beta,
+        "labels": labels,
+        "prevalence": dict(zip(labels, map(float, np.nanmean(run.y, axis=0)), strict=True)),
+        "models": {m.name: m.as_dict(labels) for m in scores.rows},
+        "best_single": scores.best.name,
+        "thresholds": dict(zip(labels, map(float, run.t), strict=True)),
+    }
+    if run.level:
+        step, shrink, tie = cfg.thresholds.step, cfg.stack.shrink, cfg.submit.tie
+        metrics["combiners"] = candidate_scores(
+            run.z, run.y, run.y_test, run.level, beta, step, shrink, tie
+        )
+        keys = ("mode", "global_winner", "chosen", "chosen_outer_cv_fbeta")
+        metrics["second_level"] = {k: run.level[k] for k in keys}
+    if run.y_test is not None:
+        metrics |= held_out_metrics(cfg, run, scores)
+    if run.sel:
+        metrics["selection"] = run.sel["labels"]
+    return metrics
+
+
+def make_report(
+    cfg,
+    preds,
+    stacked,
+    thresholds,
+    submission,
+    baseline=None,
+    similar=None,
+    augment_preview=None,
+    data_report=None,
+) -> tuple[dict, str]:
+    """Score a finished run: ``(metrics.json's content, the HTML page)``. The optional
+    inputs (baseline fold files, similarity metrics, augmentation preview, `make folds`'
+    data report) add their rows and sections when given and present."""
+    from pipeline.report_page import report_page
+
+    run = read_run(cfg, preds, stacked, thresholds, submission, baseline)
+    scores = score_run(cfg, run)
+    metrics = run_metrics(cfg, run, scores)
+    if similar is not None and Path(similar).is_file():
+        metrics["similarity"] = json.loads(Path(similar).read_text())
+    data_tables = {}
+    if data_report is not None and Path(data_report).is_file():
+        report = json.loads(Path(data_report).read_text())
+        data_tables, metrics["data_checks"] = data_check_tables(report)
+    metrics["versions"] = versions()
+    page = report_page(cfg, run, scores, metrics, data_tables, augment_preview)
+    return metrics, page

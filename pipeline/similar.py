@@ -250,23 +250,30 @@ def build_index(
     paths: Sequence[str | Path],
     y: np.ndarray,
     labels: Sequence[str],
-    model_path: str | Path | None,
+    embeddings: np.ndarray | None,
     image_size: int,
-    batch: int = 64,
+    model_path: str | Path = "",
     tta_flip: bool = True,
     pixel_size: int = 16,
     cache=None,
 ) -> SimilarityIndex:
-    """Embed the database images with ``model_path``'s ``pool`` layer (or raw pixels if None);
-    images are read from ``cache`` (the decode cache) when given."""
+    """Index the database images by their ``embeddings`` (one row per image: a CNN fold's
+    ``pool`` embeddings, from the embedding file of `make embed-cnn`, made by
+    ``model_path`` at ``image_size`` px), or by raw pixels when ``embeddings`` is None
+    (read from ``cache``, the decode cache, when given)."""
     if len(ids) != len(paths):
         raise ValueError(f"{len(ids)} ids but {len(paths)} paths")
-    if model_path is None:
+    if embeddings is None:
         emb = downsample_pixels(list(paths), pixel_size, cache)
+    elif not model_path:
+        raise ValueError("a model index needs model_path, the checkpoint that embeds queries")
     else:
-        emb = embed(model_path, list(paths), image_size, batch, tta_flip, cache=cache)
+        emb = np.asarray(embeddings)
+        if len(emb) != len(ids):
+            raise ValueError(f"{len(emb)} embedding rows but {len(ids)} images")
+    kind = "pixels" if embeddings is None else "model"
     log.info(
-        "similarity index: %d images, %d dims (%s)", len(ids), emb.shape[1], model_path or "pixels"
+        "similarity index: %d images, %d dims (%s)", len(ids), emb.shape[1], model_path or kind
     )
     return SimilarityIndex(
         ids=np.asarray(ids).astype(str),
@@ -274,8 +281,8 @@ def build_index(
         embeddings=l2_normalise(emb),
         labels=tuple(labels),
         y=np.asarray(y, dtype=np.float32),
-        kind="pixels" if model_path is None else "model",
-        model_path="" if model_path is None else str(model_path),
+        kind=kind,
+        model_path="" if embeddings is None else str(model_path),
         image_size=image_size,
         pixel_size=pixel_size,
         tta_flip=tta_flip,
@@ -286,14 +293,18 @@ def evaluate_index(
     index: SimilarityIndex,
     query_paths: Sequence[str | Path],
     query_y: np.ndarray,
+    query_embeddings: np.ndarray | None = None,
     k: int = 10,
     jaccard: float = 0.5,
     pixel_size: int = 16,
-    batch: int = 64,
     cache=None,
 ) -> dict:
-    """precision@k of ``index`` vs the raw-pixel baseline over the same database and queries
-    (images read from ``cache``, the decode cache, when given)."""
+    """precision@k of ``index`` vs the raw-pixel baseline over the same database and queries.
+
+    A model index takes the queries' ``query_embeddings`` (made by the index's checkpoint:
+    the embedding file's test rows); a pixel index embeds ``query_paths`` itself. Images
+    are read from ``cache``, the decode cache, when given.
+    """
     query_y = np.asarray(query_y, dtype=np.float32)
     if len(query_paths) != len(query_y):
         raise ValueError(f"{len(query_paths)} query images but {len(query_y)} label rows")
@@ -301,7 +312,14 @@ def evaluate_index(
         raise ValueError(
             f"query labels have {query_y.shape[1]} columns, the index {len(index.labels)}"
         )
-    q = index.embed(query_paths, batch, cache=cache)
+    if index.kind == "pixels":
+        q = index.embed(query_paths, cache=cache)
+    elif query_embeddings is None or len(query_embeddings) != len(query_y):
+        raise ValueError(
+            f"a model index needs the {len(query_y)} queries' embeddings by {index.model_path}"
+        )
+    else:
+        q = l2_normalise(query_embeddings)
     nn_model, _ = index.search(q, k)
     p_model = precision_at_k(query_y, index.y, nn_model, k, jaccard)
     db_px = l2_normalise(downsample_pixels(list(index.paths), pixel_size, cache))
@@ -320,3 +338,55 @@ def evaluate_index(
         "pixels_precision_at_k": p_px,
         "pixel_size": pixel_size,
     }
+
+
+def index_training_set(cfg, embedding=None, pixel_size: int = 16, cache=None) -> SimilarityIndex:
+    """The training set indexed by its rows of ``embedding`` (a CNN fold's embedding file,
+    `make embed-cnn`; its checkpoint embeds later queries), or by raw pixels when None."""
+    from pipeline.artifacts import load_embeddings
+    from pipeline.data import read_labels
+
+    table = read_labels(cfg.data.train_dir, cfg.data.id_column)
+    emb = None if embedding is None else load_embeddings(embedding, table.ids)
+    return build_index(
+        table.ids,
+        table.paths(),
+        table.y,
+        table.labels,
+        None if emb is None else emb["train"],
+        cfg.data.image_size if emb is None else emb["image_size"],
+        model_path="" if emb is None else emb["source"],
+        tta_flip=cfg.train.tta_flip,
+        pixel_size=pixel_size,
+        cache=cache,
+    )
+
+
+def evaluate_on_test_set(
+    cfg, index_path, k: int, embedding=None, pixel_size: int = 16, cache=None
+) -> dict:
+    """:func:`evaluate_index` with the test images (``data.test_truth`` labels) as queries;
+    a model index takes their rows of ``embedding``, the file it was built from."""
+    from pipeline.artifacts import load_embeddings
+    from pipeline.data import image_paths, read_test_ids, read_test_truth
+
+    if not cfg.data.test_truth:
+        raise ValueError("the config has no data.test_truth; evaluation needs test labels")
+    index = SimilarityIndex.load(index_path)
+    test_ids, test_dir = read_test_ids(cfg.data.test_dir, cfg.data.id_column)
+    queries = None
+    if embedding is not None:
+        emb = load_embeddings(embedding, test_ids=test_ids)
+        if emb["source"] != index.model_path:
+            raise ValueError(
+                f"{embedding} comes from {emb['source'] or 'no checkpoint'}, the index "
+                f"{index_path} from {index.model_path or 'raw pixels'}; re-run `make similar`"
+            )
+        queries = emb["test"]
+    truth = read_test_truth(cfg.data.test_truth, index.labels, cfg.data.id_column, test_ids)
+    paths = image_paths(test_ids, test_dir)
+    result = evaluate_index(
+        index, paths, truth.to_numpy(), queries, k, pixel_size=pixel_size, cache=cache
+    )
+    result["index"] = str(index_path)
+    return result

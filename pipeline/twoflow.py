@@ -253,7 +253,7 @@ def run_twoflow_fold(
     backbone: str,
     fold: int,
     folds_csv: str | Path,
-    cnn_work_dir: str | Path,
+    embedding: str | Path,
     out_path: str | Path,
     model: TwoFlowModel | None = None,
     model_out: str | Path | None = None,
@@ -261,46 +261,43 @@ def run_twoflow_fold(
 ) -> dict[str, Any]:
     """Fit the Two-Flow model for one CNN fold; write its OOF + test predictions file.
 
-    The embeddings come from fold ``fold``'s own final checkpoint in ``cnn_work_dir``, which
-    was trained without fold ``fold``'s rows, and the forests are fit on rows outside fold
-    ``fold`` only: the fold-``fold`` predictions are out of fold, like a CNN's.
+    The deep flow is fold ``fold``'s own final checkpoint's embeddings, read from
+    ``embedding`` (`make embed-cnn`, ``pipeline.cnn_embed``); that checkpoint was trained
+    without fold ``fold``'s rows, and the forests are fit on rows outside fold ``fold``
+    only: the fold-``fold`` predictions are out of fold, like a CNN's.
 
     Output ``out_path`` (.npz, the CNN format of ``pipeline.train.train_fold``):
     ``labels``, ``val_ids``, ``test_ids``, ``epochs`` = [1], ``oof`` (1, n_val, L),
     ``test`` (1, n_test, L), ``loss`` = [nan]; written atomically. With ``model_out``, the
     fitted model is also saved there (joblib) so ``pipeline.predict`` can score new images.
-    Images (pixels and embeddings) are read from ``cache``, the decode cache, when given.
+    Pixels are read from ``cache``, the decode cache, when given.
 
     Returns:
         ``fit_paths`` / ``val_paths`` / ``val_ids`` (the images fit on and predicted),
-        ``checkpoint`` and the fitted ``model``, so callers (and the leakage test) can check
-        what was trained on what.
+        ``checkpoint`` (the embeddings' source) and the fitted ``model``, so callers (and
+        the leakage test) can check what was trained on what.
     """
     from pipeline.artifacts import save_single_epoch_predictions
-    from pipeline.train import fold_embeddings
+    from pipeline.cnn_embed import fold_features
 
-    job, ckpt, deep = fold_embeddings(cfg, backbone, fold, folds_csv, cnn_work_dir, cache)
+    rows, deep, ckpt = fold_features(cfg, backbone, fold, folds_csv, embedding)
     if model is None:
-        model = TwoFlowModel(seed=job.seed)
+        model = TwoFlowModel(seed=cfg.train.seed * 1000 + fold)
     pixels = {
-        part: downsample_pixels(paths, model.pixel_size, cache)
-        for part, paths in (
-            ("fit", job.train_paths),
-            ("val", job.val_paths),
-            ("test", job.test_paths),
-        )
+        part: downsample_pixels(rows.paths(part), model.pixel_size, cache)
+        for part in ("fit", "val", "test")
     }
-    model.fit(pixels["fit"], deep["fit"], job.train_y)
+    model.fit(pixels["fit"], deep["fit"], rows.fit_y)
     oof = model.predict_proba(pixels["val"], deep["val"])
     test = model.predict_proba(pixels["test"], deep["test"])
-    save_single_epoch_predictions(out_path, job.labels, job.val_ids, job.test_ids, oof, test)
+    save_single_epoch_predictions(out_path, rows.labels, rows.val_ids, rows.test_ids, oof, test)
     if model_out is not None:
         save_model_atomic(model, model_out)
     log.info("two-flow %s fold %d: wrote %s", backbone, fold, out_path)
     return {
-        "fit_paths": [str(p) for p in job.train_paths],
-        "val_paths": [str(p) for p in job.val_paths],
-        "val_ids": np.asarray(job.val_ids).astype(str),
-        "checkpoint": str(ckpt),
+        "fit_paths": [str(p) for p in rows.fit_paths],
+        "val_paths": [str(p) for p in rows.val_paths],
+        "val_ids": np.asarray(rows.val_ids).astype(str),
+        "checkpoint": ckpt,
         "model": model,
     }

@@ -12,23 +12,20 @@ from stages.common import add_fold_model_args, cli
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.baseline import run_baseline_fold
-    from pipeline.image_cache import open_cache
 
     ap = argparse.ArgumentParser(description=__doc__)
     add_fold_model_args(ap, "are used")
     ap.add_argument("--C", type=float, default=1.0, help="inverse L2 strength")
     args = ap.parse_args(argv)
     return cli(
-        tensorflow=True,
-        body=lambda: run_baseline_fold(
+        lambda: run_baseline_fold(
             load_config(args.config),
             args.backbone,
             args.fold,
             args.folds,
-            args.cnn_work_dir,
+            args.embedding,
             args.out,
             args.C,
-            open_cache(args.image_cache),
         ),
     )
 

@@ -83,13 +83,13 @@ def add_fold_model_args(ap, what: str) -> None:
     ap.add_argument("--fold", type=int, required=True)
     ap.add_argument("--folds", type=Path, required=True, help="folds CSV from `make folds`")
     ap.add_argument(
-        "--cnn-work-dir",
+        "--embedding",
         type=Path,
         required=True,
-        help="that backbone's fold work dir (build/<name>/cnn/<backbone>.fold<k>)",
+        help="that fold's CNN embedding file (make embed-cnn: "
+        "build/<name>/embed/cnn.<backbone>.fold<k>.npz)",
     )
     ap.add_argument("--out", type=Path, required=True, help="predictions .npz (CNN format)")
-    ap.add_argument("--image-cache", type=Path, help=CACHE_HELP)
 
 
 #: TensorFlow's start-up lines on a machine without a GPU (written by its C++ runtime

@@ -1,12 +1,16 @@
 """`make similar`: build, query and evaluate the cosine similarity index over CNN embeddings.
 
-    python -m stages.similar build --config C --model CKPT_OR_FOLD_DIR --out INDEX.npz
+    python -m stages.similar build --config C --embedding EMB.npz --out INDEX.npz
     python -m stages.similar query --index INDEX.npz --image PATH --k 10
-    python -m stages.similar evaluate --index INDEX.npz --config C --k 10 --out METRICS.json
+    python -m stages.similar evaluate --index INDEX.npz --embedding EMB.npz --config C \
+        --k 10 --out METRICS.json
 
-``--model`` takes a ``.keras`` checkpoint or a fold work dir (its last checkpoint is used).
-The database is the training set; ``evaluate`` queries with the test images and their
-``data.test_truth`` labels and compares precision@k with a raw-pixel baseline.
+``--embedding`` is a CNN fold's embedding file (`make embed-cnn`:
+``build/<name>/embed/cnn.<backbone>.fold<k>.npz``); without it, ``build`` indexes raw
+pixels. The database is the training set (the file's training rows); ``evaluate`` queries
+with the test images (the file's test rows) and their ``data.test_truth`` labels and
+compares precision@k with a raw-pixel baseline. ``query`` embeds a new image with the
+checkpoint the file came from.
 """
 
 from __future__ import annotations
@@ -19,42 +23,18 @@ from pipeline.config import Config, load_config
 from stages.common import CACHE_HELP, cli
 
 
-def _resolve_model(model: Path) -> Path:
-    from pipeline.inference import last_checkpoint
-
-    return last_checkpoint(model) if model.is_dir() else model
-
-
-def _batch_size(cfg: Config) -> int:
-    return cfg.train.backbones[0].batch_size if cfg.train.backbones else 64
-
-
 def build(
     cfg: Config,
-    model: Path | None,
+    embedding: Path | None,
     out: Path,
     pixel_size: int = 16,
     image_cache: Path | None = None,
 ) -> None:
-    """Index every training image with ``model`` (or raw pixels when ``model`` is None)."""
-    from pipeline.data import read_labels
+    """Index every training image by its ``embedding`` file row (raw pixels when None)."""
     from pipeline.image_cache import open_cache
-    from pipeline.similar import build_index
+    from pipeline.similar import index_training_set
 
-    table = read_labels(cfg.data.train_dir, cfg.data.id_column)
-    index = build_index(
-        table.ids,
-        table.paths(),
-        table.y,
-        table.labels,
-        None if model is None else _resolve_model(model),
-        cfg.data.image_size,
-        batch=_batch_size(cfg),
-        tta_flip=cfg.train.tta_flip,
-        pixel_size=pixel_size,
-        cache=open_cache(image_cache),
-    )
-    index.save(out)
+    index_training_set(cfg, embedding, pixel_size, open_cache(image_cache)).save(out)
 
 
 def query(index_path: Path, image: Path, k: int) -> list[tuple[str, float]]:
@@ -76,32 +56,18 @@ def evaluate(
     index_path: Path,
     k: int,
     out: Path,
+    embedding: Path | None = None,
     pixel_size: int = 16,
     image_cache: Path | None = None,
 ) -> dict:
-    """precision@k (Jaccard >= 0.5) of the index vs raw pixels, test images as queries."""
+    """precision@k (Jaccard >= 0.5) of the index vs raw pixels, test images as queries
+    (a model index: their rows of ``embedding``, the file the index was built from)."""
     from pipeline.artifacts import write_json_atomic
-    from pipeline.data import image_paths, read_test_ids, read_test_truth
     from pipeline.image_cache import open_cache
-    from pipeline.similar import SimilarityIndex, evaluate_index
+    from pipeline.similar import evaluate_on_test_set
 
-    if not cfg.data.test_truth:
-        raise ValueError("the config has no data.test_truth; evaluation needs test labels")
-    index = SimilarityIndex.load(index_path)
-    test_ids, test_dir = read_test_ids(cfg.data.test_dir, cfg.data.id_column)
-    truth = read_test_truth(
-        cfg.data.test_truth, index.labels, cfg.data.id_column, test_ids
-    ).to_numpy()
-    result = evaluate_index(
-        index,
-        image_paths(test_ids, test_dir),
-        truth,
-        k,
-        pixel_size=pixel_size,
-        batch=_batch_size(cfg),
-        cache=open_cache(image_cache),
-    )
-    result["index"] = str(index_path)
+    cache = open_cache(image_cache)
+    result = evaluate_on_test_set(cfg, index_path, k, embedding, pixel_size, cache)
     write_json_atomic(out, result)
     print(f"precision@{k} model  {result['model_precision_at_k']:.4f}")
     print(f"precision@{k} pixels {result['pixels_precision_at_k']:.4f}")
@@ -113,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = ap.add_subparsers(dest="command", required=True)
+    emb_help = "a CNN fold's embedding file (make embed-cnn)"
     b = sub.add_parser("build", help="index the training images")
     b.add_argument("--config", type=Path, required=True)
-    b.add_argument("--model", type=Path, help="checkpoint or fold work dir; omit for raw pixels")
+    b.add_argument("--embedding", type=Path, help=emb_help + "; omit for raw pixels")
     b.add_argument("--out", type=Path, required=True, help="index .npz")
     b.add_argument("--pixel-size", type=int, default=16)
     b.add_argument("--image-cache", type=Path, help=CACHE_HELP)
@@ -125,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--k", type=int, default=10)
     e = sub.add_parser("evaluate", help="precision@k vs a raw-pixel baseline on the test set")
     e.add_argument("--index", type=Path, required=True)
+    e.add_argument("--embedding", type=Path, help=emb_help + " the index was built from")
     e.add_argument("--config", type=Path, required=True)
     e.add_argument("--k", type=int, default=10)
     e.add_argument("--out", type=Path, required=True, help="metrics .json")
@@ -133,20 +101,23 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.command == "build":
         return cli(
-            tensorflow=True,
-            body=lambda: build(
-                load_config(args.config), args.model, args.out, args.pixel_size, args.image_cache
+            lambda: build(
+                load_config(args.config),
+                args.embedding,
+                args.out,
+                args.pixel_size,
+                args.image_cache,
             ),
         )
     if args.command == "query":
         return cli(tensorflow=True, body=lambda: query(args.index, args.image, args.k))
     return cli(
-        tensorflow=True,
-        body=lambda: evaluate(
+        lambda: evaluate(
             load_config(args.config),
             args.index,
             args.k,
             args.out,
+            args.embedding,
             args.pixel_size,
             args.image_cache,
         ),

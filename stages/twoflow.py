@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import load_config
-from stages.common import add_fold_model_args, cli
+from stages.common import CACHE_HELP, add_fold_model_args, cli
 
 
 def run(
@@ -19,7 +19,7 @@ def run(
     backbone: str,
     fold: int,
     folds_csv: Path,
-    cnn_work_dir: Path,
+    embedding: Path,
     out: Path,
     n_components: int | None = None,
     pixel_size: int | None = None,
@@ -51,7 +51,7 @@ def run(
         backbone,
         fold,
         folds_csv,
-        cnn_work_dir,
+        embedding,
         out,
         model=model,
         model_out=model_out,
@@ -62,6 +62,7 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     add_fold_model_args(ap, "are flow 2")
+    ap.add_argument("--image-cache", type=Path, help=CACHE_HELP)
     ap.add_argument("--n-components", type=int, default=None, help="pixel random projections")
     ap.add_argument("--pixel-size", type=int, default=None, help="pixel thumbnail side")
     ap.add_argument("--n-trees", type=int, default=None, help="trees per label forest")
@@ -72,13 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     return cli(
-        tensorflow=True,
-        body=lambda: run(
+        lambda: run(
             load_config(args.config),
             args.backbone,
             args.fold,
             args.folds,
-            args.cnn_work_dir,
+            args.embedding,
             args.out,
             args.n_components,
             args.pixel_size,

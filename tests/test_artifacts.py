@@ -59,8 +59,11 @@ def test_stacked_and_embedding_round_trip(tmp_path):
     with pytest.raises(FileNotFoundError, match="make stack"):
         load_stacked(tmp_path / "none.npz")
     save_embeddings(tmp_path / "e.npz", ["i"], ["t"], [[1.0, 2.0]], [[3.0, 4.0]], "small_cnn", 32)
-    e = load_embeddings(tmp_path / "e.npz")
-    assert e["train"].dtype == np.float32 and str(e["backbone"]) == "small_cnn"
+    e = load_embeddings(tmp_path / "e.npz", ["i"], ["t"])
+    assert e["train"].dtype == np.float32 and e["backbone"] == "small_cnn"
+    assert (e["image_size"], e["source"]) == (32, "")  # a frozen backbone's: no checkpoint
+    with pytest.raises(ValueError, match="e.npz: its test ids differ"):
+        load_embeddings(tmp_path / "e.npz", test_ids=["u"])
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.baseline import PerLabelLogistic, run_baseline_fold
-from tests.test_twoflow import fold_setup  # noqa: F401  (the shared fixture)
+from tests.test_twoflow import embedding, fold_setup  # noqa: F401  (the shared fixture)
 
 
 def test_learns_a_linear_signal_and_ignores_unknown_cells():
@@ -34,7 +34,7 @@ def test_fold_file_is_out_of_fold_and_deterministic(fold_setup, monkeypatch):  #
 
     monkeypatch.setattr(PerLabelLogistic, "fit", spy)
     out = root / "baseline" / "sklearn_lr.fold1.npz"
-    run_baseline_fold(cfg, "small_cnn", 1, folds_csv, root / "cnn1", out)
+    run_baseline_fold(cfg, "small_cnn", 1, folds_csv, embedding(root, 1), out)
     assert fit_rows == [(folds != 1).sum()]  # fit on the other folds' rows only
     with np.load(out) as z:
         assert sorted(z["val_ids"]) == sorted(ids[folds == 1])
@@ -42,12 +42,15 @@ def test_fold_file_is_out_of_fold_and_deterministic(fold_setup, monkeypatch):  #
         assert z["test"].shape == (1, len(data["test"]), 3)
         assert z["epochs"].tolist() == [1]
         first = z["oof"].copy()
-    run_baseline_fold(cfg, "small_cnn", 1, folds_csv, root / "cnn1", out)
+    run_baseline_fold(cfg, "small_cnn", 1, folds_csv, embedding(root, 1), out)
     with np.load(out) as z:
         np.testing.assert_array_equal(z["oof"], first)
 
 
-def test_missing_checkpoint_is_a_clear_error(fold_setup, tmp_path):  # noqa: F811
+def test_missing_or_mismatched_embedding_is_a_clear_error(fold_setup, tmp_path):  # noqa: F811
     root, cfg, folds_csv, *_ = fold_setup
-    with pytest.raises(FileNotFoundError, match="make train-cnn"):
-        run_baseline_fold(cfg, "small_cnn", 0, folds_csv, tmp_path, tmp_path / "x.npz")
+    with pytest.raises(FileNotFoundError, match="make embed-cnn"):
+        run_baseline_fold(cfg, "small_cnn", 0, folds_csv, tmp_path / "no.npz", tmp_path / "x.npz")
+    with pytest.raises(ValueError, match="small_cnn embeddings at 32 px, not resnet50's"):
+        run_baseline_fold(cfg, "resnet50", 0, folds_csv, embedding(root, 0), tmp_path / "x.npz")
+    assert not (tmp_path / "x.npz").exists()

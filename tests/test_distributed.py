@@ -23,6 +23,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.cluster import (
+    Cluster,
+    cluster_status,
+    free_port,
+    group_members,
+    start_cluster,
+    stop_cluster,
+)
 from pipeline.distributed import (
     SCHEDULER_ENV,
     _call_in_dir,
@@ -30,14 +38,6 @@ from pipeline.distributed import (
     gpu_resources,
     maybe_remote,
     run_remote,
-)
-from stages.cluster import (
-    Cluster,
-    cluster_status,
-    free_port,
-    group_members,
-    start_cluster,
-    stop_cluster,
 )
 from stages.cluster import main as cluster_main
 from tests.conftest import ROOT, tiny_config_text, write_dataset

@@ -1,8 +1,17 @@
-"""The report's tables built from stage outputs (the page itself is checked in test_e2e)."""
+"""The report built from stage outputs: its tables, scores and page (the full run's page
+is checked in test_e2e)."""
 
 from __future__ import annotations
 
-from pipeline.report import data_check_tables
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.artifacts import save_fold_predictions, save_stacked, write_json_atomic
+from pipeline.config import load_config
+from pipeline.metrics import fbeta_per_label
+from pipeline.report import data_check_tables, make_report
+from tests.conftest import tiny_config_text, write_dataset
 
 
 def test_data_check_tables_count_copies_and_list_test_near_copies():
@@ -40,3 +49,70 @@ def test_data_check_tables_without_test_near_copies_has_one_table():
     }
     tables, counts = data_check_tables(report)
     assert len(tables) == 1 and counts["test_near_copies_of_train"] == 0
+
+
+def test_make_report_scores_a_tiny_run(tmp_path):
+    """A run made of files written here: one member over 3 folds (epoch 1 noise, epoch 2 informative), a plain stack (no second
+    level record), thresholds and a submission; the report's numbers are recomputed by hand."""
+    data = write_dataset(tmp_path, n_train=30, n_test=8, size=16, n_labels=3)
+    (tmp_path / "tiny.toml").write_text(tiny_config_text(tmp_path))
+    cfg = load_config(tmp_path / "tiny.toml")
+    ids, test_ids = data["train"]["image"].to_numpy(), data["test"]["image"].to_numpy()
+    labels = ["lab0", "lab1", "lab2"]
+    y, y_test = data["train"][labels].to_numpy(float), data["test"][labels].to_numpy(float)
+    rng = np.random.default_rng(0)
+    oof = np.clip(y * 0.6 + rng.random(y.shape) * 0.5, 0, 1)
+    test = np.clip(y_test[None] * 0.6 + rng.random((3, *y_test.shape)) * 0.5, 0, 1)
+    folds = np.arange(30) % 3
+    preds = []
+    for k in range(3):
+        preds.append(tmp_path / "preds" / f"m.fold{k}.npz")
+        va = folds == k
+        save_fold_predictions(
+            preds[-1],
+            labels,
+            ids[va],
+            test_ids,
+            [1, 2],
+            np.stack([rng.random(oof[va].shape), oof[va]]),
+            np.stack([rng.random(test[k].shape), test[k]]),
+            [0.7, 0.5],
+        )
+    stacked = tmp_path / "stack" / "stacked.npz"
+    save_stacked(
+        stacked,
+        labels,
+        ids,
+        test_ids,
+        y,
+        oof,
+        test,
+        ["xgb"],
+        oof[None],
+        test[None],
+        np.zeros(3, int),
+        ["per_label"] * 3,
+    )
+    write_json_atomic(tmp_path / "thresholds.json", {"thresholds": [0.5, 0.5, 0.5]})
+    vote = ((test >= 0.5).sum(axis=0) >= 2).astype(int)  # majority of the 3 fold votes
+    submission = tmp_path / "sub.csv"
+    pd.DataFrame(vote, columns=labels).assign(image=test_ids)[["image", *labels]].to_csv(
+        submission, index=False
+    )
+
+    metrics, page = make_report(cfg, preds, stacked, tmp_path / "thresholds.json", submission)
+    f2 = fbeta_per_label(y_test, vote, beta=2.0)
+    assert metrics["models"]["vote"]["test_fbeta_macro"] == pytest.approx(f2.mean())
+    stack_test = (test.mean(axis=0) >= 0.5).astype(int)
+    assert metrics["summary"]["stack_test"] == pytest.approx(
+        fbeta_per_label(y_test, stack_test, beta=2.0).mean()
+    )
+    ones = np.ones_like(y_test, dtype=int)
+    assert metrics["all_ones_test_fbeta_macro"] == pytest.approx(
+        fbeta_per_label(y_test, ones, beta=2.0).mean()
+    )
+    assert metrics["best_single"] == "m" and metrics["models"]["m"]["detail"] == "epoch 2"
+    assert set(metrics["intervals"]) == {"ensemble_gain"} and "second_level" not in metrics
+    for section in ("Summary (macro F-beta)", "Held-out gains", "Per label", "Training curves"):
+        assert f"<h2>{section}" in page, section
+    assert page.count("data:image/png;base64") == 5  # the five figures

@@ -94,17 +94,27 @@ def test_index_round_trip(tmp_path):
 
 
 def test_cli_build_query_evaluate(tmp_path, capsys):
+    import pandas as pd
+
     from pipeline.backbones import build_model
+    from pipeline.cnn_embed import embed_fold
+    from pipeline.config import load_config
     from stages.similar import main
 
-    write_dataset(tmp_path, n_train=24, n_test=6, size=32, n_labels=3)
+    data = write_dataset(tmp_path, n_train=24, n_test=6, size=32, n_labels=3)
     cfg = tmp_path / "tiny.toml"
     cfg.write_text(tiny_config_text(tmp_path))
+    folds = tmp_path / "folds.csv"
+    pd.DataFrame({"image": data["train"]["image"], "fold": np.arange(24) % 3}).to_csv(
+        folds, index=False
+    )
     work = tmp_path / "cnn"
     work.mkdir()
     build_model("small_cnn", 3, 32, "none", 1, 16, 8).save(work / "ckpt_epoch001.keras")
+    emb = tmp_path / "embed" / "cnn.small_cnn.fold0.npz"
+    embed_fold(load_config(cfg), "small_cnn", 0, folds, work, emb)
     index = tmp_path / "similar" / "index.npz"
-    assert main(["build", "--config", str(cfg), "--model", str(work), "--out", str(index)]) == 0
+    assert main(["build", "--config", str(cfg), "--embedding", str(emb), "--out", str(index)]) == 0
     loaded = SimilarityIndex.load(index)
     assert loaded.embeddings.shape == (24, 32) and loaded.model_path.endswith("001.keras")
 
@@ -119,6 +129,7 @@ def test_cli_build_query_evaluate(tmp_path, capsys):
     assert (
         main(
             ["evaluate", "--index", str(index), "--config", str(cfg), "--k", "3", "--out", str(out)]
+            + ["--embedding", str(emb)]
         )
         == 0
     )

@@ -67,10 +67,12 @@ def test_person_product_accuracy():
 
 @pytest.fixture(scope="module")
 def fold_setup(tmp_path_factory):
-    """Tiny data, a folds file, and an untrained-but-real small_cnn checkpoint per fold."""
+    """Tiny data, a folds file, an untrained-but-real small_cnn checkpoint per fold and
+    its embedding file."""
     import keras
 
     from pipeline.backbones import build_model
+    from pipeline.cnn_embed import embed_fold
     from pipeline.config import load_config
     from pipeline.folds import make_folds
 
@@ -87,8 +89,14 @@ def fold_setup(tmp_path_factory):
     for k in range(3):
         (root / f"cnn{k}").mkdir()
         model.save(root / f"cnn{k}" / "ckpt_epoch002.keras")
+        embed_fold(cfg, "small_cnn", k, folds_csv, root / f"cnn{k}", embedding(root, k))
     keras.utils.set_random_seed(0)
     return root, cfg, folds_csv, ids, folds, data
+
+
+def embedding(root, k: int):
+    """Where the fixture keeps fold ``k``'s embedding file (`make embed-cnn`)."""
+    return root / "embed" / f"cnn.small_cnn.fold{k}.npz"
 
 
 def test_fold_files_match_cnn_format_no_leak_and_deterministic(fold_setup, monkeypatch):
@@ -109,7 +117,7 @@ def test_fold_files_match_cnn_format_no_leak_and_deterministic(fold_setup, monke
     for k in range(3):
         out = root / "preds" / f"twoflow.fold{k}.npz"
         res = run_twoflow_fold(
-            cfg, "small_cnn", k, folds_csv, root / f"cnn{k}", out, model=TwoFlowModel(**SMALL)
+            cfg, "small_cnn", k, folds_csv, embedding(root, k), out, model=TwoFlowModel(**SMALL)
         )
         # No leakage: the forests never saw fold k, and fold k is exactly what was predicted.
         assert not set(res["fit_paths"]) & set(res["val_paths"])
@@ -147,33 +155,31 @@ def test_fold_files_match_cnn_format_no_leak_and_deterministic(fold_setup, monke
     # Determinism: the same fold again gives the same file, bit for bit.
     again = root / "again.npz"
     run_twoflow_fold(
-        cfg, "small_cnn", 0, folds_csv, root / "cnn0", again, model=TwoFlowModel(**SMALL)
+        cfg, "small_cnn", 0, folds_csv, embedding(root, 0), again, model=TwoFlowModel(**SMALL)
     )
     with np.load(again) as a, np.load(twoflow_files[0]) as b:
         for key in ("oof", "test", "val_ids"):
             np.testing.assert_array_equal(a[key], b[key])
 
 
-def test_stage_cli_and_missing_checkpoint(fold_setup, tmp_path):
+def test_stage_cli_and_missing_inputs(fold_setup, tmp_path):
+    from stages.embed_cnn import main as embed_main
     from stages.twoflow import main
 
     root, cfg, folds_csv, *_ = fold_setup
+    common = ["--config", str(root / "tiny.toml"), "--backbone", "small_cnn", "--fold", "1"]
+    common += ["--folds", str(folds_csv)]
+    out = tmp_path / "x.npz"
+    # no embedding file: a clear error, nothing written
+    assert main([*common, "--embedding", str(tmp_path / "none.npz"), "--out", str(out)]) == 2
+    assert not out.exists()
+    # a work dir without checkpoints cannot be embedded
     empty = tmp_path / "empty"
     empty.mkdir()
-    rc = main(
-        [
-            "--config",
-            str(root / "tiny.toml"),
-            "--backbone",
-            "small_cnn",
-            "--fold",
-            "1",
-            "--folds",
-            str(folds_csv),
-            "--cnn-work-dir",
-            str(empty),
-            "--out",
-            str(tmp_path / "x.npz"),
-        ]
-    )
-    assert rc == 2 and not (tmp_path / "x.npz").exists()
+    emb = tmp_path / "emb.npz"
+    assert embed_main([*common, "--cnn-work-dir", str(empty), "--out", str(emb)]) == 2
+    assert not emb.exists()
+    # the CLI writes what the library does
+    assert main([*common, "--embedding", str(embedding(root, 1)), "--out", str(out)]) == 0
+    with np.load(out) as z:
+        assert z["oof"].shape == (1, len(z["val_ids"]), 3)
