@@ -17,10 +17,9 @@ every second-level combiner at its best rule by outer CV. Prints one line.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from pipeline.artifacts import write_json_atomic
+from pipeline.artifacts import load_metrics, write_json_atomic
 
 
 def summarise(metrics: dict) -> dict:
@@ -119,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--markdown", action="store_true", help="also print the README table")
     args = ap.parse_args(argv)
-    result = summarise(json.loads(args.metrics.read_text()))
+    result = summarise(load_metrics(args.metrics))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out, result)
     base = result.get("sklearn_baseline_test_f2")

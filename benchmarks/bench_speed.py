@@ -26,7 +26,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from pipeline.artifacts import write_json_atomic
+from pipeline.artifacts import load_metrics, write_json_atomic
 from pipeline.data import read_labels
 from pipeline.images import COUNT_DECODES_ENV
 from stages.common import STAGE_TIMES_ENV
@@ -98,7 +98,7 @@ def measure(config: Path, venv: str, work: Path) -> dict:
         build / "augment" / "images",
     )
     n_train = len(read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False).ids)
-    metrics = json.loads((build / "report" / "metrics.json").read_text())
+    metrics = load_metrics(build / "report" / "metrics.json")
     models = metrics["models"]
     return {
         "config": str(config),

@@ -14,6 +14,12 @@ writer and one reader, next to each other here, so the two cannot drift apart:
   :func:`load_embeddings`);
 - the **thresholds file** (``build/<config>/thresholds.json``): the ensemble's per-label
   thresholds and their OOF scores (:func:`save_thresholds` / :func:`load_thresholds`);
+- the **selection file** (``build/<config>/stack/selection.json``): the second level's
+  per-label column selection and its record (:func:`save_selection` /
+  :func:`load_selection`);
+- the **metrics file** (``build/<config>/report/metrics.json``): the report's scores of
+  the run, which `make serve` and the benchmarks read (:func:`save_metrics` /
+  :func:`load_metrics`);
 - the **predictor manifest** (``build/<config>/stack/predict.json``): what `make predict`
   and `make serve` need that only `make stack` knows; its content is built by
   :func:`pipeline.predict_manifest.build_manifest` (:func:`save_predict_manifest` /
@@ -131,6 +137,22 @@ def _read_npz(path: Path, required: Sequence[str], fix: str) -> dict[str, np.nda
         if missing:
             raise ValueError(f"{path} lacks array(s) {missing}; {fix}")
         return {key: npz[key] for key in npz.files}
+
+
+def _read_json(path: Path, required: Sequence[str], fix: str) -> dict[str, Any]:
+    """A JSON object file's content, refusing a missing file, bad JSON or missing keys."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; {fix}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); {fix}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} holds a {type(data).__name__}, not a JSON object; {fix}")
+    missing = [key for key in required if key not in data]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}; {fix}")
+    return data
 
 
 # --- the fold file ----------------------------------------------------------------------
@@ -363,12 +385,7 @@ def load_thresholds(
 
     path = Path(path)
     fix = "re-run `make thresholds CONFIG=...`"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; {fix}")
-    data = json.loads(path.read_text())
-    missing = [k for k in ("labels", "thresholds") if k not in data]
-    if missing:
-        raise ValueError(f"{path} lacks {missing}; {fix}")
+    data = _read_json(path, ("labels", "thresholds"), fix)
     data["thresholds"] = np.asarray(data["thresholds"], dtype=np.float64)
     if data["thresholds"].shape != (len(data["labels"]),):
         raise ValueError(
@@ -377,6 +394,39 @@ def load_thresholds(
     if labels is not None and list(data["labels"]) != [str(x) for x in labels]:
         raise ValueError(f"{path}: its labels differ from those of {against or 'the run'}; {fix}")
     return data
+
+
+# --- the selection file ----------------------------------------------------------------
+
+#: The selection file's name, in the stack stage's folder (``stack/selection.json``).
+SELECTION_FILE = "selection.json"
+
+
+def save_selection(path: str | Path, selection: dict, second_level: dict) -> None:
+    """Write the second level's column selection (atomically): ``selection`` is
+    :meth:`pipeline.select.Selection.to_dict`'s record, ``second_level`` the fitted second
+    level's report (:attr:`pipeline.second_level.SecondLevel.report`)."""
+    write_json_atomic(path, {**selection, "second_level": second_level})
+
+
+def load_selection(path: str | Path) -> dict[str, Any]:
+    """Read what :func:`save_selection` wrote, refusing a missing or malformed file."""
+    fix = "re-run `make stack CONFIG=...`"
+    return _read_json(Path(path), ("labels", "columns", "second_level"), fix)
+
+
+# --- the metrics file -------------------------------------------------------------------
+
+
+def save_metrics(path: str | Path, metrics: dict) -> None:
+    """Write the report's metrics (atomically): indented JSON with sorted keys, so two
+    runs' files diff line by line."""
+    write_text_atomic(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def load_metrics(path: str | Path) -> dict[str, Any]:
+    """Read what :func:`save_metrics` wrote, refusing a missing or malformed file."""
+    return _read_json(Path(path), ("beta", "models"), "re-run `make report CONFIG=...`")
 
 
 # --- the predictor manifest -------------------------------------------------------------
@@ -395,12 +445,11 @@ def save_predict_manifest(path: str | Path, manifest: dict) -> None:
 def load_predict_manifest(path: str | Path) -> dict:
     """Read what :func:`save_predict_manifest` wrote, or say which stage makes it."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist (a run from before the predictor manifest); "
-            "run `make stack CONFIG=...` (Make re-runs it and what follows)"
-        )
-    manifest = json.loads(path.read_text())
+    fix = (
+        "a run from before the predictor manifest? run `make stack CONFIG=...` "
+        "(Make re-runs it and what follows)"
+    )
+    manifest = _read_json(path, (), fix)
     if manifest.get("format") != PREDICT_MANIFEST_FORMAT:
         raise ValueError(f"{path}: format {manifest.get('format')!r}; re-run `make stack`")
     return manifest

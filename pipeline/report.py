@@ -233,7 +233,7 @@ def read_run(cfg, preds, stacked, thresholds, submission, baseline=None) -> RunF
     """Load the files the report scores (paths as Make names them)."""
     import pandas as pd
 
-    from pipeline.artifacts import load_stacked
+    from pipeline.artifacts import SELECTION_FILE, load_selection, load_stacked, load_thresholds
     from pipeline.data import read_labels, read_test_truth
     from pipeline.select import group_pred_files, load_base_predictions
 
@@ -241,9 +241,9 @@ def read_run(cfg, preds, stacked, thresholds, submission, baseline=None) -> RunF
     labels = list(table.labels)
     files = group_pred_files(preds)
     z = load_stacked(stacked)
-    sel_path = Path(stacked).parent / "selection.json"
-    sel = json.loads(sel_path.read_text()) if sel_path.is_file() else {}
-    th = json.loads(Path(thresholds).read_text())
+    sel_path = Path(stacked).parent / SELECTION_FILE
+    sel = load_selection(sel_path) if sel_path.is_file() else {}
+    th = load_thresholds(thresholds, labels, Path(cfg.data.train_dir) / "labels.csv")
     sub = pd.read_csv(submission, dtype={cfg.data.id_column: str})
     y_test = None
     if cfg.data.test_truth:
@@ -258,7 +258,7 @@ def read_run(cfg, preds, stacked, thresholds, submission, baseline=None) -> RunF
         z=z,
         sel=sel,
         level=sel.get("second_level"),
-        t=np.asarray(th["thresholds"]),
+        t=th["thresholds"],
         vote=sub[labels].to_numpy(),
         y_test=y_test,
         baseline=(

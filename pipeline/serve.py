@@ -83,6 +83,7 @@ class Service:
     """
 
     def __init__(self, cfg: Config, build_dir: str | Path):
+        from pipeline.artifacts import load_metrics
         from pipeline.data import image_paths, read_labels, read_test_ids, read_test_truth
         from pipeline.predict import Predictor
         from pipeline.similar import SimilarityIndex
@@ -93,7 +94,7 @@ class Service:
         self.index = SimilarityIndex.load(self.build / "similar" / "index.npz")
         self._sim_model = None
         metrics_path = self.build / "report" / "metrics.json"
-        self.metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+        self.metrics = load_metrics(metrics_path) if metrics_path.is_file() else None
         train = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)
         self.train_paths = dict(zip(map(str, train.ids), train.paths(), strict=True))
         self.test_paths = {}

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
-from pipeline.artifacts import write_text_atomic
+from pipeline.artifacts import load_metrics, save_metrics, write_text_atomic
 from pipeline.config import Config, load_config
 from stages.common import cli
 
@@ -33,15 +32,13 @@ def run(
     metrics, page = make_report(
         cfg, preds, stacked, thresholds, submission, baseline, similar, augment_preview, data_report
     )
-    write_text_atomic(
-        out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n"
-    )
+    save_metrics(out_dir / "metrics.json", metrics)
     write_text_atomic(out_dir / "index.html", page)
     log.info("report -> %s", out_dir / "index.html")
 
 
 def print_summary(path: Path) -> None:
-    m = json.loads(path.read_text())
+    m = load_metrics(path)
     b = m["beta"]
     for name, d in m["models"].items():
         test = f"  test F{b:g} {d['test_fbeta_macro']:.4f}" if "test_fbeta_macro" in d else ""

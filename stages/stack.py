@@ -18,9 +18,10 @@ import numpy as np
 
 from pipeline.artifacts import (
     PREDICT_MANIFEST,
+    SELECTION_FILE,
     save_predict_manifest,
+    save_selection,
     save_stacked,
-    write_json_atomic,
 )
 from pipeline.config import Config, load_config
 from stages.common import cli
@@ -121,8 +122,7 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
     level.save(out.parent / "models")
     # every combiner refitted on all rows made this same selection (one rule, all OOF rows)
     selection = next(iter(level.combiners.values())).selection_
-    sel = {**selection.to_dict(base.labels), "second_level": level.report}
-    write_json_atomic(out.parent / "selection.json", sel)
+    save_selection(out.parent / SELECTION_FILE, selection.to_dict(base.labels), level.report)
     manifest = build_manifest(base, table.y, level, t.beta, t.step, t.average)
     save_predict_manifest(out.parent / PREDICT_MANIFEST, manifest)
     save_stacked(

@@ -6,10 +6,14 @@ import pytest
 from pipeline.artifacts import (
     load_embeddings,
     load_fold_predictions,
+    load_metrics,
+    load_selection,
     load_stacked,
     load_thresholds,
     save_embeddings,
     save_fold_predictions,
+    save_metrics,
+    save_selection,
     save_single_epoch_predictions,
     save_stacked,
     save_thresholds,
@@ -99,3 +103,43 @@ def test_thresholds_file_round_trip_and_checks(tmp_path):
         load_thresholds(path)
     with pytest.raises(FileNotFoundError, match="make thresholds"):
         load_thresholds(tmp_path / "none.json")
+
+
+def test_selection_file_round_trip_and_checks(tmp_path):
+    path = tmp_path / "selection.json"
+    record = {"beta": 2.0, "columns": [["m", 3]], "labels": {"a": [{"column": 0}]}}
+    save_selection(path, record, {"mode": "per_label", "chosen": {"a": "xgb"}})
+    assert (
+        path.read_text()
+        == json.dumps(
+            {**record, "second_level": {"mode": "per_label", "chosen": {"a": "xgb"}}}, indent=2
+        )
+        + "\n"
+    )
+    back = load_selection(path)
+    assert back["columns"] == [["m", 3]] and back["second_level"]["chosen"] == {"a": "xgb"}
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=r"lacks \['second_level'\]; re-run `make stack"):
+        load_selection(path)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="selection.json is not valid JSON"):
+        load_selection(path)
+    with pytest.raises(FileNotFoundError, match="make stack"):
+        load_selection(tmp_path / "none.json")
+
+
+def test_metrics_file_sorted_keys_round_trip(tmp_path):
+    path = tmp_path / "report" / "metrics.json"
+    metrics = {"models": {"vote": {"oof_fbeta_macro": 0.75}}, "beta": 2.0}
+    save_metrics(path, metrics)
+    # sorted keys, two-space indent, final newline: the bytes `make report` has always written
+    assert path.read_text() == (
+        '{\n  "beta": 2.0,\n  "models": {\n    "vote": {\n'
+        '      "oof_fbeta_macro": 0.75\n    }\n  }\n}\n'
+    )
+    assert load_metrics(path) == metrics
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="holds a list, not a JSON object; re-run `make report"):
+        load_metrics(path)
+    with pytest.raises(FileNotFoundError, match="make report"):
+        load_metrics(tmp_path / "none.json")

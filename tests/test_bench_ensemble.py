@@ -3,12 +3,11 @@ numbers equal a bootstrap recomputed here from the run's own files."""
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 import pytest
 
 from benchmarks.bench_ensemble import summarise
+from pipeline.artifacts import load_metrics
 from pipeline.config import load_config
 from pipeline.data import read_labels
 from pipeline.metrics import paired_bootstrap
@@ -19,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_bench_json_has_gain_interval_and_every_combiner(tiny_demo):
-    metrics = json.loads((tiny_demo.build / "report" / "metrics.json").read_text())
+    metrics = load_metrics(tiny_demo.build / "report" / "metrics.json")
     out = summarise(metrics)
     low, high = out["ensemble_gain_ci"]
     assert low <= out["ensemble_gain"] <= high

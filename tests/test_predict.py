@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipeline.artifacts import load_thresholds
 from pipeline.config import load_config
 from pipeline.data import image_paths
 from tests.conftest import run_stage
@@ -39,7 +40,7 @@ def test_ensemble_reproduces_submission_rows(tiny_demo, predictor):
     with np.load(tiny_demo.build / "stack" / "stacked.npz") as z:
         test_ids = z["test_ids"].astype(str).tolist()
         stacked = z["test"]  # (K, m, L)
-    thresholds = json.loads((tiny_demo.build / "thresholds.json").read_text())["thresholds"]
+    thresholds = load_thresholds(tiny_demo.build / "thresholds.json")["thresholds"]
     assert len(preds) == len(test_ids) == len(sub)
     for i, p in zip(ids, preds, strict=True):
         assert p.labels == list(sub.columns)

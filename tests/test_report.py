@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.artifacts import save_fold_predictions, save_stacked, write_json_atomic
+from pipeline.artifacts import save_fold_predictions, save_stacked, save_thresholds
 from pipeline.config import load_config
 from pipeline.metrics import fbeta_per_label
 from pipeline.report import data_check_tables, make_report
@@ -93,7 +93,7 @@ def test_make_report_scores_a_tiny_run(tmp_path):
         np.zeros(3, int),
         ["per_label"] * 3,
     )
-    write_json_atomic(tmp_path / "thresholds.json", {"thresholds": [0.5, 0.5, 0.5]})
+    save_thresholds(tmp_path / "thresholds.json", labels, [0.5] * 3, [0.0] * 3, 0.0, "fixed", {})
     vote = ((test >= 0.5).sum(axis=0) >= 2).astype(int)  # majority of the 3 fold votes
     submission = tmp_path / "sub.csv"
     pd.DataFrame(vote, columns=labels).assign(image=test_ids)[["image", *labels]].to_csv(
