@@ -220,11 +220,7 @@ def run_frozen_fold(cfg, member: str, fold: int, folds_csv, embedding, out_path,
     if not 0 <= fold < cfg.folds.n_folds:
         raise ValueError(f"fold {fold} is outside 0..{cfg.folds.n_folds - 1}")
     test_ids, _ = read_test_ids(cfg.data.test_dir, cfg.data.id_column, check_images=False)
-    emb = load_embeddings(embedding)
-    if not np.array_equal(emb["train_ids"], table.ids.astype(str)) or not np.array_equal(
-        emb["test_ids"], np.asarray(test_ids).astype(str)
-    ):
-        raise ValueError(f"{embedding}: its ids differ from the data set's; re-run `make embed`")
+    emb = load_embeddings(embedding, table.ids, test_ids)
     tr, va = folds != fold, folds == fold
     head = make_head(f, head_name)
     with threadpool_limits(limits=1):  # Make runs fold jobs side by side
