@@ -156,11 +156,23 @@ def test_editing_a_deep_module_reruns_the_stages_that_import_it(tmp_path):
     copy.edit("pipeline/weights/plans.py")
     plan = copy.planned()
     # (augment too: its garment segmenter runs a MobileNetV2 encoder built through them)
-    assert {"train_cnn", "embed", "frozen", "twoflow", "baseline", "similar", "augment"} <= plan
+    # (embed_cnn too: it rebuilds each fold's network to embed through its checkpoint)
+    expected = {"train_cnn", "embed_cnn", "embed", "frozen", "twoflow", "baseline", "similar"}
+    assert expected | {"augment"} <= plan
     assert not {"demo_data", "folds"} & plan, plan
     # ... and a resumed fold job refuses the checkpoints the old code made
     assert copy.fingerprint(work) != before
     assert not (work / "ckpt_epoch001.keras").exists()
+
+    # editing the CNN embedding code re-embeds the folds' checkpoints and re-runs what reads
+    # the embedding files, but trains nothing and keeps the checkpoints
+    copy.all_up_to_date()
+    before = copy.fingerprint(work)
+    (work / "ckpt_epoch001.keras").write_bytes(b"a checkpoint of the current code")
+    copy.edit("pipeline/cnn_embed.py")
+    consumers = {"embed_cnn", "twoflow", "baseline", "similar"}
+    assert copy.planned() == consumers | {"stack", "thresholds", "submit", "report"}
+    assert copy.fingerprint(work) == before and (work / "ckpt_epoch001.keras").exists()
 
     copy.all_up_to_date()
     copy.edit("pipeline/thresholds.py")
