@@ -58,9 +58,6 @@ BASELINE_PREDS := $(foreach k,$(FOLD_IDS),$(BUILD)/baseline/sklearn_lr.fold$(k).
 SIM_EMBED := $(call CNN_EMBED,$(SIM_BACKBONE),0)
 CNN_EMBEDS := $(sort $(foreach k,$(FOLD_IDS),$(if $(TWOFLOW_BACKBONE),$(call CNN_EMBED,$(TWOFLOW_BACKBONE),$(k))) \
   $(call CNN_EMBED,$(BASELINE_BACKBONE),$(k))) $(SIM_EMBED))
-ifneq ($(filter cnn.%,$(FROZEN)),)
-$(error $(CONFIG): [[frozen]] names starting "cnn." are kept for the fine-tuned folds' embed/cnn.<backbone>.fold<k>.npz; rename $(filter cnn.%,$(FROZEN)))
-endif
 FROZEN_PREDS := $(foreach m,$(FROZEN_MEMBERS),$(foreach k,$(FOLD_IDS),$(BUILD)/members/$(m).fold$(k).npz))
 BASE_PREDS := $(PREDS) $(TWOFLOW_PREDS) $(FROZEN_PREDS)
 SUBMISSION := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).csv

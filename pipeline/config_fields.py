@@ -3,7 +3,7 @@
 :func:`build` refuses an unknown or missing key and a value of the wrong type, converts
 lists to tuples and nested tables to nested dataclasses, then :func:`check_fields` applies
 the section's declared limits: a class attribute ``RULES`` mapping a field to a
-:class:`Range`, :class:`OneOf` or :class:`Interval`. A tuple field's rule applies to each
+:class:`Range`, :class:`OneOf`, :class:`Interval` or :class:`FileName`. A tuple field's rule applies to each
 element, and the tuple may not be empty. Every message reads ``config: <key> ...`` and
 names the fix. Limits sit next to their section (``RULES`` beside the fields), not in a
 table keyed by dotted strings elsewhere.
@@ -15,6 +15,7 @@ it, and the Makefile runs them with the bare system Python.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -58,7 +59,23 @@ class Interval:
         return f"; write [lo, hi] with {self.lo} <= lo <= hi <= {self.hi}"
 
 
-Rule = Range | OneOf | Interval
+@dataclass(frozen=True)
+class FileName:
+    """A name that becomes part of build file names (``embed/<name>.npz``,
+    ``members/<name>_<head>.fold<k>.npz``): letters, digits, ``_`` and ``-``, no dot (the
+    Makefile splits ``<name>.fold<k>`` at the dot, and ``embed/cnn.<backbone>.fold<k>.npz``
+    shares the folder), no slash, no space."""
+
+    def error(self, value: Any) -> str | None:
+        if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", value):
+            return None
+        return (
+            "; use letters, digits, _ and - only (no dots: embed/<name>.npz shares its "
+            "folder with the fine-tuned folds' embed/cnn.<backbone>.fold<k>.npz)"
+        )
+
+
+Rule = Range | OneOf | Interval | FileName
 
 
 def _message(key: str, value: Any, problem: str) -> str:

@@ -43,6 +43,14 @@ def _raw():
         ),
         (lambda r: r.update(folds={"near_duplicates": 99}), r"folds.near_duplicates = 99"),
         (
+            lambda r: r.update(frozen=[{"name": "cnn.mnv2", "backbone": "mobilenet_v2"}]),
+            r"frozen\[0\]\.name = 'cnn\.mnv2'; use letters, digits, _ and - only \(no dots",
+        ),
+        (
+            lambda r: r.update(frozen=[{"name": "a/b", "backbone": "mobilenet_v2"}]),
+            r"frozen\[0\]\.name = 'a/b'; use letters, digits",
+        ),
+        (
             lambda r: r.update(
                 frozen=[{"name": "f", "backbone": "mobilenet_v2", "heads": ["svm"]}]
             ),
