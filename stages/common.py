@@ -74,14 +74,22 @@ def _run(body: Callable[[], None], tensorflow: bool) -> int:
 CACHE_HELP = "decode cache index (make's build/<name>/cache/images.index.json); omit to decode"
 
 
+def add_fold_args(ap) -> None:
+    """The arguments of every stage that works on one CNN fold: the config, the fold, the
+    folds CSV (the embedding, frozen-head, Two-Flow and baseline stages)."""
+    from pathlib import Path
+
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--fold", type=int, required=True)
+    ap.add_argument("--folds", type=Path, required=True, help="folds CSV from `make folds`")
+
+
 def add_fold_model_args(ap, what: str) -> None:
     """The arguments of a stage fit on one CNN fold's embeddings (Two-Flow, baseline)."""
     from pathlib import Path
 
-    ap.add_argument("--config", type=Path, required=True)
+    add_fold_args(ap)
     ap.add_argument("--backbone", required=True, help=f"the backbone whose embeddings {what}")
-    ap.add_argument("--fold", type=int, required=True)
-    ap.add_argument("--folds", type=Path, required=True, help="folds CSV from `make folds`")
     ap.add_argument(
         "--embedding",
         type=Path,

@@ -21,13 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def run(
-    out: Path,
-    n_train: int = 3000,
-    n_test: int = 600,
-    size: int = 64,
-    seed: int = 0,
-    workers: int = 1,
-    progress: bool = True,
+    out: Path, n_train: int, n_test: int, size: int, seed: int, workers: int, progress: bool
 ) -> dict:
     """Generate the demo set into ``out`` and log a one-line summary with prevalences."""
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import load_config
-from stages.common import CACHE_HELP, cli
+from stages.common import CACHE_HELP, add_fold_args, cli
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,10 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.image_cache import open_cache
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--config", type=Path, required=True)
+    add_fold_args(ap)
     ap.add_argument("--backbone", required=True, help="the fine-tuned backbone to embed with")
-    ap.add_argument("--fold", type=int, required=True)
-    ap.add_argument("--folds", type=Path, required=True, help="folds CSV from `make folds`")
     ap.add_argument(
         "--cnn-work-dir",
         type=Path,

@@ -8,17 +8,15 @@ import sys
 from pathlib import Path
 
 from pipeline.config import load_config
-from stages.common import cli
+from stages.common import add_fold_args, cli
 
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.frozen import run_frozen_fold
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--config", type=Path, required=True)
+    add_fold_args(ap)
     ap.add_argument("--member", required=True, help="<frozen name>_<head>, e.g. mnv2_224_logistic")
-    ap.add_argument("--fold", type=int, required=True)
-    ap.add_argument("--folds", type=Path, required=True, help="folds CSV from `make folds`")
     ap.add_argument("--embedding", type=Path, required=True, help="from `make embed`")
     ap.add_argument("--out", type=Path, required=True, help="predictions .npz (CNN format)")
     ap.add_argument("--head-out", type=Path, help="where to keep the fitted head (.npz)")
