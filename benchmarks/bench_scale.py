@@ -112,7 +112,9 @@ def write_config(path: Path, info: dict, stack: dict) -> Path:
     return path
 
 
-def _tree_rss(pid: int) -> int:
+def _tree_usage(pid: int, cpu: dict[int, float]) -> int:
+    """The RSS (bytes) of ``pid``'s process tree now; records each process's CPU seconds
+    so far (user + system) in ``cpu``, by pid."""
     import psutil
 
     try:
@@ -124,21 +126,34 @@ def _tree_rss(pid: int) -> int:
     for p in procs:
         try:
             total += p.memory_info().rss
+            t = p.cpu_times()
+            cpu[p.pid] = max(cpu.get(p.pid, 0.0), t.user + t.system)
         except psutil.NoSuchProcess:
             pass
     return total
 
 
 def timed(cmd: list[str], env: dict | None = None, log_file: Path | None = None) -> dict:
-    """Run ``cmd``; its wall seconds and the peak RSS (MB) of its process tree."""
+    """Run ``cmd``; its wall seconds, the peak RSS (MB) and the CPU seconds of its process
+    tree, and the load average while it ran.
+
+    CPU seconds say what a stage costs when the machine is shared (wall time then also
+    counts other programs' turns): the larger of the reaped children's rusage and the sum
+    of every sampled process's own times (a pool worker that is never reaped is only seen
+    by sampling).
+    """
+    import resource
+
     out = open(log_file, "w") if log_file else subprocess.DEVNULL  # noqa: SIM115
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    peak = [0]
+    peak, cpu, loads = [0], {}, []
 
     def sample():
         while proc.poll() is None:
-            peak[0] = max(peak[0], _tree_rss(proc.pid))
+            peak[0] = max(peak[0], _tree_usage(proc.pid, cpu))
+            loads.append(os.getloadavg()[0])
             time.sleep(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -146,12 +161,19 @@ def timed(cmd: list[str], env: dict | None = None, log_file: Path | None = None)
     rc = proc.wait()
     seconds = time.perf_counter() - t0
     sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    reaped = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if log_file:
         out.close()
     if rc != 0:
         tail = log_file.read_text()[-3000:] if log_file else ""
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({rc}):\n{tail}")
-    return {"s": round(seconds, 2), "peak_mb": round(peak[0] / 2**20, 1)}
+    return {
+        "s": round(seconds, 2),
+        "peak_mb": round(peak[0] / 2**20, 1),
+        "cpu_s": round(max(reaped, sum(cpu.values())), 1),
+        "load_avg": round(float(np.mean(loads)), 1) if loads else None,
+    }
 
 
 def step_main(argv: list[str]) -> int:
@@ -238,7 +260,8 @@ def run_size(
             lines = (out / f"{stage}.log").read_text().strip().splitlines()
             rec["s"] = round(json.loads(lines[-1])["s"], 2)
         record["stages"][stage] = rec
-        log.info("n=%d %-10s %8.1f s  %7.0f MB", n, stage, rec["s"], rec["peak_mb"])
+        log.info("n=%d %-10s %8.1f s  %7.0f MB  cpu %.0f s  load %s", n, stage, rec["s"],
+                 rec["peak_mb"], rec["cpu_s"], rec["load_avg"])  # fmt: skip
     metrics = json.loads((out / "report" / "metrics.json").read_text())
     record["vote_test_fbeta"] = metrics["models"]["vote"].get("test_fbeta")
     record["total_s"] = round(sum(r["s"] for r in record["stages"].values()), 1)

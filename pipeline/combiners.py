@@ -26,7 +26,7 @@ fitted second level is saved without pickles and read back by the predictor.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -103,6 +103,12 @@ class Combiner(BaseEstimator):
         raise NotImplementedError
 
     def fit(self, P: np.ndarray, y: np.ndarray) -> Combiner:
+        P, y = self._select(P, y)
+        self._fit(P, y)
+        return self._finish(P, y)
+
+    def _select(self, P: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Check the inputs and select the columns on these rows (the first part of fit)."""
         y = check_labels(y)
         P = check_cube(P, y)
         if len(self.columns) != P.shape[1]:
@@ -110,7 +116,10 @@ class Combiner(BaseEstimator):
         self.selection_ = select_columns(
             P, y, self.columns, self.beta, self.top_n, self.corr_threshold, self.step
         )
-        self._fit(P, y)
+        return P, y
+
+    def _finish(self, P: np.ndarray, y: np.ndarray) -> Combiner:
+        """The fitted model's shapes and inner-CV ``oof_`` (the last part of fit)."""
         self.n_labels_ = y.shape[1]
         self.n_columns_ = P.shape[1]
         self.oof_ = self._inner_oof(P, y) if self.inner_folds else None
@@ -405,16 +414,20 @@ class XGBCombiner(Combiner):
         finally:
             self._client = None
 
-    def _fit(self, P: np.ndarray, y: np.ndarray) -> None:
+    def _new_stacker(self, n_labels: int, client: Any = None):
+        """An unfitted stacker on the selected columns of every label."""
         from pipeline.select import feature_indices
         from pipeline.stack import PerLabelXGBStacker
 
-        n, n_cols, n_labels = P.shape
         base = self.stacker if self.stacker is not None else PerLabelXGBStacker()
         features = feature_indices(self.selection_.indices, n_labels)
-        params = {**base.get_params(deep=False), "features_per_label": features}
-        params["client"] = getattr(self, "_client", None)
-        self.stacker_ = PerLabelXGBStacker(**params)
+        return PerLabelXGBStacker(
+            **{**base.get_params(deep=False), "features_per_label": features, "client": client}
+        )
+
+    def _fit(self, P: np.ndarray, y: np.ndarray) -> None:
+        n, n_cols, n_labels = P.shape
+        self.stacker_ = self._new_stacker(n_labels, getattr(self, "_client", None))
         self.stacker_.fit(P.reshape(n, n_cols * n_labels), y)
         self.stacker_.set_params(client=None)
 
@@ -436,3 +449,38 @@ class XGBCombiner(Combiner):
 
     def set_state(self, state: dict[str, Any]) -> None:  # the stacker is loaded by the saver
         self.selection_ = None
+
+
+def fit_combiners(
+    jobs: Iterable[tuple[Combiner, np.ndarray, np.ndarray]], client: Any = None
+) -> list[Combiner]:
+    """``combiner.fit(P, y)`` for every (combiner, P, y); the XGBoost combiners' stackers
+    all in one task pool (``pipeline.stack.run_plans``), so one stacker's slowest label
+    does not leave the other workers idle. The same fitted combiners as fitting them one
+    after another. ``jobs`` is consumed one at a time (pass a generator to hold one job's
+    rows at once): an XGBoost job keeps only its labels' selected columns until the pool
+    runs."""
+    from pipeline.stack import run_plans
+
+    out: list[Combiner] = []
+    pending, plans = [], []
+    for est, P, y in jobs:
+        if not isinstance(est, XGBCombiner):
+            out.append(est.fit(P, y))
+            continue
+        P, y = est._select(P, y)
+        n, n_cols, n_labels = P.shape
+        est.stacker_ = est._new_stacker(n_labels)
+        plans.append(est.stacker_.plan_fit(P.reshape(n, n_cols * n_labels), y))
+        pending.append((len(out), n_cols, y))
+        out.append(est)
+    if plans:
+        n_jobs = int(out[pending[0][0]].stacker_.n_jobs)
+        for (i, n_cols, y), plan, results in zip(
+            pending, plans, run_plans(plans, n_jobs, client), strict=True
+        ):
+            est = out[i]
+            est.stacker_.adopt(plan, results)
+            # _finish reads only P's shape for XGBoost (its inner OOF is the stacker's own)
+            est._finish(np.empty((0, n_cols, y.shape[1]), dtype=np.float32), y)
+    return out

@@ -41,6 +41,7 @@ from pipeline.combiners import (
     MeanCombiner,
     XGBCombiner,
     check_cube,
+    fit_combiners,
     row_folds,
 )
 from pipeline.metrics import check_labels, fbeta_per_label, paired_bootstrap
@@ -107,6 +108,35 @@ def _fit(est: Combiner, P: np.ndarray, y: np.ndarray, client: Any) -> Combiner:
     return est.fit(P, y)
 
 
+def pooled_xgb_fits(
+    P: np.ndarray,
+    y: np.ndarray,
+    combiners: Mapping[str, Combiner],
+    folds: np.ndarray,
+    refit: bool,
+    client: Any = None,
+) -> dict[tuple[int | None, str], Combiner]:
+    """Every XGBoost combiner fitted on every outer fold's training rows (key ``(k,
+    name)``) and, with ``refit``, on all rows (``(None, name)``), in one task pool
+    (``pipeline.combiners.fit_combiners``): the nested CV then waits for its slowest label
+    once, not once per fit. The same models as fitting them one by one in the loop."""
+    keys = [
+        (k, name)
+        for k in [*np.unique(folds).tolist(), *([None] if refit else [])]
+        for name, est in combiners.items()
+        if isinstance(est, XGBCombiner)
+    ]
+    if not keys:
+        return {}
+
+    def jobs():  # one fold's rows at a time
+        for k, name in keys:
+            rows = slice(None) if k is None else folds != k
+            yield clone(combiners[name]), P[rows], y[rows]
+
+    return dict(zip(keys, fit_combiners(jobs(), client), strict=True))
+
+
 @dataclass(frozen=True, eq=False)
 class OuterCV:
     """Outer-CV outcome of every (combiner, rule) candidate.
@@ -139,6 +169,7 @@ def nested_cv(
     shrink: float = 20.0,
     seed: int = 0,
     client: Any = None,
+    prefitted: Mapping[tuple[int | None, str], Combiner] | None = None,
 ) -> OuterCV:
     """Score every (combiner, rule) pair by outer K-fold CV over the OOF rows.
 
@@ -150,17 +181,25 @@ def nested_cv(
         beta, step, shrink: F-beta, threshold grid, and the ``shrunk`` rule's strength.
         seed: seeds the outer folds.
         client: optional Dask client for the XGBoost grid.
+        prefitted: ``(k, name)`` -> that combiner already fitted on outer fold k's training
+            rows (:func:`pooled_xgb_fits`); the others are fitted here. Default: the
+            XGBoost combiners are pooled here.
     """
     y = check_labels(y)
     P = check_cube(P, y)
     folds = row_folds(y, outer_folds, seed)
+    if prefitted is None:
+        prefitted = pooled_xgb_fits(P, y, combiners, folds, refit=False, client=client)
     candidates = [(name, rule) for name in combiners for rule in rules]
     pred = np.zeros((len(candidates), *y.shape), dtype=bool)
     bar = tqdm(total=outer_folds * len(combiners), desc="second level (outer CV)")
     for k in range(outer_folds):
         out = folds == k
-        for ci, est in enumerate(combiners.values()):
-            fitted = _fit(clone(est), P[~out], y[~out], client)
+        for ci, (name, est) in enumerate(combiners.items()):
+            key = (k, name)
+            fitted = (
+                prefitted[key] if key in prefitted else _fit(clone(est), P[~out], y[~out], client)
+            )
             p_out = fitted.predict_proba(P[out])
             for ri, rule in enumerate(rules):
                 t = rule_thresholds(fitted.oof_, y[~out], rule, beta, step, shrink)
@@ -322,11 +361,15 @@ def fit_second_level(
 ) -> SecondLevel:
     """Nested-CV choice, then every combiner refitted on all rows (see the module doc)."""
     y = check_labels(y)
-    outer = nested_cv(P, y, combiners, rules, outer_folds, beta, step, shrink, seed, client)
+    P = check_cube(P, y)
+    folds = row_folds(y, outer_folds, seed)
+    pooled = pooled_xgb_fits(P, y, combiners, folds, refit=True, client=client)
+    outer = nested_cv(P, y, combiners, rules, outer_folds, beta, step, shrink, seed, client, pooled)
     chosen, g = choose(outer, y, mode, beta, n_boot, seed)
     fitted = {}
     for name, est in tqdm(combiners.items(), desc="second level (refit on all rows)"):
-        fitted[name] = _fit(clone(est), P, y, client)
+        key = (None, name)
+        fitted[name] = pooled[key] if key in pooled else _fit(clone(est), P, y, client)
     choice = [outer.candidates[c] for c in chosen]
     report = {
         "mode": mode,

@@ -24,9 +24,9 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -57,6 +57,61 @@ SEARCHES = ("grid", "halving")
 def _as_tuple(value: Any) -> tuple:
     """A grid axis: a scalar becomes a one-point axis."""
     return tuple(value) if isinstance(value, list | tuple | np.ndarray) else (value,)
+
+
+class FitPlan(NamedTuple):
+    """One stacker fit, made but not run: its tasks and what reading the results needs."""
+
+    fn: Callable  # fit_grid_point or search_label
+    X_per_label: list[np.ndarray]  # label j's feature columns, every row
+    tasks: list  # GridTask | SearchTask, each indexing X_per_label[task.label]
+    features: list[np.ndarray]
+    grid: list[tuple[float, int, float]]
+    rows_per_label: list[np.ndarray]
+    y_shape: tuple[int, int]
+    n_features: int
+
+
+def run_plans(plans: Sequence[FitPlan], n_jobs: int = 1, client: Any = None) -> list[list]:
+    """Run the tasks of several stacker fits in one pool (joblib, or the Dask ``client``);
+    per plan, its results in task order.
+
+    One pool for all of them, so a worker that finishes its share of one fit starts on the
+    next fit's tasks instead of waiting for the slowest label (the nested CV fits the
+    stacker once per outer fold and once on all rows: pooled, a 2-worker run waits once,
+    not at every fit). The biggest tasks (most rows) go first. Each task is a pure function
+    of its data, so the results do not depend on the order or the pool.
+    """
+    order = sorted(
+        ((i, t) for i, plan in enumerate(plans) for t in range(len(plan.tasks))),
+        key=lambda it: -len(plans[it[0]].tasks[it[1]].rows),
+    )
+    results: list[list] = [[None] * len(plan.tasks) for plan in plans]
+    if client is not None:
+        from distributed import as_completed
+
+        X_futures = [
+            [client.scatter(x, broadcast=True) for x in plan.X_per_label] for plan in plans
+        ]
+        futures = {}
+        for i, t in order:
+            task = plans[i].tasks[t]
+            fut = client.submit(plans[i].fn, X_futures[i][task.label], task, pure=False)
+            futures[fut] = (i, t)
+        for fut in tqdm(as_completed(futures), total=len(futures), desc="stack (dask)"):
+            i, t = futures[fut]
+            results[i][t] = fut.result()
+        return results
+    from joblib import Parallel, delayed
+
+    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+    jobs = parallel(
+        delayed(plans[i].fn)(plans[i].X_per_label[plans[i].tasks[t].label], plans[i].tasks[t])
+        for i, t in order
+    )
+    for (i, t), result in zip(order, tqdm(jobs, total=len(order), desc="stack"), strict=True):
+        results[i][t] = result
+    return results
 
 
 class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
@@ -195,6 +250,12 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
             ValueError: shapes disagree, or a label has too few known rows for CV or no
                 known positive or negative (nothing to learn; fix or drop the label).
         """
+        plan = self.plan_fit(X, y)
+        return self.adopt(plan, run_plans([plan], self.n_jobs, self.client)[0])
+
+    def plan_fit(self, X: np.ndarray, y: np.ndarray) -> FitPlan:
+        """Check the inputs and make every task of ``fit(X, y)`` without running them; run
+        with :func:`run_plans` (alone or pooled with other fits), then :meth:`adopt`."""
         X = check_array(X, dtype=np.float32, ensure_all_finite="allow-nan")
         y = check_labels(y)
         if y.shape[0] != X.shape[0]:
@@ -256,7 +317,21 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
 
         # each label's task reads only its own columns: a slice, not all of X, is shipped
         # to the workers (a 55k x 1,664 OOF matrix is 366 MB; a label's 78 columns, 17 MB)
-        results = self._run([np.ascontiguousarray(X[:, f]) for f in features], tasks)
+        return FitPlan(
+            search_label if self.search == "halving" else fit_grid_point,
+            [np.ascontiguousarray(X[:, f]) for f in features],
+            tasks,
+            features,
+            grid,
+            rows_per_label,
+            y.shape,
+            X.shape[1],
+        )
+
+    def adopt(self, plan: FitPlan, results: list) -> PerLabelXGBStacker:
+        """Keep the plan's outcome: per label the best grid point's models, OOF, scores."""
+        features, grid, rows_per_label = plan.features, plan.grid, plan.rows_per_label
+        n_labels = plan.y_shape[1]
 
         best_of: dict[int, GridResult] = {}
         self.cv_scores_, self.search_rungs_ = [], []
@@ -280,7 +355,7 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
         self.best_params_, self.models_, self.n_trees_ = [], [], []
         self.best_score_ = np.zeros(n_labels)
         self.thresholds_ = np.zeros(n_labels)
-        self.oof_ = np.full(y.shape, np.nan)
+        self.oof_ = np.full(plan.y_shape, np.nan)
         for j in range(n_labels):
             best = best_of[j]
             self.best_params_.append(dict(zip(GRID_KEYS, grid[best.point], strict=True)))
@@ -299,31 +374,8 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
             )
         self.features_ = features
         self.classes_ = np.arange(n_labels)
-        self.n_features_in_ = X.shape[1]
+        self.n_features_in_ = plan.n_features
         return self
-
-    def _run(self, X_per_label: list[np.ndarray], tasks: list) -> list:
-        """Run every task with joblib (local) or on the Dask client; results in task order.
-
-        ``X_per_label[j]``: label j's feature columns (every row); a task indexes it by its
-        rows and ``arange`` features.
-        """
-        fn = search_label if self.search == "halving" else fit_grid_point
-        if self.client is not None:
-            from distributed import as_completed
-
-            X_futures = [self.client.scatter(x, broadcast=True) for x in X_per_label]
-            futures = [
-                self.client.submit(fn, X_futures[task.label], task, pure=False) for task in tasks
-            ]
-            for _ in tqdm(as_completed(futures), total=len(futures), desc="stack (dask)"):
-                pass
-            return self.client.gather(futures)
-        from joblib import Parallel, delayed
-
-        parallel = Parallel(n_jobs=self.n_jobs, return_as="generator")
-        jobs = parallel(delayed(fn)(X_per_label[task.label], task) for task in tasks)
-        return list(tqdm(jobs, total=len(tasks), desc="stack"))
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """(n, L) probabilities: per label, the mean of its K fold models."""

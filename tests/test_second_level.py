@@ -206,3 +206,37 @@ def test_second_level_is_deterministic_and_round_trips(tmp_path):
 def test_unknown_combiner_is_refused():
     with pytest.raises(ValueError, match="unknown combiner"):
         make_combiners(["ridge"], COLUMNS)
+
+
+def test_pooled_xgb_fits_equal_one_by_one_fits():
+    """The nested CV's XGBoost fits (every outer fold + the refit) run in one task pool;
+    each must be exactly the model a fit of its own rows alone makes, and the outer CV
+    built on them the same as one that fits in its loop."""
+    from pipeline.combiners import XGBCombiner
+    from pipeline.second_level import pooled_xgb_fits
+
+    P, y = cube(n=180)
+    y[::17, 1] = np.nan  # unknown cells are dropped per label in both paths
+    stacker = PerLabelXGBStacker(
+        eta=(0.1, 0.3), max_depth=(2,), min_child_weight=(1,), n_estimators=30, n_folds=3,
+        n_jobs=2,
+    )  # fmt: skip
+    combiners = {
+        "xgb": XGBCombiner(COLUMNS, stacker=stacker, inner_folds=3),
+        "mean_top": MeanCombiner(COLUMNS, top_n=2, inner_folds=3),
+    }
+    folds = row_folds(y, 3, 0)
+    pooled = pooled_xgb_fits(P, y, combiners, folds, refit=True)
+    assert sorted(pooled, key=str) == sorted(
+        [(0, "xgb"), (1, "xgb"), (2, "xgb"), (None, "xgb")], key=str
+    )
+    for (k, _), fitted in pooled.items():
+        rows = slice(None) if k is None else folds != k
+        alone = clone(combiners["xgb"]).fit(P[rows], y[rows])
+        np.testing.assert_array_equal(fitted.oof_, alone.oof_)
+        np.testing.assert_array_equal(fitted.predict_proba(P), alone.predict_proba(P))
+        assert fitted.stacker_.best_params_ == alone.stacker_.best_params_
+    looped = nested_cv(P, y, combiners, outer_folds=3, prefitted={})
+    pooled_cv = nested_cv(P, y, combiners, outer_folds=3)
+    np.testing.assert_array_equal(looped.per_label, pooled_cv.per_label)
+    np.testing.assert_array_equal(looped.pred, pooled_cv.pred)
