@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.scale_data import ScaleSpec, generate, jd_prevalences
-from pipeline.artifacts import write_json_atomic
+from pipeline.artifacts import load_metrics, write_json_atomic
 
 log = logging.getLogger("benchmarks.bench_scale")
 
@@ -262,7 +262,7 @@ def run_size(
         record["stages"][stage] = rec
         log.info("n=%d %-10s %8.1f s  %7.0f MB  cpu %.0f s  load %s", n, stage, rec["s"],
                  rec["peak_mb"], rec["cpu_s"], rec["load_avg"])  # fmt: skip
-    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    metrics = load_metrics(out / "report" / "metrics.json")
     record["vote_test_fbeta"] = metrics["models"]["vote"].get("test_fbeta")
     record["total_s"] = round(sum(r["s"] for r in record["stages"].values()), 1)
     record["peak_mb"] = max(r["peak_mb"] for r in record["stages"].values())
