@@ -9,9 +9,11 @@ sections, seeds, phases, fingerprint) lives in :mod:`pipeline.train_job`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,8 @@ from pipeline.inference import (
     load_checkpoint,
     predict_paths,
 )
-from pipeline.train_job import FoldJob, Phase, build_job, job_fingerprint
+from pipeline.train_job import FoldJob, build_job, job_fingerprint
+from pipeline.train_session import FreshModels
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +119,25 @@ def fold_embeddings(
     return job, ckpt, deep
 
 
-def set_scope(model, scope: str, unfreeze_top: float = 0.3) -> None:
-    """Make the head trainable and the feature extractor trainable per ``scope``."""
-    from pipeline.backbones import feature_layers
+DONE, LOCK = "done.json", ".lock"
 
-    feats = feature_layers(model)
-    cut = {"head": len(feats), "all": 0}.get(scope, int(round(len(feats) * (1 - unfreeze_top))))
-    for i, layer in enumerate(feats):
-        layer.trainable = i >= cut
+
+def is_trained(job: FoldJob, work_dir: str | Path) -> bool:
+    """Whether ``work_dir`` holds every epoch of this very job (fingerprint, ``done.json``
+    and each epoch's files): its predictions file can be written without a model."""
+    work_dir = Path(work_dir)
+    stamp = work_dir / "fingerprint.txt"
+    if not (work_dir / DONE).is_file() or not stamp.is_file():
+        return False
+    if stamp.read_text().strip() != job_fingerprint(job):
+        return False
+    last = work_dir / f"ckpt_epoch{job.epochs:03d}.keras"
+    preds = [work_dir / f"preds_epoch{e:03d}.npz" for e in range(1, job.epochs + 1)]
+    return (
+        last.is_file()
+        and epoch_weights_path(work_dir, job.epochs).is_file()
+        and all(p.is_file() for p in preds)
+    )
 
 
 def _prepare_work_dir(work_dir: Path, job: FoldJob) -> None:
@@ -132,7 +146,7 @@ def _prepare_work_dir(work_dir: Path, job: FoldJob) -> None:
     fingerprint = job_fingerprint(job)
     if stamp.is_file() and stamp.read_text().strip() == fingerprint:
         return
-    stale = [p for p in work_dir.iterdir() if p.name != stamp.name]
+    stale = [p for p in work_dir.iterdir() if p.name not in (stamp.name, LOCK)]
     if stale:
         log.info("%s: inputs changed since its checkpoints were made; starting over", work_dir)
         for p in stale:
@@ -145,27 +159,17 @@ def _save_epoch_weights(model, work_dir: Path, epoch: int) -> None:
     write_atomic(epoch_weights_path(work_dir, epoch), model.save_weights, suffix=".weights.h5")
 
 
-def _compile(model, job: FoldJob, phase: Phase, steps_per_epoch: int):
-    import keras
-
-    from pipeline.losses import MaskedMultiLabelLoss, TriangularCyclicLR
-
-    t = job.train
-
-    set_scope(model, phase.scope, job.backbone.unfreeze_top)
-    schedule = TriangularCyclicLR(phase.lr_min, phase.lr_max, half_cycle_steps=steps_per_epoch)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=schedule),
-        loss=MaskedMultiLabelLoss(t.loss, t.pos_weight, t.focal_gamma, t.focal_alpha),
-        jit_compile=False,
-    )
-
-
 def train_fold(
-    job: FoldJob, work_dir: str | Path, out_path: str | Path, cache: ImageCache | None = None
+    job: FoldJob,
+    work_dir: str | Path,
+    out_path: str | Path,
+    cache: ImageCache | None = None,
+    models: FreshModels | None = None,
 ) -> dict:
     """Train one fold job, resuming from ``work_dir``; write the per-epoch predictions file.
     Images are read from ``cache`` (the decode cache) when given, else decoded per epoch.
+    ``models``: where the compiled model comes from; a ``TrainSession`` reuses the compiled
+    models of earlier jobs in this process (same outputs, no tracing), default fresh ones.
 
     Output ``out_path`` (.npz): ``labels``, ``val_ids``, ``test_ids``, ``epochs``,
     ``oof`` (E, n_val, L), ``test`` (E, n_test, L), ``loss`` (E,).
@@ -173,12 +177,15 @@ def train_fold(
     import keras
 
     import pipeline.losses  # noqa: F401  (registers the loss and LR schedule for load_model)
-    from pipeline.backbones import build_model
 
+    models = FreshModels() if models is None else models
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     _prepare_work_dir(work_dir, job)
-    keras.utils.set_random_seed(job.seed)
+    if is_trained(job, work_dir):  # every epoch done (e.g. by a sibling run): no model needed
+        log.info("%s fold %d: trained already (%s)", job.name, job.fold, work_dir)
+        return _write_outputs(job, work_dir, out_path)
+    models.seed(job.seed)
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
@@ -186,33 +193,24 @@ def train_fold(
 
     ckpts = checkpoints(work_dir)
     steps = max(1, len(job.epoch_order(0)) // job.batch_size)
+    model = None
     if ckpts:
         start, path = ckpts[-1]
-        model = keras.saving.load_model(path, compile=True)
         log.info("%s fold %d: resuming after epoch %d (%s)", job.name, job.fold, start, path)
-        if not epoch_weights_path(work_dir, start).is_file():  # killed between the two saves
+        weights_saved = epoch_weights_path(work_dir, start).is_file()
+        if start < job.epochs or not weights_saved:
+            model = models.resume(job, steps, path, start)
+        if not weights_saved:  # killed between the two saves
             _save_epoch_weights(model, work_dir, start)
     else:
         start = 0
-        b = job.backbone
-        model = build_model(
-            b.name,
-            len(job.labels),
-            job.image_size,
-            b.weights,
-            b.head_layers,
-            b.head_units,
-            b.width,
-            seed=job.seed,
-            bn_momentum=b.bn_momentum,
-        )
-        _compile(model, job, job.phase_of(1), steps)
+        model = models.start(job, steps)
     for epoch in range(start + 1, job.epochs + 1):
         t0 = time.perf_counter()
         if epoch > 1 and job.phase_of(epoch) != job.phase_of(epoch - 1):
             # a new phase: new trainable scope, fresh optimizer and LR cycle (the same
             # whether this process ran the previous epoch or resumed from its checkpoint)
-            _compile(model, job, job.phase_of(epoch), steps)
+            model = models.next_phase(job, model, job.phase_of(epoch), steps)
             log.info(
                 "%s fold %d: phase %s from epoch %d",
                 job.name,
@@ -264,6 +262,11 @@ def train_fold(
             t_train,
             t_predict,
         )
+    return _write_outputs(job, work_dir, out_path)
+
+
+def _write_outputs(job: FoldJob, work_dir: Path, out_path: str | Path) -> dict:
+    """The per-epoch files of a trained fold -> its predictions file and ``done.json``."""
     oofs, tests, losses = [], [], []
     for epoch in range(1, job.epochs + 1):
         with np.load(work_dir / f"preds_epoch{epoch:03d}.npz") as z:
@@ -286,5 +289,54 @@ def train_fold(
         "epochs": job.epochs,
         "final_loss": losses[-1],
     }
-    (work_dir / "done.json").write_text(json.dumps(summary))
+    (work_dir / DONE).write_text(json.dumps(summary))
     return summary
+
+
+@contextlib.contextmanager
+def _fold_lock(work_dir: Path, wait: bool) -> Iterator[bool]:
+    """Hold ``work_dir``'s lock (an flock: released when the process dies); yields False
+    without ``wait`` when another process holds it."""
+    import fcntl
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with open(work_dir / LOCK, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def train_folds(
+    runs: Sequence[tuple[FoldJob, str | Path, str | Path]],
+    cache: ImageCache | None = None,
+    models: FreshModels | None = None,
+) -> list[dict]:
+    """Train the first ``(job, work_dir, out_path)`` run, then the others ("siblings") in
+    this same process, so they share ``models`` (a ``TrainSession``: traced once).
+
+    The first run's file is always written. A sibling is skipped when its file is complete
+    already, or when another process holds its work dir's lock: concurrent ``make -j``
+    jobs of one backbone split the siblings between them, and Make's own job for a fold
+    another process is training waits for that lock, then only writes the file.
+
+    Returns the summaries of the runs trained or written here.
+    """
+    out = []
+    for i, (job, work_dir, out_path) in enumerate(runs):
+        work_dir, out_path = Path(work_dir), Path(out_path)
+        with _fold_lock(work_dir, wait=i == 0) as held:
+            if not held:
+                log.info("%s fold %d: another process is training it", job.name, job.fold)
+                continue
+            if i and out_path.is_file() and is_trained(job, work_dir):
+                continue
+            if i:
+                log.info("%s fold %d: trained in the same process (sibling)", job.name, job.fold)
+            out.append(train_fold(job, work_dir, out_path, cache, models))
+    return out
