@@ -176,6 +176,7 @@ def train_fold(
     """
     import keras
 
+    import pipeline.backbones  # noqa: F401  (registers the custom layers for load_model)
     import pipeline.losses  # noqa: F401  (registers the loss and LR schedule for load_model)
 
     models = FreshModels() if models is None else models

@@ -49,8 +49,10 @@ def compile_for(model, job: FoldJob, phase: Phase, steps_per_epoch: int) -> None
     t = job.train
     set_scope(model, phase.scope, job.backbone.unfreeze_top)
     schedule = TriangularCyclicLR(phase.lr_min, phase.lr_max, half_cycle_steps=steps_per_epoch)
+    # named, not auto-named ("adam_1" for a process's second optimizer): the name is
+    # written into the weight files, which must not depend on what the process did before
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=schedule),
+        optimizer=keras.optimizers.Adam(learning_rate=schedule, name="adam"),
         loss=MaskedMultiLabelLoss(t.loss, t.pos_weight, t.focal_gamma, t.focal_alpha),
         jit_compile=False,
     )
@@ -190,6 +192,7 @@ class TrainSession(FreshModels):
         if key in self._entries:
             self._entries.move_to_end(key)
             self.reused += 1
+            log.info("%s fold %d: reusing a compiled model (no tracing)", job.name, job.fold)
             return self._entries[key], True
         model = make_model()
         if self._template is None:
@@ -241,6 +244,7 @@ class TrainSession(FreshModels):
             return loaded
         self._entries.move_to_end(key)
         self.reused += 1
+        log.info("%s fold %d: reusing a compiled model (no tracing)", job.name, job.fold)
         _copy(loaded.variables, entry.model.variables, "weights")
         _copy(loaded.optimizer.variables, entry.model.optimizer.variables, "optimizer states")
         return entry.model
