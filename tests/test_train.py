@@ -66,7 +66,7 @@ def test_phases_freeze_then_unfreeze_and_resume_across_boundary(tiny_data, tmp_p
     import keras
 
     from pipeline.backbones import build_model, feature_layers
-    from pipeline.train import Phase
+    from pipeline.train_job import Phase
 
     job = _with(_job(tiny_data, tmp_path, epochs=2), phases=("head:1:1e-3:3e-3", "all:1:1e-4:1e-3"))
     assert job.phases == (Phase("head", 1, 1e-3, 3e-3), Phase("all", 1, 1e-4, 1e-3))

@@ -179,3 +179,25 @@ def test_multi_fold_process_killed_then_rerun_matches(per_process):
     assert "fold 1: resuming after epoch" in rerun.stderr
     for k in FOLDS:
         _assert_same(ref[k], _outputs(root / "kill" / f"p{k}.npz", root / "kill" / f"w{k}"))
+
+
+def test_make_runs_a_backbones_folds_in_one_process_but_a_named_file_alone(tmp_path):
+    from tests.test_code_deps import RepoCopy
+
+    copy = RepoCopy(tmp_path)
+    copy.all_up_to_date()
+    copy.edit("pipeline/train_session.py")
+    preds = f"{copy.tmp}/build/preds"
+    dry = copy.make("-n", "train-cnn")
+    assert dry.returncode == 0, dry.stderr
+    first = dry.stdout.split("-m stages.train_cnn")[1]
+    assert "--fold 0" in first
+    for k in (1, 2):  # the tiny demo's other folds, same process
+        assert (
+            f"--sibling {k} {copy.tmp}/build/cnn/small_cnn.fold{k} {preds}/small_cnn.fold{k}.npz"
+            in first
+        )
+    alone = copy.make("-n", f"{preds}/small_cnn.fold1.npz")
+    assert alone.stdout.count("-m stages.train_cnn") == 1 and "--sibling" not in alone.stdout
+    off = copy.make("-n", "train-cnn", "CNN_SIBLINGS=0")
+    assert "--sibling" not in off.stdout and off.stdout.count("-m stages.train_cnn") >= 3
