@@ -146,10 +146,21 @@ $(IMAGE_CACHE_FILES) &: $(TRAIN_LABELS) $(TEST_LIST) $(AUGMENT) $(wildcard $(TRA
 
 train-cnn: $(PREDS) ## every backbone x every fold: per-epoch OOF + test predictions
 
+# A fold job's process then trains its backbone's other folds (--sibling, skipped when done
+# or being trained by another job), reusing the compiled model: tracing is paid once per
+# backbone, not per fold. Not when the file is itself a goal (`make <it>` trains that fold
+# alone), nor on a Dask cluster (one task per fold; the worker's kept job process reuses
+# the model there), nor with CNN_SIBLINGS=0.
+CNN_SIBLINGS ?= 1
+cnn_siblings = $(if $(filter-out 1,$(CNN_SIBLINGS))$(DASK_SCHEDULER)$(filter $(1),$(MAKECMDGOALS)),,\
+  $(foreach k,$(filter-out $(call fold,$(2)),$(FOLD_IDS)),\
+  --sibling $(k) $(BUILD)/cnn/$(call bb,$(2)).fold$(k) $(BUILD)/preds/$(call bb,$(2)).fold$(k).npz))
+
 $(BUILD)/preds/%.npz: $(CFG)/backbone.$$(call bb,$$*).json $$(WEIGHTS_$$(call bb,$$*)) $(FOLDS) $(TRAIN_LABELS) $(TEST_LIST) $(AUGMENT) $(IMAGE_CACHE) $(CODE_TRAIN_CNN) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.train_cnn --config $(CONFIG) --backbone $(call bb,$*) --fold $(call fold,$*) \
-	  --folds $(FOLDS) --augmented $(AUGMENT) --image-cache $(IMAGE_CACHE) --work-dir $(BUILD)/cnn/$* --out $@
+	  --folds $(FOLDS) --augmented $(AUGMENT) --image-cache $(IMAGE_CACHE) --work-dir $(BUILD)/cnn/$* --out $@ \
+	  $(call cnn_siblings,$@,$*)
 
 twoflow: $(TWOFLOW_PREDS) ## Two-Flow base model: pixel projections + CNN embeddings -> random forests
 

@@ -149,10 +149,15 @@ def rare_f2_compare(
     Returns per-fold scores and their mean over ``train_folds``.
     """
     from pipeline.augment import augmented_rows_for_fold
+    from pipeline.config import BackboneConfig, TrainConfig
     from pipeline.data import read_test_ids, read_test_truth
     from pipeline.folds import read_folds
     from pipeline.metrics import best_threshold_fbeta, fbeta_per_label
     from pipeline.train import FoldJob, train_fold
+
+    small_cnn = BackboneConfig(
+        "small_cnn", epochs=epochs, batch_size=64, lr_min=3e-4, lr_max=3e-3, width=16
+    )
 
     table = read_labels(data / "train")
     folds = read_folds(folds_csv, table.ids)
@@ -166,22 +171,17 @@ def rare_f2_compare(
         rec: dict = {"fold": fold, "n_aug_rows": len(a_ids)}
         for name, extra_paths, extra_y in (("without", [], a_y[:0]), ("with", a_paths, a_y)):
             job = FoldJob(
-                backbone="small_cnn",
+                backbone=small_cnn,
+                train=TrainConfig((small_cnn,), seed=seed),
                 fold=fold,
+                image_size=64,
+                labels=table.labels,
                 train_paths=[p for p, t in zip(paths, tr, strict=True) if t] + list(extra_paths),
                 train_y=np.concatenate([table.y[tr], extra_y]),
                 val_ids=table.ids[va],
                 val_paths=[p for p, v in zip(paths, va, strict=True) if v],
                 test_ids=test_ids,
                 test_paths=[test_dir / i for i in test_ids],
-                labels=table.labels,
-                image_size=64,
-                epochs=epochs,
-                batch_size=64,
-                lr_min=3e-4,
-                lr_max=3e-3,
-                width=16,
-                seed=seed * 1000 + fold,
             )
             wdir = (work or Path("build")) / f"f2-{name}-fold{fold}"
             train_fold(job, wdir, wdir / "preds.npz")

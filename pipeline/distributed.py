@@ -122,7 +122,12 @@ def gpu_resources(client) -> dict[str, float] | None:
 
 
 def _call_in_dir(
-    cwd: str, func: Callable[..., T], args: tuple, kwargs: dict, isolate: bool = False
+    cwd: str,
+    func: Callable[..., T],
+    args: tuple,
+    kwargs: dict,
+    isolate: bool = False,
+    keep_process: bool = False,
 ) -> T:
     """Worker side: run ``func`` with the submitter's working directory, so relative paths
     (Make's ``build/...``, a config's ``data/...``) mean the same file on every host.
@@ -131,7 +136,8 @@ def _call_in_dir(
     says so instead of writing artifacts somewhere nobody reads them. Without ``isolate``
     the worker process changes directory (process-wide: workers running path-relative
     jobs should use one thread each); with it, the call runs in a fresh child process
-    started there (:func:`_call_in_process`).
+    started there (:func:`_call_in_process`), or with ``keep_process`` in a child the worker
+    keeps for its next such calls (:func:`_call_in_kept_process`).
     """
     if not os.path.isdir(cwd):
         import socket
@@ -141,6 +147,8 @@ def _call_in_dir(
             "live on a shared filesystem at the same path on every host (or use absolute "
             "paths, e.g. an absolute BUILD)"
         )
+    if isolate and keep_process:
+        return _call_in_kept_process(cwd, func, args, kwargs)
     if isolate:
         return _call_in_process(cwd, func, args, kwargs)
     if os.path.realpath(os.getcwd()) != os.path.realpath(cwd):
@@ -190,17 +198,26 @@ def _call_in_process(cwd: str, func: Callable[..., T], args: tuple, kwargs: dict
 def _child_main(call: str, result: str, parent: int) -> None:
     """Entry point of :func:`_call_in_process`'s child: load the call, run it, store the
     outcome (value or exception) for the parent."""
-    import pickle
-    import traceback
-
-    from pipeline.artifacts import write_bytes_atomic
-
     _die_with_parent(parent)
+    _child_logging()
+    _run_call_file(call, result)
+
+
+def _child_logging() -> None:
     logging.basicConfig(
         level=os.environ.get("LOGLEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+
+
+def _run_call_file(call: str, result: str) -> None:
+    """Load the pickled call in ``call``, run it, store the outcome (value or exception)."""
+    import pickle
+    import traceback
+
+    from pipeline.artifacts import write_bytes_atomic
+
     func, args, kwargs = pickle.loads(Path(call).read_bytes())
     try:
         outcome: tuple[bool, Any] = (True, func(*args, **kwargs))
@@ -213,6 +230,101 @@ def _child_main(call: str, result: str, parent: int) -> None:
         exc = outcome[1]
         payload = pickle.dumps((False, RuntimeError(f"{type(exc).__name__}: {exc}")))
     write_bytes_atomic(result, payload)
+
+
+class _KeptProcess:
+    """A job process on the worker host that runs calls one at a time and stays for the
+    next: what it built (a compiled model, ``pipeline.train_session``) serves later jobs.
+
+    Isolated from the worker's threads as a fresh one is (:func:`_call_in_process`), and
+    it dies with the worker. Requests (call and result file names, cwd) come as JSON lines
+    on its stdin; it answers each with one line on a pipe of its own.
+    """
+
+    def __init__(self, cwd: str):
+        import subprocess
+        import sys
+
+        read_fd, self._write_fd = os.pipe()
+        self._answers = os.fdopen(read_fd, "rb")
+        code = (
+            "from pipeline.distributed import _kept_main; "
+            f"_kept_main({self._write_fd}, {os.getpid()})"
+        )
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=cwd, stdin=subprocess.PIPE, pass_fds=[self._write_fd]
+        )
+        os.close(self._write_fd)
+
+    def call(self, cwd: str, func: Callable, args: tuple, kwargs: dict) -> tuple[bool, Any]:
+        """The call's outcome: (True, value) or (False, the exception it raised)."""
+        import json
+        import pickle
+        import tempfile
+
+        import cloudpickle
+
+        with tempfile.TemporaryDirectory(prefix="kept-call-") as tmp:
+            call, result = Path(tmp) / "call.pkl", Path(tmp) / "result.pkl"
+            call.write_bytes(cloudpickle.dumps((func, args, kwargs)))
+            request = {"call": str(call), "result": str(result), "cwd": cwd}
+            try:
+                self.proc.stdin.write((json.dumps(request) + "\n").encode())
+                self.proc.stdin.flush()
+                answered = self._answers.readline()
+            except (BrokenPipeError, OSError):
+                answered = b""
+            if not answered or not result.is_file():
+                self.close()
+                raise RuntimeError(
+                    f"the job process of {_describe(func, args)} exited with status "
+                    f"{self.proc.poll()} without a result; see this worker's log"
+                )
+            return pickle.loads(result.read_bytes())
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait()
+        self._answers.close()
+
+
+_kept: list[_KeptProcess] = []
+_kept_lock = threading.Lock()
+
+
+def _call_in_kept_process(cwd: str, func: Callable[..., T], args: tuple, kwargs: dict) -> T:
+    """Run the call in an idle kept job process of this worker (a new one if none is idle)
+    and keep the process for the next call; one dies with its call if the call kills it."""
+    with _kept_lock:
+        while _kept and not _kept[-1].alive():
+            _kept.pop().close()
+        proc = _kept.pop() if _kept else None
+    if proc is None:
+        proc = _KeptProcess(cwd)
+    ok, value = proc.call(cwd, func, args, kwargs)  # raises (and closes it) if it died
+    with _kept_lock:
+        _kept.append(proc)
+    if not ok:
+        raise value
+    return value
+
+
+def _kept_main(answer_fd: int, parent: int) -> None:
+    """Entry point of a :class:`_KeptProcess`: serve calls until the worker goes."""
+    import json
+    import sys
+
+    _die_with_parent(parent)
+    _child_logging()
+    for line in sys.stdin:
+        request = json.loads(line)
+        os.chdir(request["cwd"])
+        _run_call_file(request["call"], request["result"])
+        os.write(answer_fd, b"done\n")
 
 
 def _die_with_parent(parent: int) -> None:
@@ -245,6 +357,7 @@ def run_remote(
     retries: int = 2,
     timeout: float = 10.0,
     isolate: bool = False,
+    keep_process: bool = False,
     **kwargs: Any,
 ) -> T:
     """Run ``func(*args, **kwargs)`` as ONE task on the cluster at ``address``; return its result.
@@ -264,6 +377,9 @@ def run_remote(
         isolate: run the call in a fresh process on the worker (see
             :func:`_call_in_process`): bit-identical results for jobs that seed global RNGs
             (CNN training), and their memory freed after each job.
+        keep_process: with ``isolate``, run it in a job process the worker keeps for its
+            next such calls (:class:`_KeptProcess`): what the call built (a compiled
+            model) serves the next; for calls that reset the global state they read.
 
     Raises:
         ConnectionError: the scheduler cannot be reached within ``timeout``.
@@ -289,6 +405,7 @@ def run_remote(
             args,
             kwargs,
             isolate,
+            keep_process,
             resources=dict(resources) if resources else None,
             retries=retries,
             pure=False,
@@ -313,18 +430,30 @@ def run_remote(
         return result
 
 
-def maybe_remote(func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+def maybe_remote(
+    func: Callable[..., T], *args: Any, keep_process: bool = False, **kwargs: Any
+) -> T:
     """``func(*args, **kwargs)`` on the cluster named by ``DASK_SCHEDULER``, else locally.
 
     The one switch of the pipeline: a stage calls its ``run`` through this, and the same
     code writes the same files either way. On a cluster the task asks for one GPU when any
     worker declares a ``GPU`` resource (CNN jobs), else for nothing, and runs in a fresh
-    process on the worker, as ``python -m stages...`` would locally (``isolate=True``).
+    process on the worker, as ``python -m stages...`` would locally (``isolate=True``);
+    with ``keep_process`` in one the worker keeps for the next such tasks (fold jobs: a
+    kept process reuses its compiled models, see ``pipeline.train_session``).
     """
     address = scheduler_address()
     if address is None:
         return func(*args, **kwargs)
-    return run_remote(func, *args, address=address, resources="auto", isolate=True, **kwargs)
+    return run_remote(
+        func,
+        *args,
+        address=address,
+        resources="auto",
+        isolate=True,
+        keep_process=keep_process,
+        **kwargs,
+    )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,4 +1,10 @@
-"""`make train-cnn`: train one (backbone, fold) job; write its per-epoch OOF + test predictions."""
+"""`make train-cnn`: train one (backbone, fold) job; write its per-epoch OOF + test predictions.
+
+With ``--sibling FOLD WORK_DIR OUT`` (repeatable) the same process then trains those folds
+of the backbone too, reusing the compiled model (``pipeline.train_session``): Make passes a
+backbone's other folds, so ``make train-cnn`` traces each backbone once per process, while
+each fold's file stays its own target (``make <that file>`` trains that fold alone).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import sys
 from pathlib import Path
 
 from pipeline.config import Config, load_config
-from stages.common import CACHE_HELP, cli
+from stages.common import CACHE_HELP, cli, import_tensorflow_quietly
 
 
 def run(
@@ -19,12 +25,20 @@ def run(
     out: Path,
     augmented: Path | None = None,
     image_cache: Path | None = None,
+    siblings: list[tuple[int, Path, Path]] | tuple = (),
+    quiet_import: bool = False,
 ):
     from pipeline.image_cache import open_cache
-    from pipeline.train import build_job, train_fold
+    from pipeline.train import build_job, is_trained, train_folds
+    from pipeline.train_session import shared_session
 
-    job = build_job(cfg, backbone, fold, folds_csv, augmented)
-    train_fold(job, work_dir, out, open_cache(image_cache))
+    runs = [
+        (build_job(cfg, backbone, k, folds_csv, augmented), Path(w), Path(o))
+        for k, w, o in [(fold, work_dir, out), *siblings]
+    ]
+    if quiet_import and not all(is_trained(job, w) for job, w, _ in runs):
+        import_tensorflow_quietly()
+    train_folds(runs, open_cache(image_cache), shared_session())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,12 +51,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="per-epoch predictions .npz")
     ap.add_argument("--augmented", type=Path, help="augmentation labels.csv (make augment)")
     ap.add_argument("--image-cache", type=Path, help=CACHE_HELP)
+    ap.add_argument(
+        "--sibling",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("FOLD", "WORK_DIR", "OUT"),
+        help="then train this fold of the backbone too, in this process, unless it is done "
+        "or another process is training it (repeatable)",
+    )
     args = ap.parse_args(argv)
-    # with DASK_SCHEDULER set, the same call runs as one task on the cluster (shared paths)
+    siblings = [(int(k), Path(w), Path(o)) for k, w, o in args.sibling]
+    # with DASK_SCHEDULER set, the same call runs as one task on the cluster (shared paths),
+    # in a job process the worker keeps: its next fold jobs reuse the compiled models
     from pipeline.distributed import maybe_remote, scheduler_address
 
+    local = scheduler_address() is None
     return cli(
-        tensorflow=scheduler_address() is None,
         body=lambda: maybe_remote(
             run,
             load_config(args.config),
@@ -53,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             args.out,
             args.augmented,
             args.image_cache,
+            siblings,
+            local,
+            keep_process=True,
         ),
     )
 

@@ -73,11 +73,13 @@ from pathlib import Path
 import numpy as np
 
 import pipeline
+from pipeline.config import BackboneConfig, TrainConfig
 from pipeline.train import FoldJob, _prepare_work_dir, job_fingerprint
 
 assert Path(pipeline.__file__).resolve().parent == Path.cwd() / "pipeline", pipeline.__file__
-job = FoldJob("small_cnn", 0, [], np.zeros((0, 1)), np.array([]), [], np.array([]), [],
-              ("a",), 32, 1, 2, 1e-3, 1e-2)
+bb = BackboneConfig("small_cnn", epochs=1, batch_size=2)
+job = FoldJob(bb, TrainConfig((bb,)), 0, 32, ("a",), [], np.zeros((0, 1)), np.array([]), [],
+              np.array([]), [])
 _prepare_work_dir(Path(sys.argv[1]), job)
 print(job_fingerprint(job))
 """

@@ -179,6 +179,30 @@ def test_maybe_remote_switches_on_the_variable(cluster, tmp_path, monkeypatch):
     assert Path(out).read_bytes() == Path(write_table(tmp_path / "l.npy", 5, seed=1)).read_bytes()
 
 
+def _exit_now() -> None:
+    os._exit(3)
+
+
+def test_kept_job_process_serves_the_next_tasks(cluster, client):
+    """keep_process: one job process per worker serves its calls, survives a task's error,
+    and a process that dies with its task fails that task alone and is replaced."""
+    workers = set(client.run(os.getpid).values())
+    kept = [run_remote(_pids, address=cluster.address, isolate=True, keep_process=True)]
+    kept += [run_remote(_pids, address=cluster.address, isolate=True, keep_process=True)]
+    with pytest.raises(ValueError, match="invalid literal for int"):
+        run_remote(
+            int, "seven", address=cluster.address, retries=0, isolate=True, keep_process=True
+        )
+    kept += [run_remote(_pids, address=cluster.address, isolate=True, keep_process=True)]
+    kept += [run_remote(_pids, address=cluster.address, isolate=True, keep_process=True)]
+    assert {parent for _, parent in kept} <= workers
+    assert len({pid for pid, _ in kept}) <= len(workers) < len(kept)  # reused, not fresh
+    with pytest.raises(RuntimeError, match="exited with status 3 without a result"):
+        run_remote(_exit_now, address=cluster.address, retries=0, isolate=True, keep_process=True)
+    after = {run_remote(_pids, address=cluster.address, isolate=True, keep_process=True)[1]}
+    assert after <= workers
+
+
 @pytest.mark.parametrize("isolate", [False, True], ids=["in-worker", "job-process"])
 def test_remote_task_error_is_raised_as_locally(cluster, isolate):
     with pytest.raises(ValueError, match="invalid literal for int"):
@@ -395,18 +419,29 @@ def test_train_cnn_job_on_cluster_equals_local(cluster, tmp_path, monkeypatch):
 
     cfg_path, folds_csv = _tiny_project(tmp_path)
     cfg = load_config(cfg_path)
-    run(cfg, "small_cnn", 0, folds_csv, tmp_path / "work_local", tmp_path / "local.npz")
-    # What the stage's DASK_SCHEDULER hook does: the same call, one task, a fresh process.
+    for k in (0, 1, 2):
+        run(cfg, "small_cnn", k, folds_csv, tmp_path / f"work_local{k}", tmp_path / f"l{k}.npz")
+    # What the stage's DASK_SCHEDULER hook does: the same call, one task per fold, in a job
+    # process the worker keeps (its later folds reuse the compiled model), not the worker.
     # Bit-identical: Keras draws weight seeds from Python's `random`, which a worker's own
     # threads also draw from, so in-worker runs (isolate=False) differ now and then.
     monkeypatch.setenv(SCHEDULER_ENV, cluster.address)
-    maybe_remote(
-        run, cfg, "small_cnn", 0, folds_csv, tmp_path / "work_remote", tmp_path / "remote.npz"
-    )
-    with np.load(tmp_path / "local.npz") as a, np.load(tmp_path / "remote.npz") as b:
-        assert sorted(a.files) == sorted(b.files)
-        for key in a.files:
-            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    for k in (0, 1, 2):
+        maybe_remote(
+            run,
+            cfg,
+            "small_cnn",
+            k,
+            folds_csv,
+            tmp_path / f"work_remote{k}",
+            tmp_path / f"r{k}.npz",
+            keep_process=True,
+        )
+    for k in (0, 1, 2):
+        with np.load(tmp_path / f"l{k}.npz") as a, np.load(tmp_path / f"r{k}.npz") as b:
+            assert sorted(a.files) == sorted(b.files)
+            for key in a.files:
+                np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 def _netns_skip_reason() -> str | None:

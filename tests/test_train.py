@@ -7,24 +7,8 @@ import pytest
 pytest.importorskip("keras")
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.train import augment_image, build_job, epoch_indices, train_fold  # noqa: E402
+from pipeline.train import augment_image, build_job, train_fold  # noqa: E402
 from tests.conftest import tiny_config_text  # noqa: E402
-
-
-def test_epoch_indices_sampling():
-    y = np.zeros((1000, 2))
-    y[:20, 1] = 1  # rare label (2%)
-    y[500:, 0] = 1
-    a = epoch_indices(y, seed=1, epoch=1, keep_fraction=0.8, rare_threshold=0.05, rare_upsample=3)
-    b = epoch_indices(y, seed=1, epoch=1, keep_fraction=0.8, rare_threshold=0.05, rare_upsample=3)
-    c = epoch_indices(y, seed=1, epoch=2, keep_fraction=0.8, rare_threshold=0.05, rare_upsample=3)
-    np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(np.sort(a), np.sort(c))
-    counts = np.bincount(a, minlength=1000)
-    assert (counts[:20] == 3).all()  # rare rows always in, up-sampled x3
-    kept = (counts[20:] > 0).mean()
-    assert 0.75 < kept < 0.85  # the rest down-sampled to ~80%
-    assert counts[20:].max() == 1
 
 
 def test_augment_keeps_shape_and_is_seeded():
@@ -52,6 +36,11 @@ def _job(tiny_data, tmp_path, epochs=2):
     return build_job(cfg, "small_cnn", 1, folds_csv)
 
 
+def _with(job, **backbone):
+    """``job`` with some of its backbone section's settings changed."""
+    return dataclasses.replace(job, backbone=dataclasses.replace(job.backbone, **backbone))
+
+
 def test_train_fold_outputs_and_resume(tiny_data, tmp_path):
     job = _job(tiny_data, tmp_path, epochs=2)
     out = tmp_path / "p.npz"
@@ -62,7 +51,7 @@ def test_train_fold_outputs_and_resume(tiny_data, tmp_path):
         assert list(z["val_ids"]) == list(job.val_ids)
         full = z["oof"].copy(), z["test"].copy()
     # same job interrupted after epoch 1, then resumed: identical predictions
-    one = dataclasses.replace(job, epochs=1)
+    one = _with(job, epochs=1)
     train_fold(one, tmp_path / "w2", tmp_path / "tmp.npz")
     assert sorted(p.name for p in Path(tmp_path / "w2").glob("ckpt*")) == ["ckpt_epoch001.keras"]
     out2 = tmp_path / "p2.npz"
@@ -77,13 +66,11 @@ def test_phases_freeze_then_unfreeze_and_resume_across_boundary(tiny_data, tmp_p
     import keras
 
     from pipeline.backbones import build_model, feature_layers
-    from pipeline.train import Phase
+    from pipeline.train_job import Phase
 
-    job = dataclasses.replace(
-        _job(tiny_data, tmp_path, epochs=2),
-        phases=(Phase("head", 1, 1e-3, 3e-3), Phase("all", 1, 1e-4, 1e-3)),
-    )
-    train_fold(dataclasses.replace(job, epochs=1), tmp_path / "w", tmp_path / "one.npz")
+    job = _with(_job(tiny_data, tmp_path, epochs=2), phases=("head:1:1e-3:3e-3", "all:1:1e-4:1e-3"))
+    assert job.phases == (Phase("head", 1, 1e-3, 3e-3), Phase("all", 1, 1e-4, 1e-3))
+    train_fold(_with(job, epochs=1), tmp_path / "w", tmp_path / "one.npz")
     after1 = keras.saving.load_model(tmp_path / "w" / "ckpt_epoch001.keras")
     keras.utils.set_random_seed(job.seed)
     init = build_model(
@@ -91,9 +78,9 @@ def test_phases_freeze_then_unfreeze_and_resume_across_boundary(tiny_data, tmp_p
         len(job.labels),
         job.image_size,
         "none",
-        job.head_layers,
-        job.head_units,
-        job.width,
+        job.backbone.head_layers,
+        job.backbone.head_units,
+        job.backbone.width,
         seed=job.seed,
     )
     for a, b in zip(feature_layers(after1), feature_layers(init), strict=True):
@@ -109,19 +96,11 @@ def test_phases_freeze_then_unfreeze_and_resume_across_boundary(tiny_data, tmp_p
         assert not np.array_equal(a["oof"][0], a["oof"][1])
 
 
-def test_parse_phases_errors():
-    from pipeline.train import parse_phases
-
-    assert parse_phases(["head:1", "all:2:1e-4:1e-3"], 1e-3, 1e-2)[1].lr_max == 1e-3
-    with pytest.raises(ValueError, match="scope one of head, top, all"):
-        parse_phases(["body:1"], 1e-3, 1e-2)
-
-
 @pytest.mark.slow
 def test_changed_job_does_not_resume_stale_checkpoints(tiny_data, tmp_path):
     job = _job(tiny_data, tmp_path, epochs=1)
     train_fold(job, tmp_path / "w", tmp_path / "a.npz")
-    changed = dataclasses.replace(job, lr_max=job.lr_max * 2)
+    changed = _with(job, lr_max=job.backbone.lr_max * 2)
     train_fold(changed, tmp_path / "w", tmp_path / "b.npz")
     train_fold(changed, tmp_path / "w_clean", tmp_path / "c.npz")
     with np.load(tmp_path / "b.npz") as b, np.load(tmp_path / "c.npz") as c:
@@ -139,5 +118,5 @@ def test_work_dir_kept_for_the_same_job_cleared_for_a_changed_one(tiny_data, tmp
     (work / "ckpt_epoch001.keras").write_bytes(b"checkpoint")
     _prepare_work_dir(work, dataclasses.replace(job))  # an equal job resumes
     assert (work / "ckpt_epoch001.keras").exists()
-    _prepare_work_dir(work, dataclasses.replace(job, lr_max=job.lr_max * 2))
+    _prepare_work_dir(work, _with(job, lr_max=job.backbone.lr_max * 2))
     assert [p.name for p in work.iterdir()] == ["fingerprint.txt"]
