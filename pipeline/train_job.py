@@ -94,12 +94,6 @@ def parse_phases(specs, lr_min: float, lr_max: float) -> tuple[Phase, ...]:
     return tuple(out)
 
 
-def fold_seed(train: TrainConfig, fold: int) -> int:
-    """The seed of fold ``fold``'s job (weights, sampling, augmentation): one per fold, so
-    folds differ, and every consumer of a fold's seed (Two-Flow too) gets the same number."""
-    return train.seed * 1000 + fold
-
-
 @dataclass(frozen=True)
 class FoldJob:
     """Everything one (backbone, fold) training job needs; paths are absolute or cwd-relative.
@@ -142,7 +136,7 @@ class FoldJob:
 
     @property
     def seed(self) -> int:
-        return fold_seed(self.train, self.fold)
+        return self.train.fold_seed(self.fold)
 
     def augment_seed(self, epoch: int) -> int:
         """The seed of epoch ``epoch``'s random crops, stretches and flips."""

@@ -282,7 +282,7 @@ def run_twoflow_fold(
 
     rows, deep, ckpt = fold_features(cfg, backbone, fold, folds_csv, embedding)
     if model is None:
-        model = TwoFlowModel(seed=cfg.train.seed * 1000 + fold)
+        model = TwoFlowModel(seed=cfg.train.fold_seed(fold))
     pixels = {
         part: downsample_pixels(rows.paths(part), model.pixel_size, cache)
         for part in ("fit", "val", "test")
