@@ -455,12 +455,12 @@ def fit_combiners(
     jobs: Iterable[tuple[Combiner, np.ndarray, np.ndarray]], client: Any = None
 ) -> list[Combiner]:
     """``combiner.fit(P, y)`` for every (combiner, P, y); the XGBoost combiners' stackers
-    all in one task pool (``pipeline.stack.run_plans``), so one stacker's slowest label
+    all in one task pool (``pipeline.stack_cv.run_plans``), so one stacker's slowest label
     does not leave the other workers idle. The same fitted combiners as fitting them one
     after another. ``jobs`` is consumed one at a time (pass a generator to hold one job's
     rows at once): an XGBoost job keeps only its labels' selected columns until the pool
     runs."""
-    from pipeline.stack import run_plans
+    from pipeline.stack_cv import run_plans
 
     out: list[Combiner] = []
     pending, plans = [], []

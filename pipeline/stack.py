@@ -24,24 +24,25 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_array, check_is_fitted
-from tqdm.auto import tqdm
 
 from pipeline.artifacts import atomic_dir
 from pipeline.metrics import check_labels, fbeta_score
 from pipeline.stack_cv import (
+    FitPlan,
     GridResult,
     GridTask,
     SearchTask,
     _seed,
     fit_grid_point,
     make_cv_splits,
+    run_plans,
     search_label,
     xgb_params,
 )
@@ -57,61 +58,6 @@ SEARCHES = ("grid", "halving")
 def _as_tuple(value: Any) -> tuple:
     """A grid axis: a scalar becomes a one-point axis."""
     return tuple(value) if isinstance(value, list | tuple | np.ndarray) else (value,)
-
-
-class FitPlan(NamedTuple):
-    """One stacker fit, made but not run: its tasks and what reading the results needs."""
-
-    fn: Callable  # fit_grid_point or search_label
-    X_per_label: list[np.ndarray]  # label j's feature columns, every row
-    tasks: list  # GridTask | SearchTask, each indexing X_per_label[task.label]
-    features: list[np.ndarray]
-    grid: list[tuple[float, int, float]]
-    rows_per_label: list[np.ndarray]
-    y_shape: tuple[int, int]
-    n_features: int
-
-
-def run_plans(plans: Sequence[FitPlan], n_jobs: int = 1, client: Any = None) -> list[list]:
-    """Run the tasks of several stacker fits in one pool (joblib, or the Dask ``client``);
-    per plan, its results in task order.
-
-    One pool for all of them, so a worker that finishes its share of one fit starts on the
-    next fit's tasks instead of waiting for the slowest label (the nested CV fits the
-    stacker once per outer fold and once on all rows: pooled, a 2-worker run waits once,
-    not at every fit). The biggest tasks (most rows) go first. Each task is a pure function
-    of its data, so the results do not depend on the order or the pool.
-    """
-    order = sorted(
-        ((i, t) for i, plan in enumerate(plans) for t in range(len(plan.tasks))),
-        key=lambda it: -len(plans[it[0]].tasks[it[1]].rows),
-    )
-    results: list[list] = [[None] * len(plan.tasks) for plan in plans]
-    if client is not None:
-        from distributed import as_completed
-
-        X_futures = [
-            [client.scatter(x, broadcast=True) for x in plan.X_per_label] for plan in plans
-        ]
-        futures = {}
-        for i, t in order:
-            task = plans[i].tasks[t]
-            fut = client.submit(plans[i].fn, X_futures[i][task.label], task, pure=False)
-            futures[fut] = (i, t)
-        for fut in tqdm(as_completed(futures), total=len(futures), desc="stack (dask)"):
-            i, t = futures[fut]
-            results[i][t] = fut.result()
-        return results
-    from joblib import Parallel, delayed
-
-    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
-    jobs = parallel(
-        delayed(plans[i].fn)(plans[i].X_per_label[plans[i].tasks[t].label], plans[i].tasks[t])
-        for i, t in order
-    )
-    for (i, t), result in zip(order, tqdm(jobs, total=len(order), desc="stack"), strict=True):
-        results[i][t] = result
-    return results
 
 
 class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
