@@ -262,7 +262,7 @@ def run_size(
         log.info("n=%d %-10s %8.1f s  %7.0f MB  cpu %.0f s  load %s", n, stage, rec["s"],
                  rec["peak_mb"], rec["cpu_s"], rec["load_avg"])  # fmt: skip
     metrics = load_metrics(out / "report" / "metrics.json")
-    record["vote_test_fbeta"] = metrics["models"]["vote"].get("test_fbeta")
+    record["vote_test_fbeta"] = metrics["models"]["vote"].get("test_fbeta_macro")
     record["total_s"] = round(sum(r["s"] for r in record["stages"].values()), 1)
     record["peak_mb"] = max(r["peak_mb"] for r in record["stages"].values())
     on_update(record)
