@@ -170,6 +170,7 @@ def nested_cv(
     seed: int = 0,
     client: Any = None,
     prefitted: Mapping[tuple[int | None, str], Combiner] | None = None,
+    folds: np.ndarray | None = None,
 ) -> OuterCV:
     """Score every (combiner, rule) pair by outer K-fold CV over the OOF rows.
 
@@ -184,10 +185,13 @@ def nested_cv(
         prefitted: ``(k, name)`` -> that combiner already fitted on outer fold k's training
             rows (:func:`pooled_xgb_fits`); the others are fitted here. Default: the
             XGBoost combiners are pooled here.
+        folds: (n,) the outer fold of every row, when the caller has them already (the ones
+            ``prefitted`` was fitted on); default ``row_folds(y, outer_folds, seed)``.
     """
     y = check_labels(y)
     P = check_cube(P, y)
-    folds = row_folds(y, outer_folds, seed)
+    if folds is None:
+        folds = row_folds(y, outer_folds, seed)
     if prefitted is None:
         prefitted = pooled_xgb_fits(P, y, combiners, folds, refit=False, client=client)
     candidates = [(name, rule) for name in combiners for rule in rules]
@@ -364,7 +368,9 @@ def fit_second_level(
     P = check_cube(P, y)
     folds = row_folds(y, outer_folds, seed)
     pooled = pooled_xgb_fits(P, y, combiners, folds, refit=True, client=client)
-    outer = nested_cv(P, y, combiners, rules, outer_folds, beta, step, shrink, seed, client, pooled)
+    outer = nested_cv(
+        P, y, combiners, rules, outer_folds, beta, step, shrink, seed, client, pooled, folds
+    )
     chosen, g = choose(outer, y, mode, beta, n_boot, seed)
     fitted = {}
     for name, est in tqdm(combiners.items(), desc="second level (refit on all rows)"):
