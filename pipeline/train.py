@@ -19,17 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.artifacts import save_fold_predictions, save_npz_atomic, write_atomic
-from pipeline.config import Config
 from pipeline.image_cache import ImageCache, read_image
 from pipeline.inference import (
     checkpoints,
-    embed,
     epoch_weights_path,
-    last_checkpoint,
-    load_checkpoint,
     predict_paths,
 )
-from pipeline.train_job import FoldJob, build_job, job_fingerprint
+from pipeline.train_job import FoldJob, job_fingerprint
 from pipeline.train_session import FreshModels
 
 log = logging.getLogger(__name__)
@@ -93,30 +89,6 @@ def make_feed(
             return batch, self.y[rows]
 
     return ImageFeed()
-
-
-def fold_embeddings(
-    cfg: Config, backbone: str, fold: int, folds_csv, cnn_work_dir, cache: ImageCache | None = None
-):
-    """A fold job and the pooled embeddings of its fit / val / test images, all from fold
-    ``fold``'s own final checkpoint (trained without fold ``fold``'s rows, so a model fit on
-    the ``fit`` rows and scored on ``val`` stays out of fold): the input of the members fit
-    on a CNN fold (Two-Flow, the baseline). Images come from ``cache`` when given.
-
-    Returns:
-        ``(job, checkpoint path, {"fit": (n_fit, D), "val": ..., "test": ...})``.
-    """
-    job = build_job(cfg, backbone, fold, Path(folds_csv))
-    ckpt = last_checkpoint(cnn_work_dir)
-    log.info("%s fold %d: embeddings from %s", backbone, fold, ckpt)
-    cnn = load_checkpoint(ckpt)
-    deep = {}
-    for part, paths in (("fit", job.train_paths), ("val", job.val_paths), ("test", job.test_paths)):
-        deep[part] = embed(
-            ckpt, paths, job.image_size, job.batch_size, job.train.tta_flip, model=cnn, cache=cache
-        )
-        log.info("fold %d: embedded %d %s images -> %s", fold, len(paths), part, deep[part].shape)
-    return job, ckpt, deep
 
 
 DONE, LOCK = "done.json", ".lock"

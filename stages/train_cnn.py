@@ -29,7 +29,8 @@ def run(
     quiet_import: bool = False,
 ):
     from pipeline.image_cache import open_cache
-    from pipeline.train import build_job, is_trained, train_folds
+    from pipeline.train import is_trained, train_folds
+    from pipeline.train_job import build_job
     from pipeline.train_session import shared_session
 
     runs = [

@@ -7,7 +7,8 @@ import pytest
 pytest.importorskip("keras")
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.train import augment_image, build_job, train_fold  # noqa: E402
+from pipeline.train import augment_image, train_fold  # noqa: E402
+from pipeline.train_job import build_job  # noqa: E402
 from tests.conftest import tiny_config_text  # noqa: E402
 
 
