@@ -23,7 +23,13 @@ writer and one reader, next to each other here, so the two cannot drift apart:
 - the **predictor manifest** (``build/<config>/stack/predict.json``): what `make predict`
   and `make serve` need that only `make stack` knows; its content is built by
   :func:`pipeline.predict_manifest.build_manifest` (:func:`save_predict_manifest` /
-  :func:`load_predict_manifest`).
+  :func:`load_predict_manifest`);
+- the **data report** (``build/<config>/data_report.json``): `make folds`' copy groups and
+  train/test near copies, which the report tabulates (:func:`save_data_report` /
+  :func:`load_data_report`);
+- the **similarity metrics** (``build/<config>/similar/metrics.json``): `make similar`'s
+  precision@k, which the report carries (:func:`save_similarity_metrics` /
+  :func:`load_similarity_metrics`).
 
 Writes are atomic: :func:`write_atomic` writes to a temp name beside the target (same
 directory, so ``os.replace`` is atomic) and renames it into place, removing the temp file
@@ -427,6 +433,42 @@ def save_metrics(path: str | Path, metrics: dict) -> None:
 def load_metrics(path: str | Path) -> dict[str, Any]:
     """Read what :func:`save_metrics` wrote, refusing a missing or malformed file."""
     return _read_json(Path(path), ("beta", "models"), "re-run `make report CONFIG=...`")
+
+
+# --- the data report and the similarity metrics ------------------------------------------
+
+#: Keys the report reads from `make folds`' data report.
+DATA_REPORT_KEYS = ("train_groups", "train_test_near_duplicates", "near_duplicate_max_distance")
+
+
+def save_data_report(path: str | Path, report: dict) -> None:
+    """Write `make folds`' data report (atomically), refusing one the report could not read."""
+    missing = [key for key in DATA_REPORT_KEYS if key not in report]
+    if missing:
+        raise ValueError(f"data report for {path} lacks {missing}")
+    write_json_atomic(path, report)
+
+
+def load_data_report(path: str | Path) -> dict[str, Any]:
+    """Read what :func:`save_data_report` wrote, refusing a missing or malformed file."""
+    return _read_json(Path(path), DATA_REPORT_KEYS, "re-run `make folds CONFIG=...`")
+
+
+#: Keys every similarity-metrics file holds.
+SIMILARITY_KEYS = ("k", "model_precision_at_k", "pixels_precision_at_k")
+
+
+def save_similarity_metrics(path: str | Path, result: dict) -> None:
+    """Write `make similar`'s evaluation (atomically)."""
+    missing = [key for key in SIMILARITY_KEYS if key not in result]
+    if missing:
+        raise ValueError(f"similarity metrics for {path} lack {missing}")
+    write_json_atomic(path, result)
+
+
+def load_similarity_metrics(path: str | Path) -> dict[str, Any]:
+    """Read what :func:`save_similarity_metrics` wrote, refusing a missing or malformed file."""
+    return _read_json(Path(path), SIMILARITY_KEYS, "re-run `make similar CONFIG=...`")
 
 
 # --- the predictor manifest -------------------------------------------------------------

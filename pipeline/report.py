@@ -9,7 +9,6 @@ content and the page (drawn by ``pipeline.report_page``); the stage only writes 
 
 from __future__ import annotations
 
-import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -442,16 +441,17 @@ def make_report(
     """Score a finished run: ``(metrics.json's content, the HTML page)``. The optional
     inputs (baseline fold files, similarity metrics, augmentation preview, `make folds`'
     data report) add their rows and sections when given and present."""
+    from pipeline.artifacts import load_data_report, load_similarity_metrics
     from pipeline.report_page import report_page
 
     run = read_run(cfg, preds, stacked, thresholds, submission, baseline)
     scores = score_run(cfg, run)
     metrics = run_metrics(cfg, run, scores)
     if similar is not None and Path(similar).is_file():
-        metrics["similarity"] = json.loads(Path(similar).read_text())
+        metrics["similarity"] = load_similarity_metrics(similar)
     data_tables = {}
     if data_report is not None and Path(data_report).is_file():
-        report = json.loads(Path(data_report).read_text())
+        report = load_data_report(data_report)
         data_tables, metrics["data_checks"] = data_check_tables(report)
     metrics["versions"] = versions()
     page = report_page(cfg, run, scores, metrics, data_tables, augment_preview)

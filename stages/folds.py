@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.artifacts import write_csv_atomic, write_json_atomic
+from pipeline.artifacts import save_data_report, write_csv_atomic
 from pipeline.config import Config, load_config
 from pipeline.data import read_dataset
 from pipeline.duplicates import duplicate_report, validate_images
@@ -56,7 +56,7 @@ def run(cfg: Config, out: Path, report: Path | None = None) -> None:
     info["fold_sizes"] = sizes.tolist()
     info["seconds"] = round(time.perf_counter() - t0, 2)
     if report is not None:
-        write_json_atomic(report, info)
+        save_data_report(report, info)
     write_csv_atomic(pd.DataFrame({"image": ds.train.ids, "fold": folds}), out)
     log.info("%d images -> %d folds of %s rows: %s", len(folds), len(sizes), sizes.tolist(), out)
 

@@ -62,13 +62,13 @@ def evaluate(
 ) -> dict:
     """precision@k (Jaccard >= 0.5) of the index vs raw pixels, test images as queries
     (a model index: their rows of ``embedding``, the file the index was built from)."""
-    from pipeline.artifacts import write_json_atomic
+    from pipeline.artifacts import save_similarity_metrics
     from pipeline.image_cache import open_cache
     from pipeline.similar import evaluate_on_test_set
 
     cache = open_cache(image_cache)
     result = evaluate_on_test_set(cfg, index_path, k, embedding, pixel_size, cache)
-    write_json_atomic(out, result)
+    save_similarity_metrics(out, result)
     print(f"precision@{k} model  {result['model_precision_at_k']:.4f}")
     print(f"precision@{k} pixels {result['pixels_precision_at_k']:.4f}")
     return result

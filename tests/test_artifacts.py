@@ -4,16 +4,20 @@ import numpy as np
 import pytest
 
 from pipeline.artifacts import (
+    load_data_report,
     load_embeddings,
     load_fold_predictions,
     load_metrics,
     load_selection,
+    load_similarity_metrics,
     load_stacked,
     load_thresholds,
+    save_data_report,
     save_embeddings,
     save_fold_predictions,
     save_metrics,
     save_selection,
+    save_similarity_metrics,
     save_single_epoch_predictions,
     save_stacked,
     save_thresholds,
@@ -143,3 +147,27 @@ def test_metrics_file_sorted_keys_round_trip(tmp_path):
         load_metrics(path)
     with pytest.raises(FileNotFoundError, match="make report"):
         load_metrics(tmp_path / "none.json")
+
+
+def test_data_report_and_similarity_metrics_round_trip_and_checks(tmp_path):
+    report = {
+        "train_groups": {"exact": 1, "all": 2},
+        "train_test_near_duplicates": {"count": 0, "pairs": []},
+        "near_duplicate_max_distance": 6,
+    }
+    save_data_report(tmp_path / "data_report.json", report)
+    assert load_data_report(tmp_path / "data_report.json") == report
+    with pytest.raises(ValueError, match=r"lacks \['near_duplicate_max_distance'\]"):
+        save_data_report(tmp_path / "bad.json", {k: report[k] for k in list(report)[:2]})
+    assert not (tmp_path / "bad.json").exists()  # refused before anything is written
+    (tmp_path / "old.json").write_text(json.dumps({"train_groups": {}}))
+    with pytest.raises(ValueError, match="re-run `make folds"):
+        load_data_report(tmp_path / "old.json")
+
+    sim = {"k": 10, "model_precision_at_k": 0.8, "pixels_precision_at_k": 0.6, "n_queries": 3}
+    save_similarity_metrics(tmp_path / "similar" / "metrics.json", sim)
+    assert load_similarity_metrics(tmp_path / "similar" / "metrics.json") == sim
+    with pytest.raises(ValueError, match="lack"):
+        save_similarity_metrics(tmp_path / "s.json", {"k": 10})
+    with pytest.raises(FileNotFoundError, match="make similar"):
+        load_similarity_metrics(tmp_path / "none.json")
