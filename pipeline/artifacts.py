@@ -441,12 +441,17 @@ def load_metrics(path: str | Path) -> dict[str, Any]:
 DATA_REPORT_KEYS = ("train_groups", "train_test_near_duplicates", "near_duplicate_max_distance")
 
 
+def _write_json_with(path: str | Path, record: dict, required: Sequence[str], what: str) -> None:
+    """Write ``record`` (atomically) unless it lacks a key its reader requires."""
+    missing = [key for key in required if key not in record]
+    if missing:
+        raise ValueError(f"{what} for {path} lacks {missing}")
+    write_json_atomic(path, record)
+
+
 def save_data_report(path: str | Path, report: dict) -> None:
     """Write `make folds`' data report (atomically), refusing one the report could not read."""
-    missing = [key for key in DATA_REPORT_KEYS if key not in report]
-    if missing:
-        raise ValueError(f"data report for {path} lacks {missing}")
-    write_json_atomic(path, report)
+    _write_json_with(path, report, DATA_REPORT_KEYS, "data report")
 
 
 def load_data_report(path: str | Path) -> dict[str, Any]:
@@ -460,10 +465,7 @@ SIMILARITY_KEYS = ("k", "model_precision_at_k", "pixels_precision_at_k")
 
 def save_similarity_metrics(path: str | Path, result: dict) -> None:
     """Write `make similar`'s evaluation (atomically)."""
-    missing = [key for key in SIMILARITY_KEYS if key not in result]
-    if missing:
-        raise ValueError(f"similarity metrics for {path} lack {missing}")
-    write_json_atomic(path, result)
+    _write_json_with(path, result, SIMILARITY_KEYS, "similarity metrics")
 
 
 def load_similarity_metrics(path: str | Path) -> dict[str, Any]:
