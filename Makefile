@@ -22,6 +22,9 @@ SYS_PYTHON ?= python3
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 CFG := $(BUILD)/config
+# the data's digest files (pipeline/data_manifest.py): rules name these, never the user's
+# image files, so any file name works and a replaced picture re-runs what reads it
+DATA := $(BUILD)/data
 # Backbone x fold jobs are independent: run as many at once as there are cores.
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 MAKEFLAGS += --jobs=$(JOBS)
@@ -33,13 +36,18 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # and CODE_<STAGE>, the code each stage runs (the import closure of stages/<stage>.py,
 # computed from the imports): editing it re-runs that stage (and what follows), nothing else.
 ifeq ($(filter help clean-all,$(MAKECMDGOALS)),)
-_resolve := $(shell $(SYS_PYTHON) -m stages.resolve_config --config $(CONFIG) --out-dir $(CFG) 2>&1)
+_resolve := $(shell $(SYS_PYTHON) -m stages.resolve_config --config $(CONFIG) --out-dir $(CFG) \
+  --data-dir $(DATA) 2>&1)
 ifneq ($(.SHELLSTATUS),0)
 $(error $(_resolve))
 endif
 include $(CFG)/vars.mk
 endif
 
+DATA_TRAIN := $(DATA)/train.digest
+DATA_TEST := $(DATA)/test.digest
+DATA_TRUTH := $(if $(TEST_TRUTH),$(DATA)/truth.digest)
+DATA_REPORT := $(BUILD)/data_report.json
 FOLD_IDS := $(shell seq 0 $$(( $(or $(N_FOLDS),1) - 1 )))
 AUGMENT := $(BUILD)/augment/labels.csv
 # the decode cache: every image decoded once, one uint8 .npy per size stages read + an index
@@ -55,7 +63,8 @@ CNN_EMBED = $(BUILD)/embed/cnn.$(1).fold$(2).npz
 SIM_BACKBONE ?= $(firstword $(BACKBONES))
 BASELINE_BACKBONE ?= $(SIM_BACKBONE)
 BASELINE_PREDS := $(foreach k,$(FOLD_IDS),$(BUILD)/baseline/sklearn_lr.fold$(k).npz)
-SIM_EMBED := $(call CNN_EMBED,$(SIM_BACKBONE),0)
+SIM_FOLD := 0
+SIM_EMBED := $(call CNN_EMBED,$(SIM_BACKBONE),$(SIM_FOLD))
 CNN_EMBEDS := $(sort $(foreach k,$(FOLD_IDS),$(if $(TWOFLOW_BACKBONE),$(call CNN_EMBED,$(TWOFLOW_BACKBONE),$(k))) \
   $(call CNN_EMBED,$(BASELINE_BACKBONE),$(k))) $(SIM_EMBED))
 FROZEN_PREDS := $(foreach m,$(FROZEN_MEMBERS),$(foreach k,$(FOLD_IDS),$(BUILD)/members/$(m).fold$(k).npz))
@@ -65,7 +74,7 @@ SUBMISSION_LABELS := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).labels.csv
 bb = $(word 1,$(subst .fold, ,$(1)))
 fold = $(word 2,$(subst .fold, ,$(1)))
 
-.PHONY: help all summary install demo-data folds augment image-cache weights import-data train-cnn twoflow embed-cnn embed frozen similar stack thresholds submit report test test-all lint \
+.PHONY: help all summary install demo-data data-checks folds augment image-cache weights import-data train-cnn twoflow embed-cnn embed frozen similar stack thresholds submit report test test-all lint \
         browser baseline predict serve bench bench-speed bench-thresholds bench-feed bench-stack bench-augment bench-masks bench-augment-real bench-dask bench-ensemble bench-predict bench-scale segmenter \
         cluster-up cluster-down cluster-status clean clean-all
 
@@ -111,15 +120,31 @@ $(TRAIN_LABELS) $(TEST_DIR)/test.csv &: $(HOLDOUT_SOURCE)/labels.csv $(CFG)/fold
 	$(PY) -m stages.split_data $(HOLDOUT_ARGS) --overwrite
 endif
 
+# the digest files: refreshed at parse time (resolve_config --data-dir); made here when
+# missing, and again after generated data (the demo, a holdout split) was written
+ifneq ($(DEMO_DIR)$(HOLDOUT_SOURCE),)
+$(DATA_TRAIN) $(DATA_TEST) $(DATA_TRUTH) &: $(TRAIN_LABELS) $(TEST_DIR)/test.csv
+	$(SYS_PYTHON) -m stages.data_manifest --config $(CONFIG) --out-dir $(DATA) --touch
+else
+$(DATA_TRAIN) $(DATA_TEST) $(DATA_TRUTH) &:
+	$(SYS_PYTHON) -m stages.data_manifest --config $(CONFIG) --out-dir $(DATA)
+endif
+
 folds: $(FOLDS) ## labels.csv -> folds CSV (iterative stratification, made once)
 
-$(FOLDS): $(TRAIN_LABELS) $(CFG)/folds.json $(CODE_FOLDS) | $(INSTALLED)
+$(FOLDS): $(DATA_TRAIN) $(CFG)/folds.json $(CODE_FOLDS) | $(INSTALLED)
 	@rm -f $@
-	$(PY) -m stages.folds --config $(CONFIG) --out $@ --report $(BUILD)/data_report.json
+	$(PY) -m stages.folds --config $(CONFIG) --out $@
+
+data-checks: $(DATA_REPORT) ## every image decodes; copies grouped; test images that (nearly, or mirrored) copy train
+
+# again whenever the train or test files change: a test image added later is checked too
+$(DATA_REPORT): $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CFG)/folds.json $(CODE_DATA_CHECKS) | $(INSTALLED)
+	$(PY) -m stages.data_checks --config $(CONFIG) --folds $(FOLDS) --out $@
 
 augment: $(AUGMENT) ## colour-change copies of rare-label images (train side of other folds only)
 
-$(AUGMENT): $(FOLDS) $(TRAIN_LABELS) $(CFG)/augment.json $(if $(AUGMENT_ON),$(MASK_MODEL)) $(CODE_AUGMENT) | $(INSTALLED)
+$(AUGMENT): $(FOLDS) $(DATA_TRAIN) $(CFG)/augment.json $(if $(AUGMENT_ON),$(MASK_MODEL)) $(CODE_AUGMENT) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.augment --config $(CONFIG) --folds $(FOLDS) --out-dir $(BUILD)/augment \
 	  --preview $(BUILD)/augment/preview.png
@@ -127,7 +152,7 @@ $(AUGMENT): $(FOLDS) $(TRAIN_LABELS) $(CFG)/augment.json $(if $(AUGMENT_ON),$(MA
 segmenter: $(if $(SEGMENTER_MAPS),$(BUILD)/segmenter.npz) ## garment segmenter fitted on the training split's pixel-level maps ([segmenter])
 
 ifneq ($(SEGMENTER_MAPS),)
-$(BUILD)/segmenter.npz: $(CFG)/segmenter.json $(WEIGHTS_SEGMENTER) $(TRAIN_LABELS) $(CODE_SEGMENTER) | $(INSTALLED)
+$(BUILD)/segmenter.npz: $(CFG)/segmenter.json $(WEIGHTS_SEGMENTER) $(DATA_TRAIN) $(CODE_SEGMENTER) | $(INSTALLED)
 	$(PY) -m stages.segmenter --config $(CONFIG) --out $@
 endif
 ifneq ($(MASK_MODEL_CONFIG),)
@@ -139,8 +164,9 @@ FORCE:
 
 image-cache: $(IMAGE_CACHE_FILES) ## decode every train/test/augmented image once -> build/<name>/cache/images.<size>.npy
 
-# rebuilt when an image file is newer (mtime); readers also re-check size + content hash
-$(IMAGE_CACHE_FILES) &: $(TRAIN_LABELS) $(TEST_LIST) $(AUGMENT) $(wildcard $(TRAIN_DIR)/images/* $(TEST_DIR)/images/* $(BUILD)/augment/images/*) $(CODE_IMAGE_CACHE) | $(INSTALLED)
+# rebuilt when the data's contents change (digest files); readers also re-check each
+# file's size + content hash. After the data checks: a bad image is named with its row.
+$(IMAGE_CACHE_FILES) &: $(DATA_TRAIN) $(DATA_TEST) $(AUGMENT) $(CODE_IMAGE_CACHE) | $(DATA_REPORT) $(INSTALLED)
 	$(PY) -m stages.image_cache --config $(CONFIG) --augmented $(AUGMENT) --index $(IMAGE_CACHE) \
 	  --sizes $(IMAGE_CACHE_SIZES)
 
@@ -156,7 +182,7 @@ cnn_siblings = $(if $(filter-out 1,$(CNN_SIBLINGS))$(DASK_SCHEDULER)$(filter $(1
   $(foreach k,$(filter-out $(call fold,$(2)),$(FOLD_IDS)),\
   --sibling $(k) $(BUILD)/cnn/$(call bb,$(2)).fold$(k) $(BUILD)/preds/$(call bb,$(2)).fold$(k).npz))
 
-$(BUILD)/preds/%.npz: $(CFG)/backbone.$$(call bb,$$*).json $$(WEIGHTS_$$(call bb,$$*)) $(FOLDS) $(TRAIN_LABELS) $(TEST_LIST) $(AUGMENT) $(IMAGE_CACHE) $(CODE_TRAIN_CNN) | $(INSTALLED)
+$(BUILD)/preds/%.npz: $(CFG)/backbone.$$(call bb,$$*).json $$(WEIGHTS_$$(call bb,$$*)) $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(AUGMENT) $(IMAGE_CACHE) $(CODE_TRAIN_CNN) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.train_cnn --config $(CONFIG) --backbone $(call bb,$*) --fold $(call fold,$*) \
 	  --folds $(FOLDS) --augmented $(AUGMENT) --image-cache $(IMAGE_CACHE) --work-dir $(BUILD)/cnn/$* --out $@ \
@@ -165,7 +191,7 @@ $(BUILD)/preds/%.npz: $(CFG)/backbone.$$(call bb,$$*).json $$(WEIGHTS_$$(call bb
 twoflow: $(TWOFLOW_PREDS) ## Two-Flow base model: pixel projections + CNN embeddings -> random forests
 
 # a shorter stem than preds/%.npz, so GNU make prefers this rule for twoflow.fold<k>
-$(BUILD)/preds/twoflow.fold%.npz: $(call CNN_EMBED,$(TWOFLOW_BACKBONE),%) $(CFG)/twoflow.json $(FOLDS) $(TEST_LIST) $(IMAGE_CACHE) $(CODE_TWOFLOW) | $(INSTALLED)
+$(BUILD)/preds/twoflow.fold%.npz: $(call CNN_EMBED,$(TWOFLOW_BACKBONE),%) $(CFG)/twoflow.json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(IMAGE_CACHE) $(CODE_TWOFLOW) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.twoflow --config $(CONFIG) --backbone $(TWOFLOW_BACKBONE) --fold $* \
 	  --folds $(FOLDS) --image-cache $(IMAGE_CACHE) --embedding $< --out $@ \
@@ -176,18 +202,18 @@ embed-cnn: $(CNN_EMBEDS) ## a fine-tuned fold's checkpoint embeds every image on
 # fold <k>'s final checkpoint lies in cnn/<backbone>.fold<k>/, made with (and no later
 # than) preds/<backbone>.fold<k>.npz, the target that stands for it. A shorter stem than
 # the frozen embeddings' embed/%.npz, so GNU make prefers this rule for embed/cnn.*.
-$(BUILD)/embed/cnn.%.npz: $(BUILD)/preds/%.npz $(CFG)/backbone.$$(call bb,$$*).json $(FOLDS) $(TRAIN_LABELS) $(TEST_LIST) $(IMAGE_CACHE) $(CODE_EMBED_CNN) | $(INSTALLED)
+$(BUILD)/embed/cnn.%.npz: $(BUILD)/preds/%.npz $(CFG)/backbone.$$(call bb,$$*).json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(IMAGE_CACHE) $(CODE_EMBED_CNN) | $(INSTALLED)
 	$(PY) -m stages.embed_cnn --config $(CONFIG) --backbone $(call bb,$*) --fold $(call fold,$*) \
 	  --folds $(FOLDS) --image-cache $(IMAGE_CACHE) --cnn-work-dir $(BUILD)/cnn/$* --out $@
 
 embed: $(EMBEDS) ## frozen pretrained backbones embed every image once ([[frozen]] in the config)
 
-$(BUILD)/embed/%.npz: $(CFG)/frozen.%.json $$(WEIGHTS_FROZEN_$$*) $(TRAIN_LABELS) $(TEST_LIST) $(IMAGE_CACHE) $(CODE_EMBED) | $(INSTALLED)
+$(BUILD)/embed/%.npz: $(CFG)/frozen.%.json $$(WEIGHTS_FROZEN_$$*) $(DATA_TRAIN) $(DATA_TEST) $(IMAGE_CACHE) $(CODE_EMBED) | $(INSTALLED)
 	$(PY) -m stages.embed --config $(CONFIG) --name $* --image-cache $(IMAGE_CACHE) --out $@
 
 frozen: $(FROZEN_PREDS) ## frozen-feature members: per fold, heads fitted on the other folds' embeddings
 
-$(BUILD)/members/%.npz: $(BUILD)/embed/$$(FROZEN_EMB_$$(call bb,$$*)).npz $(CFG)/frozen.$$(FROZEN_EMB_$$(call bb,$$*)).json $(FOLDS) $(TEST_LIST) $(CODE_FROZEN) | $(INSTALLED)
+$(BUILD)/members/%.npz: $(BUILD)/embed/$$(FROZEN_EMB_$$(call bb,$$*)).npz $(CFG)/frozen.$$(FROZEN_EMB_$$(call bb,$$*)).json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_FROZEN) | $(INSTALLED)
 	$(PY) -m stages.frozen --config $(CONFIG) --member $(call bb,$*) --fold $(call fold,$*) \
 	  --folds $(FOLDS) --embedding $< --out $@ --head-out $(BUILD)/frozen/$*.head.npz
 
@@ -203,24 +229,25 @@ import-data: $(INSTALLED) ## convert a published data set: make import-data FORM
 
 stack: $(BUILD)/stack/stacked.npz ## top-N epoch selection -> per-label XGBoost (grid + early stopping)
 
-$(BUILD)/stack/stacked.npz: $(BASE_PREDS) $(CFG)/stack.json $(CFG)/thresholds.json $(CODE_STACK) | $(INSTALLED)
+$(BUILD)/stack/stacked.npz: $(BASE_PREDS) $(DATA_TRAIN) $(CFG)/stack.json $(CFG)/thresholds.json $(CODE_STACK) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.stack --config $(CONFIG) --preds $(BASE_PREDS) --out $@
 
 baseline: $(BASELINE_PREDS) ## scikit-learn baseline: per-label logistic regression on CNN embeddings (OOF)
 
-$(BUILD)/baseline/sklearn_lr.fold%.npz: $(call CNN_EMBED,$(BASELINE_BACKBONE),%) $(FOLDS) $(TEST_LIST) $(CODE_BASELINE) | $(INSTALLED)
+$(BUILD)/baseline/sklearn_lr.fold%.npz: $(call CNN_EMBED,$(BASELINE_BACKBONE),%) $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_BASELINE) | $(INSTALLED)
 	$(PY) -m stages.baseline --config $(CONFIG) --backbone $(BASELINE_BACKBONE) --fold $* \
 	  --folds $(FOLDS) --embedding $< --out $@
 
 similar: $(BUILD)/similar/metrics.json ## cosine similarity index over CNN embeddings; precision@10 vs raw pixels
 
-$(BUILD)/similar/index.npz: $(SIM_EMBED) $(TRAIN_LABELS) $(CODE_SIMILAR) | $(INSTALLED)
+$(BUILD)/similar/index.npz: $(SIM_EMBED) $(DATA_TRAIN) $(CODE_SIMILAR) | $(INSTALLED)
 	$(PY) -m stages.similar build --config $(CONFIG) --embedding $(SIM_EMBED) --out $@
 
-$(BUILD)/similar/metrics.json: $(BUILD)/similar/index.npz $(SIM_EMBED) $(TEST_LIST) $(IMAGE_CACHE) $(CODE_SIMILAR) | $(INSTALLED)
+# queries: the test images with their labels, or (no data.test_truth) fold SIM_FOLD's rows
+$(BUILD)/similar/metrics.json: $(BUILD)/similar/index.npz $(SIM_EMBED) $(FOLDS) $(DATA_TEST) $(DATA_TRUTH) $(IMAGE_CACHE) $(CODE_SIMILAR) | $(INSTALLED)
 	$(PY) -m stages.similar evaluate --config $(CONFIG) --index $< --embedding $(SIM_EMBED) --k 10 \
-	  --image-cache $(IMAGE_CACHE) --out $@
+	  --image-cache $(IMAGE_CACHE) --folds $(FOLDS) --held-out-fold $(SIM_FOLD) --out $@
 
 thresholds: $(BUILD)/thresholds.json ## greedy per-label threshold search on the stacked OOF
 
@@ -230,17 +257,17 @@ $(BUILD)/thresholds.json: $(BUILD)/stack/stacked.npz $(CFG)/thresholds.json $(CO
 
 submit: $(SUBMISSION) ## per-fold votes -> majority vote -> validated CSV in submissions/
 
-$(SUBMISSION) $(SUBMISSION_LABELS) &: $(BUILD)/stack/stacked.npz $(BUILD)/thresholds.json $(CFG)/submit.json $(CODE_SUBMIT) | $(INSTALLED)
+$(SUBMISSION) $(SUBMISSION_LABELS) &: $(BUILD)/stack/stacked.npz $(BUILD)/thresholds.json $(DATA_TEST) $(CFG)/submit.json $(CODE_SUBMIT) | $(INSTALLED)
 	$(PY) -m stages.submit --config $(CONFIG) --stacked $(BUILD)/stack/stacked.npz \
 	  --thresholds $(BUILD)/thresholds.json --out $(SUBMISSION) --out-labels $(SUBMISSION_LABELS)
 
 report: $(BUILD)/report/index.html ## build/<name>/report/index.html + metrics.json
 
-$(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD)/thresholds.json $(BUILD)/stack/stacked.npz $(BASE_PREDS) $(BASELINE_PREDS) $(BUILD)/similar/metrics.json $(AUGMENT) $(CODE_REPORT) | $(INSTALLED)
+$(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD)/thresholds.json $(BUILD)/stack/stacked.npz $(BASE_PREDS) $(BASELINE_PREDS) $(BUILD)/similar/metrics.json $(AUGMENT) $(DATA_REPORT) $(DATA_TRAIN) $(DATA_TRUTH) $(CODE_REPORT) | $(INSTALLED)
 	$(PY) -m stages.report --config $(CONFIG) --preds $(BASE_PREDS) \
 	  --baseline $(BASELINE_PREDS) \
 	  --similar $(BUILD)/similar/metrics.json --augment-preview $(BUILD)/augment/preview.png \
-	  --data-report $(BUILD)/data_report.json \
+	  --data-report $(DATA_REPORT) \
 	  --stacked $(BUILD)/stack/stacked.npz --thresholds $(BUILD)/thresholds.json \
 	  --submission $(SUBMISSION) --out-dir $(BUILD)/report
 	@echo "submission: $(SUBMISSION)"

@@ -159,7 +159,7 @@ def per_label_record(labels, a: np.ndarray, b: np.ndarray, tol: float = 1e-9) ->
 
 
 def data_check_tables(report: dict, max_pairs: int = 20) -> tuple[dict, dict]:
-    """Report tables and metrics of `make folds`' data report (``data_report.json``).
+    """Report tables and metrics of `make data-checks`' data report (``data_report.json``).
 
     Returns ``({title: (header, rows)}, counts)``: copy groups kept in one fold and the
     test images that nearly copy a training image (their test scores flatter the models),
@@ -175,14 +175,17 @@ def data_check_tables(report: dict, max_pairs: int = 20) -> tuple[dict, dict]:
         "test_near_copies_of_train": int(cross["count"]),
         "near_duplicate_max_distance": int(report["near_duplicate_max_distance"]),
     }
+    mirrored = sum(bool(p.get("mirrored")) for p in cross["pairs"])
+    counts["test_mirrored_copies_of_train"] = mirrored
     rows = [
         ["training copy groups, exact / with near copies", f"{g['exact']} / {g['all']}"],
         ["training rows in copy groups (each group in one fold)", g["rows_in_groups"]],
         ["copy groups with conflicting labels", g["with_conflicting_labels"]],
-        ["test images that nearly copy a training image", cross["count"]],
+        ["test images that copy a training image (exact pixels or near)", cross["count"]],
+        ["... of them mirrored", mirrored],
     ]
     tables = {
-        "Data checks (make folds: copies grouped, train/test near copies)": (
+        "Data checks (copies grouped, train/test copies: exact, near, mirrored)": (
             ["check", "count"],
             rows,
         )
@@ -190,11 +193,20 @@ def data_check_tables(report: dict, max_pairs: int = 20) -> tuple[dict, dict]:
     if cross["pairs"]:
         shown = cross["pairs"][:max_pairs]
         tables[
-            f"Test images that nearly copy a training image ({len(shown)} of {cross['count']}; "
-            f"pHash within {report['near_duplicate_max_distance']} bits)"
+            f"Test images that copy a training image ({len(shown)} of {cross['count']}; "
+            f"pixels, or pHash within {report['near_duplicate_max_distance']} bits)"
         ] = (
-            ["test image", "training image", "pHash distance"],
-            [[p["test"], p["train"], p["distance"]] for p in shown],
+            ["test image", "training image", "pHash distance", "how"],
+            [
+                [
+                    p["test"],
+                    p["train"],
+                    p["distance"],
+                    ("exact pixels" if p.get("exact") else "near")
+                    + (", mirrored" if p.get("mirrored") else ""),
+                ]
+                for p in shown
+            ],
         )
     return tables, counts
 

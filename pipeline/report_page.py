@@ -126,9 +126,11 @@ def render_html(
     config,
     thresholds,
     tables: dict | None = None,
+    note: str = "",
 ) -> str:
     """One self-contained page; ``tables``: more titled tables ``{title: (header, rows)}``
-    shown after the summary (the second level's candidates, the intervals)."""
+    shown after the summary (the second level's candidates, the intervals); ``note``: a
+    paragraph under the summary's title."""
     css = (
         "body{font-family:sans-serif;margin:2em;max-width:1200px}"
         "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
@@ -139,6 +141,7 @@ def render_html(
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{css}</style></head><body><h1>{html.escape(title)}</h1>",
         "<h2>Summary (macro F-beta)</h2>",
+        f"<p class='note'>{html.escape(note)}</p>" if note else "",
         _table(["model", "detail", "OOF", "test", "test F1"], summary_rows),
     ]
     for name, (header, rows) in (tables or {}).items():
@@ -169,6 +172,15 @@ def png_file_img(path: str | Path) -> str:
 # ---- the page of a run (``pipeline.report.make_report``) ----------------------------------
 
 
+#: The summary's note for a run without test labels (a competition's test set).
+NO_TRUTH_NOTE = (
+    "No test labels (data.test_truth is empty, as in a competition): every score here is "
+    "out of fold (OOF) or from the second level's outer CV on the training images. "
+    "Held-out test scores and their bootstrap intervals need test labels: set "
+    "data.test_truth to a labels file for the test images to see them."
+)
+
+
 def report_page(cfg, run, scores, metrics: dict, data_tables: dict, augment_preview=None) -> str:
     """The run's page: the summary, the second level's and the intervals' tables (from
     ``metrics``), ``data_tables``, the per-label table, the figures, selection and config.
@@ -197,6 +209,7 @@ def report_page(cfg, run, scores, metrics: dict, data_tables: dict, augment_prev
         to_dict(cfg),
         [[lab, float(v)] for lab, v in zip(run.labels, run.t, strict=True)],
         tables,
+        note=NO_TRUTH_NOTE if run.y_test is None else "",
     )
 
 
@@ -270,7 +283,9 @@ def summary_rows(scores, metrics: dict, y_test) -> list[list]:
     if sim is not None:
         p_model, p_px = sim["model_precision_at_k"], sim["pixels_precision_at_k"]
         shown = f"{p_model:.4f} (pixels {p_px:.4f})"
-        rows.append([f"similarity P@{sim['k']}", "CNN embeddings (vs raw pixels)", "-", shown, "-"])
+        queries = sim.get("queries", "test images")
+        detail = f"CNN embeddings (vs raw pixels); queries: {queries}"
+        rows.append([f"similarity P@{sim['k']}", detail, "-", shown, "-"])
     return rows
 
 

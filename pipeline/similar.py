@@ -363,16 +363,34 @@ def index_training_set(cfg, embedding=None, pixel_size: int = 16, cache=None) ->
 
 
 def evaluate_on_test_set(
-    cfg, index_path, k: int, embedding=None, pixel_size: int = 16, cache=None
+    cfg,
+    index_path,
+    k: int,
+    embedding=None,
+    pixel_size: int = 16,
+    cache=None,
+    folds=None,
+    held_out_fold: int = 0,
 ) -> dict:
     """:func:`evaluate_index` with the test images (``data.test_truth`` labels) as queries;
-    a model index takes their rows of ``embedding``, the file it was built from."""
+    a model index takes their rows of ``embedding``, the file it was built from.
+
+    A competition has no test labels (``data.test_truth`` empty): then the queries are the
+    training rows of fold ``held_out_fold`` (``folds``, the folds CSV), which the embedding's
+    checkpoint never trained on, against the other folds' rows as the database, so the
+    score is still out of sample (:func:`evaluate_held_out_fold`).
+    """
     from pipeline.artifacts import load_embeddings
     from pipeline.data import image_paths, read_test_ids, read_test_truth
 
-    if not cfg.data.test_truth:
-        raise ValueError("the config has no data.test_truth; evaluation needs test labels")
     index = SimilarityIndex.load(index_path)
+    if not cfg.data.test_truth:
+        if folds is None:
+            raise ValueError(
+                "the config has no data.test_truth: pass the folds CSV (--folds) to score "
+                "the index on a held-out training fold instead"
+            )
+        return evaluate_held_out_fold(index, index_path, folds, held_out_fold, k, pixel_size, cache)
     test_ids, test_dir = read_test_ids(cfg.data.test_dir, cfg.data.id_column)
     queries = None
     if embedding is not None:
@@ -389,4 +407,41 @@ def evaluate_on_test_set(
         index, paths, truth.to_numpy(), queries, k, pixel_size=pixel_size, cache=cache
     )
     result["index"] = str(index_path)
+    result["queries"] = "test images (data.test_truth)"
+    return result
+
+
+def evaluate_held_out_fold(
+    index: SimilarityIndex,
+    index_path,
+    folds,
+    fold: int,
+    k: int,
+    pixel_size: int = 16,
+    cache=None,
+) -> dict:
+    """precision@k with fold ``fold``'s training rows as queries and the other folds' rows
+    as the database: the scores a data set without test labels can give. The index must
+    come from that fold's checkpoint (its rows were held out of that model's training)."""
+    import dataclasses
+
+    from pipeline.folds import read_folds
+
+    fold_of = read_folds(folds, index.ids)
+    query = fold_of == fold
+    if not query.any() or query.all():
+        raise ValueError(f"{folds}: fold {fold} holds {int(query.sum())} rows; need some, not all")
+    db = dataclasses.replace(
+        index,
+        ids=index.ids[~query],
+        paths=index.paths[~query],
+        embeddings=index.embeddings[~query],
+        y=index.y[~query],
+    )
+    q_emb = index.embeddings[query] if index.kind == "model" else None
+    result = evaluate_index(
+        db, list(index.paths[query]), index.y[query], q_emb, k, pixel_size=pixel_size, cache=cache
+    )
+    result["index"] = str(index_path)
+    result["queries"] = f"held-out training fold {fold} (no test labels)"
     return result

@@ -19,6 +19,7 @@ import numpy as np
 
 from pipeline import code_deps
 from pipeline.config import BackboneConfig, Config, TrainConfig, to_dict
+from pipeline.data import file_digests
 
 # The command that runs fold jobs (`make train-cnn`): its import closure is the code a
 # job's result depends on (read as files here, never imported: the library does not
@@ -228,7 +229,8 @@ def job_settings(job: FoldJob) -> dict:
 
 
 def job_fingerprint(job: FoldJob) -> str:
-    """Hash of everything a job's result depends on: its settings, its rows and the code
+    """Hash of everything a job's result depends on: its settings, its rows (their images'
+    names and contents: a picture replaced under the same name is another job) and the code
     (every file the training stage imports: Make's ``CODE_TRAIN_CNN``, the same closure).
 
     A work dir holding checkpoints of another fingerprint is stale (the config, the data or
@@ -239,8 +241,10 @@ def job_fingerprint(job: FoldJob) -> str:
         value = getattr(job, f.name)
         if isinstance(value, np.ndarray):
             h.update(f.name.encode() + np.ascontiguousarray(value).tobytes())
-        elif isinstance(value, list):  # the rows' image files
-            h.update(f"{f.name}={[str(p) for p in value]!r}".encode())
+        elif isinstance(value, list):  # the rows' image files: names and contents
+            names = [Path(p).name for p in value]
+            h.update(f"{f.name}={names!r}".encode())
+            h.update("".join(file_digests(value)).encode())
     for rel in code_deps.code_closure([TRAIN_STAGE]):
         h.update(rel.encode() + (code_deps.ROOT / rel).read_bytes())
     return h.hexdigest()[:16]

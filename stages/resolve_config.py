@@ -4,7 +4,9 @@ Run by the Makefile at parse time with the bare system Python (standard library 
 each section file is rewritten only when its content changes, so Make re-runs just the
 stages whose settings changed. ``vars.mk`` also holds each stage's code, ``CODE_<STAGE>``:
 the import closure of ``stages/<stage>.py`` inside the repository (``pipeline.code_deps``),
-so editing any module a stage runs re-runs that stage.
+so editing any module a stage runs re-runs that stage. With ``--data-dir`` it also refreshes
+the data manifest (``pipeline.data_manifest``): the digest files Make's rules name instead
+of the user's images change exactly when the data's contents do.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from pipeline.artifacts import write_text_atomic
 from pipeline.code_deps import ROOT, code_closure
+from pipeline.data_manifest import update_manifest
 from pipeline.config import (
     BackboneConfig,
     config_hash,
@@ -48,8 +51,10 @@ def code_variables(root: Path = ROOT) -> list[str]:
     return lines
 
 
-def run(config: Path, out_dir: Path) -> None:
+def run(config: Path, out_dir: Path, data_dir: Path | None = None) -> None:
     cfg = load_config(config)
+    if data_dir is not None:  # the data's digest files follow its contents (data_manifest)
+        update_manifest(data_dir, cfg.data.train_dir, cfg.data.test_dir, cfg.data.test_truth)
     for name, payload in section_payloads(cfg).items():
         write_if_changed(out_dir / f"{name}.json", json.dumps(payload, indent=2, sort_keys=True))
     write_if_changed(
@@ -63,6 +68,7 @@ def run(config: Path, out_dir: Path) -> None:
         f"CFG_HASH := {config_hash(cfg)}",
         f"TRAIN_DIR := {cfg.data.train_dir}",
         f"TEST_DIR := {cfg.data.test_dir}",
+        f"TEST_TRUTH := {cfg.data.test_truth}",
         f"DEMO_DIR := {cfg.demo.out_dir if is_demo else ''}",
         f"HOLDOUT_SOURCE := {cfg.data.holdout_source}",
         f"HOLDOUT_ARGS := --src {cfg.data.holdout_source} --out {Path(cfg.data.train_dir).parent} "
@@ -111,9 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--out-dir", type=Path, required=True)
+    ap.add_argument("--data-dir", type=Path, help="refresh the data manifest there")
     args = ap.parse_args(argv)
     try:
-        run(args.config, args.out_dir)
+        run(args.config, args.out_dir, args.data_dir)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

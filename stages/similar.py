@@ -59,15 +59,20 @@ def evaluate(
     embedding: Path | None = None,
     pixel_size: int = 16,
     image_cache: Path | None = None,
+    folds: Path | None = None,
+    held_out_fold: int = 0,
 ) -> dict:
     """precision@k (Jaccard >= 0.5) of the index vs raw pixels, test images as queries
-    (a model index: their rows of ``embedding``, the file the index was built from)."""
+    (a model index: their rows of ``embedding``, the file the index was built from);
+    without test labels, fold ``held_out_fold``'s training rows of ``folds``."""
     from pipeline.artifacts import save_similarity_metrics
     from pipeline.image_cache import open_cache
     from pipeline.similar import evaluate_on_test_set
 
     cache = open_cache(image_cache)
-    result = evaluate_on_test_set(cfg, index_path, k, embedding, pixel_size, cache)
+    result = evaluate_on_test_set(
+        cfg, index_path, k, embedding, pixel_size, cache, folds, held_out_fold
+    )
     save_similarity_metrics(out, result)
     print(f"precision@{k} model  {result['model_precision_at_k']:.4f}")
     print(f"precision@{k} pixels {result['pixels_precision_at_k']:.4f}")
@@ -98,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", type=Path, required=True, help="metrics .json")
     e.add_argument("--pixel-size", type=int, default=16)
     e.add_argument("--image-cache", type=Path, help=CACHE_HELP)
+    e.add_argument(
+        "--folds", type=Path, help="the folds CSV: without data.test_truth, a fold is the queries"
+    )
+    e.add_argument(
+        "--held-out-fold", type=int, default=0, help="the fold the index's checkpoint held out"
+    )
     args = ap.parse_args(argv)
     if args.command == "build":
         return cli(
@@ -120,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             args.embedding,
             args.pixel_size,
             args.image_cache,
+            args.folds,
+            args.held_out_fold,
         ),
     )
 

@@ -63,7 +63,7 @@ def test_make_all_tiny_demo(tiny_demo, tmp_path):
         "Training curves",
         "Reliability of stacked probabilities",
         "Selected epochs per label",
-        "Data checks (make folds: copies grouped, train/test near copies)",
+        "Data checks (copies grouped, train/test copies: exact, near, mirrored)",
         "Thresholds",
         "Config and software",
     ):

@@ -21,7 +21,10 @@ def test_data_check_tables_count_copies_and_list_test_near_copies():
         "train_groups": {"exact": 2, "all": 3, "rows_in_groups": 7, "with_conflicting_labels": 1},
         "train_test_near_duplicates": {
             "count": 25,
-            "pairs": [{"train": f"t{i}", "test": f"x{i}", "distance": i % 5} for i in range(25)],
+            "pairs": [
+                {"train": f"t{i}", "test": f"x{i}", "distance": i % 5, "mirrored": i == 3}
+                for i in range(25)
+            ],
         },
     }
     tables, counts = data_check_tables(report)
@@ -32,12 +35,15 @@ def test_data_check_tables_count_copies_and_list_test_near_copies():
         "groups_with_conflicting_labels": 1,
         "test_near_copies_of_train": 25,
         "near_duplicate_max_distance": 4,
+        "test_mirrored_copies_of_train": 1,
     }
     (checks, pairs) = tables.values()
     assert checks[1][0] == ["training copy groups, exact / with near copies", "2 / 3"]
-    assert checks[1][3] == ["test images that nearly copy a training image", 25]
-    assert pairs[0] == ["test image", "training image", "pHash distance"]
-    assert len(pairs[1]) == 20 and pairs[1][0] == ["x0", "t0", 0]
+    assert checks[1][3] == ["test images that copy a training image (exact pixels or near)", 25]
+    assert checks[1][4] == ["... of them mirrored", 1]
+    assert pairs[0] == ["test image", "training image", "pHash distance", "how"]
+    assert len(pairs[1]) == 20 and pairs[1][0] == ["x0", "t0", 0, "near"]
+    assert pairs[1][3] == ["x3", "t3", 3, "near, mirrored"]
     assert "20 of 25" in list(tables)[1]
 
 

@@ -349,8 +349,8 @@ def test_folds_file_that_does_not_match(good, tmp_path):
 
 def test_awkward_ids_duplicates_and_default_augment_work(good, tmp_path):
     """Ids pandas would read as missing (NA, nan, None) and an id with significant spaces
-    work through `make folds` and a later stage; exact copies share a fold and are counted
-    in the data report; the default [augment] on a data set without the demo's colours runs."""
+    work through `make folds` and later stages; exact copies share a fold and are counted
+    in the data report (`make data-checks`); the default [augment] on a data set without the demo's colours runs."""
     import json
 
     from pipeline.data import read_labels
@@ -366,7 +366,9 @@ def test_awkward_ids_duplicates_and_default_augment_work(good, tmp_path):
     _set_labels(root, lines)
     shutil.copy(_img(root, "train", 5), _img(root, "train", 11))  # one photo, two rows
     out, report = tmp_path / "folds.csv", tmp_path / "data_report.json"
-    r = run_stage("folds", "--config", root / "c.toml", "--out", out, "--report", report)
+    r = run_stage("folds", "--config", root / "c.toml", "--out", out)
+    assert r.returncode == 0, r.stderr[-1500:]
+    r = run_stage("data_checks", "--config", root / "c.toml", "--folds", out, "--out", report)
     assert r.returncode == 0, r.stderr[-1500:]
     table = read_labels(root / "train")
     assert table.ids[:4].tolist() == ["NA", "nan", "None", "  padded.png"]
