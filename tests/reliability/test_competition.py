@@ -186,6 +186,10 @@ def _fold_preds(build: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((build / "preds").glob("*.npz"))}
 
 
+def _fingerprints(build: Path) -> dict[str, str]:
+    return {p.parent.name: p.read_text() for p in (build / "cnn").glob("*/fingerprint.txt")}
+
+
 @pytest.mark.slow
 def test_a_pixel_swap_retrains_and_a_touch_does_not(tmp_path):
     """Through Make: replacing a training image's pixels under the same name (same mtime)
@@ -210,7 +214,8 @@ def test_a_pixel_swap_retrains_and_a_touch_does_not(tmp_path):
     r = make(tmp_path, cfg, goal)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     before = _fold_preds(tmp_path / "build")
-    assert len(before) == 3
+    prints = _fingerprints(tmp_path / "build")
+    assert len(before) == 3 and len(prints) == 3
     assert make(tmp_path, cfg, "-q", goal).returncode == 0
 
     os.utime(train / "train_005.png")  # touched: nothing to do
@@ -228,4 +233,8 @@ def test_a_pixel_swap_retrains_and_a_touch_does_not(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     after = _fold_preds(tmp_path / "build")
     assert set(after) == set(before)
-    assert all(after[k] != before[k] for k in before)  # every fold trained or predicted them
+    # every fold job is another job now (trained again); the folds whose training or
+    # validation rows read the two images predict differently
+    new_prints = _fingerprints(tmp_path / "build")
+    assert all(new_prints[k] != prints[k] for k in prints)
+    assert any(after[k] != before[k] for k in before)
