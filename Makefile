@@ -55,7 +55,7 @@ IMAGE_CACHE := $(BUILD)/cache/images.index.json
 IMAGE_CACHE_FILES := $(IMAGE_CACHE) $(foreach s,$(IMAGE_CACHE_SIZES),$(BUILD)/cache/images.$(s).npy)
 PREDS := $(foreach b,$(BACKBONES),$(foreach k,$(FOLD_IDS),$(BUILD)/preds/$(b).fold$(k).npz))
 TRAIN_LABELS := $(TRAIN_DIR)/labels.csv
-TEST_LIST := $(if $(DEMO_DIR)$(HOLDOUT_SOURCE),$(TEST_DIR)/test.csv,$(wildcard $(TEST_DIR)/test.csv))
+TEST_LIST := $(if $(DEMO_DIR)$(HOLDOUT_SOURCE),$(TEST_DIR)/test.csv,$(or $(wildcard $(TEST_DIR)/test.csv),$(wildcard $(TEST_SAMPLE))))
 TWOFLOW_PREDS := $(if $(TWOFLOW_BACKBONE),$(foreach k,$(FOLD_IDS),$(BUILD)/preds/twoflow.fold$(k).npz))
 EMBEDS := $(foreach f,$(FROZEN),$(BUILD)/embed/$(f).npz)
 # a fine-tuned backbone's fold embeddings: $(call CNN_EMBED,<backbone>,<fold>)
@@ -255,9 +255,9 @@ $(BUILD)/thresholds.json: $(BUILD)/stack/stacked.npz $(CFG)/thresholds.json $(CO
 	@rm -f $@
 	$(PY) -m stages.thresholds --config $(CONFIG) --stacked $< --out $@
 
-submit: $(SUBMISSION) ## per-fold votes -> majority vote -> validated CSV in submissions/
+submit: $(SUBMISSION) ## per-fold votes -> majority vote -> validated CSV in submissions/ (in the sample submission's format when there is one)
 
-$(SUBMISSION) $(SUBMISSION_LABELS) &: $(BUILD)/stack/stacked.npz $(BUILD)/thresholds.json $(DATA_TEST) $(CFG)/submit.json $(CODE_SUBMIT) | $(INSTALLED)
+$(SUBMISSION) $(SUBMISSION_LABELS) &: $(BUILD)/stack/stacked.npz $(BUILD)/thresholds.json $(DATA_TEST) $(CFG)/submit.json $(wildcard $(SAMPLE_SUBMISSION)) $(CODE_SUBMIT) | $(INSTALLED)
 	$(PY) -m stages.submit --config $(CONFIG) --stacked $(BUILD)/stack/stacked.npz \
 	  --thresholds $(BUILD)/thresholds.json --out $(SUBMISSION) --out-labels $(SUBMISSION_LABELS)
 

@@ -30,6 +30,10 @@ writer and one reader, next to each other here, so the two cannot drift apart:
 - the **similarity metrics** (``build/<config>/similar/metrics.json``): `make similar`'s
   precision@k, which the report carries (:func:`save_similarity_metrics` /
   :func:`load_similarity_metrics`).
+- the **submission** (``submissions/<config>-<hash>.csv``): the voted 0/1 labels per test
+  image, wide or in a sample submission's layout (:mod:`pipeline.submit` builds and
+  checks the frame), which the report scores (:func:`save_submission` /
+  :func:`load_submission_votes`).
 
 Writes are atomic: :func:`write_atomic` writes to a temp name beside the target (same
 directory, so ``os.replace`` is atomic) and renames it into place, removing the temp file
@@ -497,3 +501,23 @@ def load_predict_manifest(path: str | Path) -> dict:
     if manifest.get("format") != PREDICT_MANIFEST_FORMAT:
         raise ValueError(f"{path}: format {manifest.get('format')!r}; re-run `make stack`")
     return manifest
+
+
+# --- the submission ----------------------------------------------------------------------
+
+
+def save_submission(path: str | Path, frame: pd.DataFrame) -> None:
+    """Write a submission frame that :mod:`pipeline.submit` built and validated (atomically;
+    ids and tag cells as strings, so ``001`` and an empty tag list survive)."""
+    write_csv_atomic(frame, path)
+
+
+def load_submission_votes(path: str | Path, test_ids, labels, id_column: str = "image"):
+    """What :func:`save_submission` wrote, as (m, L) int8 votes in ``test_ids`` order and
+    ``labels`` order, whether the file is wide or follows a sample's tag layout."""
+    from pipeline.data import read_csv_strings
+    from pipeline.submit import votes_from_submission
+
+    path = Path(path)
+    frame = read_csv_strings(path, "run `make submit` (the report scores the submission)")
+    return votes_from_submission(frame, test_ids, labels, id_column, path)

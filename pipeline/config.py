@@ -38,6 +38,11 @@ LOCAL_IMAGENET = {
 #: too-small image size is an error when the config is read, not when a job starts.
 MIN_IMAGE_SIZE = {"small_cnn": 16, "xception": 71, "inception_v3": 75}
 
+#: The file a competition's test folder ships beside the images (Kaggle's name): when the
+#: test folder has it, the submission follows it, and without a ``test.csv`` it is the
+#: test list.
+SAMPLE_SUBMISSION_NAME = "sample_submission.csv"
+
 
 def min_image_size(backbone: str) -> int:
     return MIN_IMAGE_SIZE.get(backbone, 32)
@@ -303,9 +308,16 @@ class ThresholdConfig:
 
 @dataclass(frozen=True)
 class SubmitConfig:
-    """``tie``: what a fold-vote tie gives (``positive`` or ``negative``)."""
+    """``tie``: what a fold-vote tie gives (``positive`` or ``negative``).
+
+    ``sample_submission``: the competition's sample submission, whose ids, row order,
+    columns and label encoding the submission follows; "" = ``<data.test_dir>/``
+    :data:`SAMPLE_SUBMISSION_NAME` when that file exists, else the wide 0/1 + ``labels``
+    pair (:meth:`Config.sample_submission_path`).
+    """
 
     tie: str = "positive"
+    sample_submission: str = ""
 
     RULES = {"tie": OneOf(("positive", "negative"))}
 
@@ -324,6 +336,13 @@ class Config:
     stack: StackConfig = field(default_factory=StackConfig)
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     submit: SubmitConfig = field(default_factory=SubmitConfig)
+
+    def sample_submission_path(self) -> Path:
+        """Where the sample submission is looked for: ``submit.sample_submission``, or the
+        Kaggle folder's fixed name in the test folder (which need not exist)."""
+        if self.submit.sample_submission:
+            return Path(self.submit.sample_submission)
+        return Path(self.data.test_dir) / SAMPLE_SUBMISSION_NAME
 
     def backbone(self, name: str) -> BackboneConfig:
         for b in self.train.backbones:

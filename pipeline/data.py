@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.config import SAMPLE_SUBMISSION_NAME
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
@@ -273,12 +275,19 @@ def read_labels(train_dir: str | Path, id_column: str = "image", check_images: b
 
 
 def read_test_ids(test_dir: str | Path, id_column: str = "image", check_images: bool = True):
-    """Test image ids from ``test_dir/test.csv``, or every image file in ``test_dir/images``."""
+    """Test image ids from ``test_dir/test.csv``; else, in a competition folder that ships
+    only the images and the sample submission, that file's ids in its order; else every
+    image file in ``test_dir/images``."""
     test_dir = Path(test_dir)
     path = test_dir / "test.csv"
     image_dir = test_dir / "images"
+    sample = test_dir / SAMPLE_SUBMISSION_NAME
     if path.exists():
         ids = _check_ids(read_csv_strings(path), path, id_column, image_dir)
+    elif sample.is_file():
+        path = sample
+        df, sample_id = read_sample_submission(sample, id_column)
+        ids = _check_ids(df, sample, sample_id, image_dir)
     else:
         if not image_dir.is_dir():
             raise FileNotFoundError(
@@ -292,6 +301,36 @@ def read_test_ids(test_dir: str | Path, id_column: str = "image", check_images: 
     if check_images:
         _check_images_exist(ids, image_dir, path)
     return ids, image_dir
+
+
+def read_sample_submission(path: str | Path, id_column: str = "image") -> tuple[pd.DataFrame, str]:
+    """A competition's sample submission, every cell a string as written (ids like ``001``
+    keep their zeros), and the name of its id column: ``id_column`` when the header has it,
+    else the first column (Kaggle names it per competition: ``image_name``, ``Id``, ...).
+
+    Only the file's shape is checked here (rows, non-empty and distinct ids); what its
+    other columns mean is :func:`pipeline.submit.sample_format`'s business."""
+    path = Path(path)
+    df = read_csv_strings(
+        path, "set submit.sample_submission to the competition's sample submission, or to ''"
+    )
+    id_col = id_column if id_column in df.columns else str(df.columns[0])
+    ids = df[id_col].str.strip()
+    if len(ids) == 0:
+        raise ValueError(f"{path} has a header but no rows; it must list every test image")
+    empty = (ids == "").to_numpy()
+    if empty.any():
+        r = int(np.flatnonzero(empty)[0])
+        raise ValueError(f"{path} row {r + 2}: empty id in column {id_col!r}; every row needs one")
+    dup = ids.duplicated().to_numpy()
+    if dup.any():
+        r = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero((ids == ids.iloc[r]).to_numpy())[0])
+        raise ValueError(
+            f"{path} row {r + 2}: duplicate id {ids.iloc[r]!r} (first at row {first + 2}); "
+            "list each test image once"
+        )
+    return df, id_col
 
 
 def read_test_truth(

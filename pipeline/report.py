@@ -242,9 +242,14 @@ class RunFiles:
 
 def read_run(cfg, preds, stacked, thresholds, submission, baseline=None) -> RunFiles:
     """Load the files the report scores (paths as Make names them)."""
-    import pandas as pd
 
-    from pipeline.artifacts import SELECTION_FILE, load_selection, load_stacked, load_thresholds
+    from pipeline.artifacts import (
+        SELECTION_FILE,
+        load_selection,
+        load_stacked,
+        load_submission_votes,
+        load_thresholds,
+    )
     from pipeline.data import read_labels, read_test_truth
     from pipeline.select import group_pred_files, load_base_predictions
 
@@ -255,7 +260,6 @@ def read_run(cfg, preds, stacked, thresholds, submission, baseline=None) -> RunF
     sel_path = Path(stacked).parent / SELECTION_FILE
     sel = load_selection(sel_path) if sel_path.is_file() else {}
     th = load_thresholds(thresholds, labels, Path(cfg.data.train_dir) / "labels.csv")
-    sub = pd.read_csv(submission, dtype={cfg.data.id_column: str})
     y_test = None
     if cfg.data.test_truth:
         y_test = read_test_truth(
@@ -270,7 +274,7 @@ def read_run(cfg, preds, stacked, thresholds, submission, baseline=None) -> RunF
         sel=sel,
         level=sel.get("second_level"),
         t=th["thresholds"],
-        vote=sub[labels].to_numpy(),
+        vote=load_submission_votes(submission, z["test_ids"], labels, cfg.data.id_column),
         y_test=y_test,
         baseline=(
             load_base_predictions(group_pred_files(baseline), table.ids) if baseline else None

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from pipeline.artifacts import write_text_atomic
 from pipeline.code_deps import ROOT, code_closure
-from pipeline.data_manifest import update_manifest
 from pipeline.config import (
+    SAMPLE_SUBMISSION_NAME,
     BackboneConfig,
     config_hash,
     load_config,
@@ -27,6 +27,7 @@ from pipeline.config import (
     to_dict,
     weights_file,
 )
+from pipeline.data_manifest import update_manifest
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -69,6 +70,10 @@ def run(config: Path, out_dir: Path, data_dir: Path | None = None) -> None:
         f"TRAIN_DIR := {cfg.data.train_dir}",
         f"TEST_DIR := {cfg.data.test_dir}",
         f"TEST_TRUTH := {cfg.data.test_truth}",
+        # the sample submission the submission follows, and the one that is the test list
+        # when the test folder has no test.csv (Make depends on them where they exist)
+        f"SAMPLE_SUBMISSION := {cfg.sample_submission_path()}",
+        f"TEST_SAMPLE := {Path(cfg.data.test_dir) / SAMPLE_SUBMISSION_NAME}",
         f"DEMO_DIR := {cfg.demo.out_dir if is_demo else ''}",
         f"HOLDOUT_SOURCE := {cfg.data.holdout_source}",
         f"HOLDOUT_ARGS := --src {cfg.data.holdout_source} --out {Path(cfg.data.train_dir).parent} "

@@ -117,3 +117,21 @@ def test_test_truth_honours_id_column(tmp_path):
     path.write_text("photo,red\na,2\n")
     with pytest.raises(ValueError, match="row 2, column 'red'"):
         read_test_truth(path, ["red"], "photo")
+
+
+def test_test_ids_from_a_sample_submission_when_no_test_csv(tmp_path):
+    """A Kaggle test folder (images + sample_submission.csv): the sample's ids, in its
+    order and as written, are the test list; test.csv, when present, still wins."""
+    d = tmp_path / "test" / "images"
+    d.mkdir(parents=True)
+    for n in ("001.jpg", "002.jpg", "010.jpg"):
+        cv2.imwrite(str(d / n), np.zeros((8, 8, 3), np.uint8))
+    sample = tmp_path / "test" / "sample_submission.csv"
+    sample.write_text("Id,tags\n010,a\n001,\n002,\n")
+    ids, _ = read_test_ids(tmp_path / "test")
+    assert list(ids) == ["010", "001", "002"]
+    sample.write_text("Id,tags\n010,a\n001,\n003,\n")
+    with pytest.raises(FileNotFoundError, match=r"sample_submission.csv row 4: image '003'"):
+        read_test_ids(tmp_path / "test")
+    (tmp_path / "test" / "test.csv").write_text("image\n002.jpg\n")
+    assert list(read_test_ids(tmp_path / "test")[0]) == ["002.jpg"]
