@@ -128,3 +128,21 @@ def test_make_builds_the_external_fold_files_and_stacks_them(tmp_path):
     assert f"--out {' '.join(files)}" in r.stdout  # one job writes every fold
     stack = next(line for line in r.stdout.splitlines() if "stages.stack" in line)
     assert all(f in stack for f in files)
+
+
+def test_the_predictor_names_the_external_members_a_model_reads():
+    from pipeline.predict import Predictor
+
+    # a finished run's state, as Predictor.__init__ reads it from the run's files
+    p = Predictor.__new__(Predictor)
+    p.external, p.n_folds = {"ext"}, 2
+    p.singles = {"cnn": (2, np.full(3, 0.5), 0.7), "ext": (1, np.full(3, 0.5), 0.6)}
+    p.used_columns = [("cnn", 2), ("ext", 1)]
+    with pytest.raises(ValueError, match=r"reads the \[\[external\]\] member\(s\) \['ext'\]"):
+        p.check_scorable("ensemble")
+    with pytest.raises(ValueError, match=r"model 'ext' is an \[\[external\]\] member.*\(cnn\)"):
+        p.predict([np.zeros((8, 8, 3), np.uint8)], "ext")
+    p.check_scorable("cnn")
+    p.warm_up(np.zeros((8, 8, 3), np.uint8))  # the page starts: the ensemble is not traced
+    p.used_columns = [("cnn", 2)]  # a second level that left the member out scores images
+    p.check_scorable("ensemble")
