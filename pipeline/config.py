@@ -202,6 +202,26 @@ class FrozenConfig:
     RULES = {"name": FileName(), "heads": OneOf(FROZEN_HEADS)}
 
 
+EXTERNAL_SUFFIXES = (".csv", ".npz")
+
+
+@dataclass(frozen=True)
+class ExternalConfig:
+    """A teammate's model trained elsewhere (a PyTorch/timm net on a GPU box, a LightGBM):
+    its OOF + test predictions on our folds file, in the exchange format
+    (:func:`pipeline.artifacts.load_external_predictions`). ``make external`` checks them
+    and writes ordinary fold files, so the member is stacked, chosen and reported like any.
+
+    ``name``: the member's name (a file-name part, like ``[[frozen]]``'s); ``path``: the
+    ``.csv`` or ``.npz`` file, relative to the repository root (where Make runs).
+    """
+
+    name: str
+    path: str
+
+    RULES = {"name": FileName()}
+
+
 @dataclass(frozen=True)
 class SegmenterConfig:
     """A garment segmenter fitted on a data set's pixel-level maps (``make segmenter``,
@@ -332,6 +352,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     twoflow: TwoFlowConfig = field(default_factory=TwoFlowConfig)
     frozen: tuple[FrozenConfig, ...] = ()
+    external: tuple[ExternalConfig, ...] = ()
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     stack: StackConfig = field(default_factory=StackConfig)
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
@@ -402,10 +423,29 @@ def config_from_dict(raw: dict) -> Config:
             "config: frozen member names (<name>_<head>) must be unique and differ from "
             "the backbone names"
         )
+    _check_external(cfg, members)
     seg = cfg.segmenter
     if seg.maps_dir and not seg.label_names:
         raise ValueError("config: segmenter.maps_dir needs segmenter.label_names (one per line)")
     return cfg
+
+
+def _check_external(cfg: Config, members: set[str]) -> None:
+    """``[[external]]`` names are new member names; their files are CSV or NPZ."""
+    taken = members | {"twoflow"}  # pipeline.predict's name for the Two-Flow member
+    seen: set[str] = set()
+    for i, e in enumerate(cfg.external):
+        if e.name in taken or e.name in seen:
+            raise ValueError(
+                f"config: external[{i}].name = {e.name!r} is already a member name (backbones, "
+                "frozen <name>_<head>, twoflow or another [[external]]); pick another name"
+            )
+        seen.add(e.name)
+        if Path(e.path).suffix.lower() not in EXTERNAL_SUFFIXES:
+            raise ValueError(
+                f"config: external[{i}].path = {e.path!r}; the exchange file must be a .csv "
+                "or .npz (see the README, 'Teammates' models')"
+            )
 
 
 def load_config(path: str | Path) -> Config:
@@ -458,6 +498,8 @@ def section_payloads(cfg: Config) -> dict[str, dict]:
     }
     for f in cfg.frozen:
         out[f"frozen.{f.name}"] = {**common, "frozen": to_dict(f)}
+    for e in cfg.external:
+        out[f"external.{e.name}"] = {**common, "folds": to_dict(cfg.folds), "external": to_dict(e)}
     shared_train = {k: v for k, v in to_dict(cfg.train).items() if k != "backbones"}
     for b in cfg.train.backbones:
         out[f"backbone.{b.name}"] = {**common, "train": shared_train, "backbone": to_dict(b)}

@@ -165,6 +165,9 @@ class Predictor:
             for name, m in manifest["members"].items()
         }
         self._frozen_members = {f"{f.name}_{h}": f for f in cfg.frozen for h in f.heads}
+        # [[external]] members were trained elsewhere: no model here to score a new image
+        own = {b.name for b in cfg.train.backbones} | set(self._frozen_members) | {TWOFLOW}
+        self.external = {e.name for e in cfg.external} | (set(self.singles) - own)
         self._nets: dict[tuple, object] = {}  # see _net: every model, built once
         self._bundles: dict[tuple, object] = {}  # (size, net keys) -> one traced model
         self._shells: dict[str, tuple] = {}  # eager: backbone -> (model, embedding, [loaded])
@@ -182,6 +185,29 @@ class Predictor:
             return [(b, k, e) for k in range(self.n_folds) for b, e in self.used_columns]
         epoch = self.singles[model][0]
         return [(model, k, epoch) for k in range(self.n_folds)]
+
+    def external_members(self, model: str = ENSEMBLE) -> list[str]:
+        """The ``[[external]]`` members ``model`` reads (they cannot score a new image)."""
+        return sorted({m for m, _, _ in self.base_columns(model) if m in self.external})
+
+    def check_scorable(self, model: str = ENSEMBLE) -> None:
+        """Refuse, naming the members, a model that reads ``[[external]]`` members: their
+        predictions came as a file made elsewhere, so there is no model here to run on a
+        new image, and dropping their columns would silently change the second level."""
+        ext = self.external_members(model)
+        if not ext:
+            return
+        own = [m for m in self.model_names if not self.external_members(m)]
+        what = (
+            f"the ensemble's second level reads the [[external]] member(s) {ext}"
+            if model == ENSEMBLE
+            else f"model {model!r} is an [[external]] member"
+        )
+        raise ValueError(
+            f"{what}: trained elsewhere, they have no model here to score a new image; "
+            f"choose a model of this run ({', '.join(own) or 'none'}), or remove the "
+            "[[external]] entries from the config and re-run `make stack`"
+        )
 
     # ---- networks: built once, never swapped --------------------------------------------
 
@@ -342,6 +368,9 @@ class Predictor:
         the first real request is as fast as the others. By default the ensemble only: each
         single model is traced on its first request (seconds), which keeps the start short."""
         for name in models:
+            if self.external_members(name):
+                log.info("not warming up %s: it reads [[external]] members", name)
+                continue
             self.predict([image], name)
 
     def predict(
@@ -353,6 +382,7 @@ class Predictor:
 
         if model != ENSEMBLE and model not in self.singles:
             raise ValueError(f"unknown model {model!r}; choose one of {self.model_names}")
+        self.check_scorable(model)
         decoded = [decode(x) for x in images]  # a bad file fails first, with its name
         n, n_labels = len(decoded), len(self.labels)
         cols = self._columns(decoded, self.base_columns(model))

@@ -304,6 +304,10 @@ def create_app(cfg: Config, build_dir: str | Path, max_upload_bytes: int = MAX_U
     def _check_model(model: str) -> None:
         if model not in svc.predictor.model_names:
             raise BadUpload(f"unknown model {model!r}")
+        try:
+            svc.predictor.check_scorable(model)
+        except ValueError as exc:  # an [[external]] member: no model here
+            raise BadUpload(str(exc)) from None
 
     def _answer(image, test_id: str, model: str) -> tuple[dict, str, str]:
         """(result, how the image is described, test id) or :class:`BadUpload`."""

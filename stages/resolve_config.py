@@ -100,6 +100,8 @@ def run(config: Path, out_dir: Path, data_dir: Path | None = None) -> None:
         f"WEIGHTS_FROZEN_{f.name} := {weights_file(BackboneConfig(f.backbone, f.weights))}"
         for f in cfg.frozen
     ]
+    lines.append(f"EXTERNAL := {' '.join(e.name for e in cfg.external)}")
+    lines += [f"EXTERNAL_PATH_{e.name} := {e.path}" for e in cfg.external]
     seg = cfg.segmenter
     lines.append(f"SEGMENTER_MAPS := {seg.maps_dir}")
     lines.append(
