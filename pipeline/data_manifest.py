@@ -106,7 +106,8 @@ def update_manifest(
     generated, so what reads it is stale by Make's rules anyway). Returns ``{part: digest}``.
 
     A part whose required file is missing (the demo's ``labels.csv`` before ``make
-    demo-data``) gets no digest file: the Makefile's rule for it makes it after the data.
+    demo-data``) keeps its digest file as it is, or has none: the Makefile's rule for the
+    digest files makes them after the data is written.
     """
     out_dir = Path(out_dir)
     path = out_dir / MANIFEST
@@ -129,8 +130,7 @@ def update_manifest(
         digest_file = out_dir / f"{part}.digest"
         required = {"train": files[:1], "test": [], "truth": files}[part]
         if any(not os.path.exists(f) for f in required) or (part == "test" and not files):
-            digest_file.unlink(missing_ok=True)
-            continue
+            continue  # the data is not there (yet): its stage will say so
         digests[part] = _digest(files, states)
         text = f"{digests[part]}  {len(files)} file(s)\n"
         if touch or not digest_file.is_file() or digest_file.read_text() != text:
