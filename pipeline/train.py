@@ -25,7 +25,7 @@ from pipeline.inference import (
     epoch_weights_path,
     predict_paths,
 )
-from pipeline.train_job import FoldJob, job_fingerprint
+from pipeline.train_job import FoldJob, job_fingerprint, test_fingerprint
 from pipeline.train_session import FreshModels
 
 log = logging.getLogger(__name__)
@@ -92,16 +92,18 @@ def make_feed(
 
 
 DONE, LOCK = "done.json", ".lock"
+#: The work dir's stamps: the training's fingerprint, and that of the test set its
+#: per-epoch test predictions were made for.
+STAMP, TEST_STAMP = "fingerprint.txt", "test_fingerprint.txt"
 
 
 def is_trained(job: FoldJob, work_dir: str | Path) -> bool:
     """Whether ``work_dir`` holds every epoch of this very job (fingerprint, ``done.json``
     and each epoch's files): its predictions file can be written without a model."""
     work_dir = Path(work_dir)
-    stamp = work_dir / "fingerprint.txt"
-    if not (work_dir / DONE).is_file() or not stamp.is_file():
+    if not (work_dir / DONE).is_file() or not _stamped(work_dir / STAMP, job_fingerprint(job)):
         return False
-    if stamp.read_text().strip() != job_fingerprint(job):
+    if not _stamped(work_dir / TEST_STAMP, test_fingerprint(job)):
         return False
     last = work_dir / f"ckpt_epoch{job.epochs:03d}.keras"
     preds = [work_dir / f"preds_epoch{e:03d}.npz" for e in range(1, job.epochs + 1)]
@@ -112,11 +114,15 @@ def is_trained(job: FoldJob, work_dir: str | Path) -> bool:
     )
 
 
+def _stamped(stamp: Path, fingerprint: str) -> bool:
+    return stamp.is_file() and stamp.read_text().strip() == fingerprint
+
+
 def _prepare_work_dir(work_dir: Path, job: FoldJob) -> None:
     """Keep a work dir to resume from only if it belongs to this exact job."""
-    stamp = work_dir / "fingerprint.txt"
+    stamp = work_dir / STAMP
     fingerprint = job_fingerprint(job)
-    if stamp.is_file() and stamp.read_text().strip() == fingerprint:
+    if _stamped(stamp, fingerprint):
         return
     stale = [p for p in work_dir.iterdir() if p.name not in (stamp.name, LOCK)]
     if stale:
@@ -124,6 +130,68 @@ def _prepare_work_dir(work_dir: Path, job: FoldJob) -> None:
         for p in stale:
             p.unlink()
     stamp.write_text(fingerprint + "\n")
+    (work_dir / TEST_STAMP).write_text(test_fingerprint(job) + "\n")
+
+
+def _finished_epochs(work_dir: Path, epochs: int) -> list[int]:
+    return [
+        e
+        for e in range(1, epochs + 1)
+        if (work_dir / f"preds_epoch{e:03d}.npz").is_file()
+        and epoch_weights_path(work_dir, e).is_file()
+    ]
+
+
+def _refresh_test_predictions(job: FoldJob, work_dir: Path, cache: ImageCache | None) -> bool:
+    """A job whose training is unchanged but whose test set changed (an image replaced,
+    added or removed): predict the new test set with each finished epoch's saved weights,
+    as training did (validation + test rows in one pass), instead of training again.
+
+    The weights are trusted only if they give the saved validation predictions again;
+    otherwise (or without the weights) the work dir is cleared and the job trains anew.
+    Returns whether the work dir is usable.
+    """
+    fingerprint = test_fingerprint(job)
+    if _stamped(work_dir / TEST_STAMP, fingerprint):
+        return True
+    epochs = _finished_epochs(work_dir, job.epochs)
+    if epochs:
+        from pipeline.train_session import initial_model
+
+        log.info(
+            "%s fold %d: the test set changed; predicting it again with the weights of "
+            "epochs %s (no training)",
+            job.name,
+            job.fold,
+            epochs,
+        )
+        model = initial_model(job)
+        for epoch in epochs:
+            model.load_weights(epoch_weights_path(work_dir, epoch))
+            both = predict_paths(
+                model,
+                job.val_paths + job.test_paths,
+                job.image_size,
+                256,
+                job.train.tta_flip,
+                cache,
+            )
+            path = work_dir / f"preds_epoch{epoch:03d}.npz"
+            with np.load(path) as z:
+                oof, loss = z["oof"], z["loss"]
+            if not np.allclose(both[: len(job.val_paths)], oof, atol=1e-5):
+                log.warning(
+                    "%s: epoch %d's weights do not give its saved validation predictions; "
+                    "training again",
+                    work_dir,
+                    epoch,
+                )
+                (work_dir / STAMP).unlink()
+                _prepare_work_dir(work_dir, job)
+                return False
+            save_npz_atomic(path, oof=oof, test=both[len(job.val_paths) :], loss=loss)
+    (work_dir / TEST_STAMP).write_text(fingerprint + "\n")
+    return True
 
 
 def _save_epoch_weights(model, work_dir: Path, epoch: int) -> None:
@@ -155,6 +223,7 @@ def train_fold(
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     _prepare_work_dir(work_dir, job)
+    _refresh_test_predictions(job, work_dir, cache)
     if is_trained(job, work_dir):  # every epoch done (e.g. by a sibling run): no model needed
         log.info("%s fold %d: trained already (%s)", job.name, job.fold, work_dir)
         return _write_outputs(job, work_dir, out_path)

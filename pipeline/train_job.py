@@ -228,23 +228,42 @@ def job_settings(job: FoldJob) -> dict:
     }
 
 
+#: The job's fields that are the test set: predicted every epoch, never trained on.
+TEST_FIELDS = ("test_ids", "test_paths")
+
+
+def _hash_fields(h, job: FoldJob, names) -> None:
+    for name in names:
+        value = getattr(job, name)
+        if isinstance(value, np.ndarray):
+            h.update(name.encode() + np.ascontiguousarray(value).tobytes())
+        elif isinstance(value, list):  # the rows' image files: names and contents
+            h.update(f"{name}={[Path(p).name for p in value]!r}".encode())
+            for path in value:  # a missing file fails the job itself, not its fingerprint
+                h.update((file_digests([path])[0] if Path(path).is_file() else "-").encode())
+
+
 def job_fingerprint(job: FoldJob) -> str:
-    """Hash of everything a job's result depends on: its settings, its rows (their images'
-    names and contents: a picture replaced under the same name is another job) and the code
-    (every file the training stage imports: Make's ``CODE_TRAIN_CNN``, the same closure).
+    """Hash of everything a job's training depends on: its settings, its training and
+    validation rows (their images' names and contents: a picture replaced under the same
+    name is another job) and the code (every file the training stage imports: Make's
+    ``CODE_TRAIN_CNN``, the same closure). The test set is not in it
+    (:func:`test_fingerprint`): a changed test image is predicted again from the saved
+    epoch weights, not trained for.
 
     A work dir holding checkpoints of another fingerprint is stale (the config, the data or
     the training code changed since): resuming from it would mix old and new runs.
     """
     h = hashlib.sha256(json.dumps(job_settings(job), sort_keys=True).encode())
-    for f in dataclasses.fields(job):
-        value = getattr(job, f.name)
-        if isinstance(value, np.ndarray):
-            h.update(f.name.encode() + np.ascontiguousarray(value).tobytes())
-        elif isinstance(value, list):  # the rows' image files: names and contents
-            names = [Path(p).name for p in value]
-            h.update(f"{f.name}={names!r}".encode())
-            h.update("".join(file_digests(value)).encode())
+    _hash_fields(h, job, [f.name for f in dataclasses.fields(job) if f.name not in TEST_FIELDS])
     for rel in code_deps.code_closure([TRAIN_STAGE]):
         h.update(rel.encode() + (code_deps.ROOT / rel).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def test_fingerprint(job: FoldJob) -> str:
+    """Hash of the job's test set (ids, image names and contents) and of its training
+    (:func:`job_fingerprint`): whether the saved per-epoch test predictions are current."""
+    h = hashlib.sha256(job_fingerprint(job).encode())
+    _hash_fields(h, job, TEST_FIELDS)
     return h.hexdigest()[:16]

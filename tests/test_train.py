@@ -120,4 +120,4 @@ def test_work_dir_kept_for_the_same_job_cleared_for_a_changed_one(tiny_data, tmp
     _prepare_work_dir(work, dataclasses.replace(job))  # an equal job resumes
     assert (work / "ckpt_epoch001.keras").exists()
     _prepare_work_dir(work, _with(job, lr_max=job.backbone.lr_max * 2))
-    assert [p.name for p in work.iterdir()] == ["fingerprint.txt"]
+    assert sorted(p.name for p in work.iterdir()) == ["fingerprint.txt", "test_fingerprint.txt"]

@@ -112,3 +112,29 @@ def test_fingerprint_follows_every_training_setting_and_only_them():
 
 def _with_train(job: FoldJob, key: str, value) -> TrainConfig:
     return dataclasses.replace(job.train, **{key: value})
+
+
+def test_fingerprint_follows_image_contents_and_leaves_the_test_set_to_its_own(tmp_path):
+    """A picture replaced under the same name is another job; a changed test set is not
+    (its images are predicted again from the saved weights: test_fingerprint)."""
+    from pipeline.train_job import test_fingerprint
+
+    for name, value in (("a.png", b"one"), ("b.png", b"two"), ("t.png", b"test")):
+        (tmp_path / name).write_bytes(value)
+    job = dataclasses.replace(
+        _job(),
+        train_paths=[tmp_path / "a.png"],
+        train_y=np.zeros((1, 2), np.float32),
+        val_paths=[tmp_path / "b.png"],
+        test_ids=np.array(["t.png"]),
+        test_paths=[tmp_path / "t.png"],
+    )
+    base, base_test = job_fingerprint(job), test_fingerprint(job)
+    (tmp_path / "a.png").write_bytes(b"another picture")
+    assert job_fingerprint(job) != base and test_fingerprint(job) != base_test
+    (tmp_path / "a.png").write_bytes(b"one")
+    assert job_fingerprint(job) == base
+    (tmp_path / "t.png").write_bytes(b"another test picture")
+    assert job_fingerprint(job) == base and test_fingerprint(job) != base_test
+    more = dataclasses.replace(job, test_ids=np.array(["t.png", "u.png"]))
+    assert job_fingerprint(more) == base and test_fingerprint(more) != test_fingerprint(job)

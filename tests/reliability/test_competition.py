@@ -238,3 +238,50 @@ def test_a_pixel_swap_retrains_and_a_touch_does_not(tmp_path):
     new_prints = _fingerprints(tmp_path / "build")
     assert all(new_prints[k] != prints[k] for k in prints)
     assert any(after[k] != before[k] for k in before)
+
+
+@pytest.mark.slow
+def test_a_replaced_test_image_is_predicted_again_not_trained(tmp_path):
+    """Replacing one test image's pixels re-runs the fold jobs without training: the
+    training fingerprints stay, the OOF predictions stay byte-identical, that image's test
+    rows change, and the result equals a run trained from scratch on the new test set."""
+    import shutil
+
+    import numpy as np
+
+    from pipeline.artifacts import load_fold_predictions
+
+    write_dataset(tmp_path, n_train=24, n_test=6, size=16)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(tiny_config_text(tmp_path, epochs=2, size=16))
+    r = make(tmp_path, cfg, "train-cnn")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    build = tmp_path / "build"
+    prints = _fingerprints(build)
+    before = {p.name: load_fold_predictions(p) for p in sorted((build / "preds").glob("*.npz"))}
+
+    target = tmp_path / "test" / "images" / "test_002.png"
+    shutil.copy(tmp_path / "test" / "images" / "test_004.png", target)
+    r = make(tmp_path, cfg, "train-cnn")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "predicting it again with the weights of epochs [1, 2]" in r.stderr
+    assert " epoch 1/2: loss" not in r.stderr  # nothing trained
+    assert _fingerprints(build) == prints
+    after = {p.name: load_fold_predictions(p) for p in sorted((build / "preds").glob("*.npz"))}
+    for name, old in before.items():
+        new = after[name]
+        assert np.array_equal(new["oof"], old["oof"])
+        row = list(new["test_ids"]).index("test_002.png")
+        keep = [i for i in range(len(new["test_ids"])) if i != row]
+        np.testing.assert_allclose(new["test"][:, keep], old["test"][:, keep], atol=1e-6)
+        assert not np.allclose(new["test"][:, row], old["test"][:, row], atol=1e-6)
+        np.testing.assert_allclose(new["test"][:, row], new["test"][:, 4], atol=1e-6)
+
+    shutil.rmtree(build / "cnn")
+    shutil.rmtree(build / "preds")
+    r = make(tmp_path, cfg, "train-cnn")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    for p in sorted((build / "preds").glob("*.npz")):
+        fresh = load_fold_predictions(p)
+        np.testing.assert_array_equal(fresh["oof"], after[p.name]["oof"])
+        np.testing.assert_allclose(fresh["test"], after[p.name]["test"], atol=1e-6)
