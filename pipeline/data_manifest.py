@@ -84,9 +84,11 @@ def part_files(train_dir: str, test_dir: str, test_truth: str) -> dict[str, list
 
     test = [os.path.join(test_dir, n) for n in TEST_LISTS]
     return {
-        "train": [os.path.join(train_dir, "labels.csv"), *folder(os.path.join(train_dir, "images"))],
-        "test": [p for p in test if os.path.lexists(p)]
-        + folder(os.path.join(test_dir, "images")),
+        "train": [
+            os.path.join(train_dir, "labels.csv"),
+            *folder(os.path.join(train_dir, "images")),
+        ],
+        "test": [p for p in test if os.path.lexists(p)] + folder(os.path.join(test_dir, "images")),
         "truth": [test_truth] if test_truth else [],
     }
 

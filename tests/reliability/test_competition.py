@@ -201,9 +201,7 @@ def test_a_pixel_swap_retrains_and_a_touch_does_not(tmp_path):
     for old, new in (("train_000.png", "x:y.png"), ("train_001.png", "$HOME.png")):
         (train / old).rename(train / new)
         labels.write_text(labels.read_text().replace(old, new))
-    (tmp_path / "test" / "images" / "test_000.png").rename(
-        tmp_path / "test" / "images" / "a b.png"
-    )
+    (tmp_path / "test" / "images" / "test_000.png").rename(tmp_path / "test" / "images" / "a b.png")
     test_csv = tmp_path / "test" / "test.csv"
     test_csv.write_text(test_csv.read_text().replace("test_000.png", '"a b.png"'))
     truth = tmp_path / "test_truth.csv"
