@@ -28,7 +28,7 @@ def run(cfg: Config, out: Path, report: Path | None = None) -> None:
     t0 = time.perf_counter()
     ds = read_dataset(cfg.data.train_dir, cfg.data.test_dir, cfg.data.id_column)
     train_prints = validate_images(ds.train.paths(), ds.train_csv, "check train images")
-    test_prints = validate_images(ds.test_paths(), ds.test_csv, "check test images")
+    test_prints = validate_images(ds.test_paths(), ds.test_list, "check test images")
     groups, info = duplicate_report(ds, train_prints, test_prints, cfg.folds.near_duplicates)
     folds = make_folds(ds.train.y, cfg.folds.n_folds, cfg.folds.seed, groups)
     g = info["train_groups"]
@@ -41,6 +41,21 @@ def run(cfg: Config, out: Path, report: Path | None = None) -> None:
         g["rows_in_groups"],
         g["with_conflicting_labels"],
     )
+    conflicts = info["conflicting_labels"]
+    if conflicts:
+        shown = "; ".join(
+            f"{' = '.join(map(repr, c['ids'][:3]))}{' ...' if len(c['ids']) > 3 else ''} "
+            f"({', '.join(c['labels'][:3])}{' ...' if len(c['labels']) > 3 else ''})"
+            for c in conflicts[:3]
+        )
+        log.warning(
+            "%d group(s) of copies of one photo (%d exact) have conflicting labels, e.g. %s; "
+            "fix the labels in %s (every group is in the data report)",
+            len(conflicts),
+            sum(c["exact"] for c in conflicts),
+            shown,
+            ds.train_csv,
+        )
     cross = info["train_test_near_duplicates"]
     if cross["count"]:
         first = cross["pairs"][0]
