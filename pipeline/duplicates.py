@@ -143,6 +143,33 @@ def copy_groups(
     return exact, duplicate_groups(len(paths), pairs)
 
 
+def conflicting_labels(
+    ids: np.ndarray,
+    y: np.ndarray,
+    labels: Sequence[str],
+    groups: list[list[int]],
+    exact_groups: np.ndarray,
+) -> list[dict]:
+    """The copy groups whose rows disagree on a known label (one photo marked both 1 and 0):
+    per group its ids, the labels that disagree and whether all its rows are exact copies.
+    Such a group stays in one fold, but its labels teach the model both answers."""
+    out = []
+    for rows in groups:
+        block = y[rows]
+        differ = (np.nanmax(block, axis=0, initial=0) == 1) & (
+            np.nanmin(block, axis=0, initial=1) == 0
+        )
+        if differ.any():
+            out.append(
+                {
+                    "ids": [str(ids[r]) for r in rows],
+                    "labels": [lab for lab, d in zip(labels, differ, strict=True) if d],
+                    "exact": bool(len(set(exact_groups[rows].tolist())) == 1),
+                }
+            )
+    return out
+
+
 def duplicate_report(
     ds: DataSet,
     train_prints: Fingerprints,
@@ -168,14 +195,7 @@ def duplicate_report(
     for r, g in enumerate(groups):
         members.setdefault(int(g), []).append(r)
     multi = [rows for rows in members.values() if len(rows) > 1]
-    y = ds.train.y
-    conflicting = 0
-    for rows in multi:
-        block = y[rows]
-        if (
-            (np.nanmax(block, axis=0, initial=0) == 1) & (np.nanmin(block, axis=0, initial=1) == 0)
-        ).any():
-            conflicting += 1
+    conflicts = conflicting_labels(ids, ds.train.y, ds.train.labels, multi, exact_groups)
     cross = (
         near_pairs(train_prints, test_prints, max_distance=max_distance)
         if max_distance >= 0
@@ -193,9 +213,10 @@ def duplicate_report(
             "all": len(multi),
             "rows_in_groups": int(sum(len(rows) for rows in multi)),
             "largest": max((len(rows) for rows in multi), default=1),
-            "with_conflicting_labels": conflicting,
+            "with_conflicting_labels": len(conflicts),
         },
         "groups": [[str(ids[r]) for r in rows] for rows in multi],
+        "conflicting_labels": conflicts,
         "train_test_near_duplicates": {
             "count": len(cross),
             "pairs": [
