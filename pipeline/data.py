@@ -506,15 +506,18 @@ def check_disjoint(ds: DataSet) -> None:
     _check_disjoint_ids(ds.train.ids, ds.test_ids, ds.train_csv, ds.test_list or ds.test_dir)
     train_paths, test_paths = ds.train.paths(), ds.test_paths()
 
-    def where(r: int) -> str:
-        return f"{ds.test_list} row {r + 2}" if ds.test_list else str(test_paths[r])
+    def test_image(r: int, name: str) -> str:
+        """How a message names test image ``r``: its test.csv row, or its file."""
+        if ds.test_list is None:
+            return f"test image {test_paths[r]}"
+        return f"{ds.test_list} row {r + 2}: test image {name}"
 
     real = {os.path.realpath(p): r for r, p in enumerate(train_paths)}
     for r, p in enumerate(test_paths):
         k = real.get(os.path.realpath(p))
         if k is not None:
             raise ValueError(
-                f"{where(r)}: test image {str(ds.test_ids[r])!r} is the same file as "
+                f"{test_image(r, repr(str(ds.test_ids[r])))} is the same file as "
                 f"train image {str(ds.train.ids[k])!r} ({ds.train_csv} row {k + 2}): "
                 f"{os.path.realpath(p)}; a test image must not be in train: remove one of them"
             )
@@ -523,7 +526,7 @@ def check_disjoint(ds: DataSet) -> None:
         k = digests.get(d)
         if k is not None:
             raise ValueError(
-                f"{where(r)}: test image {test_paths[r]} has the same bytes as train "
+                f"{test_image(r, str(test_paths[r]))} has the same bytes as train "
                 f"image {str(ds.train.ids[k])!r} ({ds.train_csv} row {k + 2}); a test image "
                 "must not be in train: remove one of them"
             )

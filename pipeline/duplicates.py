@@ -51,8 +51,9 @@ def validate_images(
     """Decode every image once, up front, so a bad file stops the run before training;
     return each image's :class:`Fingerprints` for the duplicate search.
 
-    Raises ValueError naming the file (and its row in ``csv``) for a zero-byte, truncated
-    (even where OpenCV shows a partial picture), oversized or non-image file.
+    Raises ValueError naming the file (and its row in ``csv``; None: the images are a
+    folder's listing) for a zero-byte, truncated (even where OpenCV shows a partial
+    picture), oversized or non-image file.
     """
     import cv2
     from tqdm import tqdm
@@ -73,6 +74,8 @@ def validate_images(
                     f"{path} is empty, truncated or not an image; replace the file or "
                     "remove its row"
                 )
+            if csv is None:  # a folder listing (no test.csv): there is no row to remove
+                detail = detail.replace("remove its row", "move it out of the folder")
             raise ValueError(f"{where}{detail}") from exc
         hashes[r], thumbs[r] = fingerprint(img)
     return Fingerprints(hashes, thumbs)
