@@ -139,10 +139,6 @@ def _check_separator(path: Path, header: list[str]) -> None:
             )
 
 
-def _resolves(i: str, present: set[str]) -> bool:
-    return _find_file(i, _Folder(present)) is not None
-
-
 def _nfc(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
@@ -183,6 +179,10 @@ def _find_file(i: str, folder: _Folder) -> str | None:
     return folder.stems.get(i)
 
 
+def _resolves(i: str, folder: _Folder) -> bool:
+    return _find_file(i, folder) is not None
+
+
 def _check_ids(df: pd.DataFrame, path: Path, id_column: str, image_dir: Path) -> np.ndarray:
     """Ids as written, unless only the id stripped of surrounding spaces names a file (said
     in a warning); an id is a file name inside ``image_dir``, never a path."""
@@ -201,7 +201,7 @@ def _check_ids(df: pd.DataFrame, path: Path, id_column: str, image_dir: Path) ->
         s = i.strip()
         if not s:
             raise ValueError(f"{path} row {r + 2}: empty {id_column!r}; every row needs an id")
-        if s != i and not _resolves(i, present) and (_resolves(s, present) or not present):
+        if s != i and not _resolves(i, folder) and (_resolves(s, folder) or not present):
             stripped.append((i, s))
             i = s
         if "/" in i or "\\" in i or i in (".", "..") or "\x00" in i:
