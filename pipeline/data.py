@@ -12,9 +12,12 @@ Decoding lives in :mod:`pipeline.images`; the up-front decode of every image tha
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import logging
 import os
+import stat
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +26,11 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import SAMPLE_SUBMISSION_NAME
+from pipeline.images import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+__all__ = ["IMAGE_EXTENSIONS"]  # the decoder's list, re-exported for the data adapters
 
 #: Column names the pipeline writes beside the labels (the augmentation's ``labels.csv``
 #: starts ``image,source,fold``; the folds file is ``image,fold``): a label may not use one.
@@ -60,6 +64,12 @@ class DataSet:
     def test_paths(self) -> list[Path]:
         return image_paths(self.test_ids, self.test_dir)
 
+    @property
+    def test_list(self) -> Path | None:
+        """The file that lists the test images (``test.csv``), None when they are every
+        image in ``test_dir``: messages cite the folder then, never a missing file."""
+        return self.test_csv if self.test_csv.is_file() else None
+
 
 def read_csv_strings(
     path: Path, missing_hint: str = "the data folder needs this file"
@@ -92,6 +102,7 @@ def read_csv_strings(
     if not rows:
         raise ValueError(f"{path} is empty; write a header row and rows")
     raw = rows[0]
+    _check_separator(path, raw)
     names = [c.strip() for c in raw]
     seen: dict[str, int] = {}
     for j, name in enumerate(names):
@@ -112,8 +123,65 @@ def read_csv_strings(
     return pd.DataFrame(rows[1:], columns=names, dtype=str)
 
 
-def _resolves(i: str, present: set[str]) -> bool:
-    return i in present or any(i + e in present for e in _EXTENSIONS_BOTH_CASES)
+#: Separators a spreadsheet may save a "CSV" with (Excel in many locales writes ``;``).
+_OTHER_SEPARATORS = {";": "semicolon (;)", "\t": "tab", "|": "pipe (|)"}
+
+
+def _check_separator(path: Path, header: list[str]) -> None:
+    """A header read as one column that holds another separator: the file is not
+    comma-separated, which would otherwise surface as a missing ``image`` column."""
+    if len(header) != 1:
+        return
+    for sep, name in _OTHER_SEPARATORS.items():
+        if sep in header[0]:
+            raise ValueError(
+                f"{path} header: {header[0]!r} looks {name}-separated; save the file "
+                "comma-separated (in a spreadsheet: Save As > CSV, comma delimited)"
+            )
+
+
+def _nfc(name: str) -> str:
+    return unicodedata.normalize("NFC", name)
+
+
+class _Folder:
+    """The file names of an images folder, indexed the ways an id may name one: as is,
+    without its image extension (any case; where ``x.png`` and ``x.jpg`` both exist, the
+    earlier in IMAGE_EXTENSIONS wins) and by Unicode NFC form (built on first need)."""
+
+    def __init__(self, present: set[str]):
+        self.present = present
+        rank = {e: k for k, e in enumerate(IMAGE_EXTENSIONS)}
+        best: dict[str, tuple[int, str]] = {}
+        for f in present:
+            stem, dot, ext = f.rpartition(".")
+            k = rank.get("." + ext.lower()) if dot else None
+            if k is not None and (stem not in best or k < best[stem][0]):
+                best[stem] = (k, f)
+        self.stems = {stem: f for stem, (_, f) in best.items()}
+        self._nfc: dict[str, set[str]] | None = None
+
+    def normalised(self, i: str) -> str | None:
+        """The one file whose name (or name without extension) equals the id only after
+        NFC normalisation (``café`` typed with one code point for é, stored with two by
+        macOS), or None (none, or more than one)."""
+        if self._nfc is None:
+            self._nfc = {}
+            for name, f in [*((f, f) for f in self.present), *self.stems.items()]:
+                self._nfc.setdefault(_nfc(name), set()).add(f)
+        found = self._nfc.get(_nfc(i), set())
+        return next(iter(found)) if len(found) == 1 else None
+
+
+def _find_file(i: str, folder: _Folder) -> str | None:
+    """The file name in the folder an id names: itself, or with an image extension."""
+    if i in folder.present:
+        return i
+    return folder.stems.get(i)
+
+
+def _resolves(i: str, folder: _Folder) -> bool:
+    return _find_file(i, folder) is not None
 
 
 def _check_ids(df: pd.DataFrame, path: Path, id_column: str, image_dir: Path) -> np.ndarray:
@@ -128,12 +196,13 @@ def _check_ids(df: pd.DataFrame, path: Path, id_column: str, image_dir: Path) ->
     if len(raw) == 0:
         raise ValueError(f"{path} has a header but no rows")
     present = set(os.listdir(image_dir)) if image_dir.is_dir() else set()
-    ids, stripped = [], []
+    folder = _Folder(present)
+    ids, stripped, normalised = [], [], []
     for r, i in enumerate(raw):
         s = i.strip()
         if not s:
             raise ValueError(f"{path} row {r + 2}: empty {id_column!r}; every row needs an id")
-        if s != i and not _resolves(i, present) and (_resolves(s, present) or not present):
+        if s != i and not _resolves(i, folder) and (_resolves(s, folder) or not present):
             stripped.append((i, s))
             i = s
         if "/" in i or "\\" in i or i in (".", "..") or "\x00" in i:
@@ -142,7 +211,20 @@ def _check_ids(df: pd.DataFrame, path: Path, id_column: str, image_dir: Path) ->
                 f"{image_dir} (no '/', '\\', '..' or absolute paths): put the file there "
                 "and list its name"
             )
+        if present and _find_file(i, folder) is None:
+            other = folder.normalised(i)
+            if other is not None:
+                normalised.append((i, other))
         ids.append(i)
+    if normalised:
+        log.warning(
+            "%s: %d image id(s) match a file only after Unicode normalisation (the same "
+            "letters, encoded differently, e.g. by macOS) and are matched to it, e.g. %r -> "
+            "file %r; the ids stay as written",
+            path,
+            len(normalised),
+            *normalised[0],
+        )
     if stripped:
         log.warning(
             "%s: %d image id(s) have leading/trailing spaces and are matched without them, "
@@ -163,49 +245,87 @@ def _check_ids(df: pd.DataFrame, path: Path, id_column: str, image_dir: Path) ->
     return ids
 
 
-_EXTENSIONS_BOTH_CASES = IMAGE_EXTENSIONS + tuple(e.upper() for e in IMAGE_EXTENSIONS)
-
-
 def image_paths(ids, image_dir: Path) -> list[Path]:
     """Each id's file: ``images/<id>`` itself, or ``images/<id>.<ext>`` for ids given without
-    an extension (as many published data sets list them, e.g. ``000001`` -> ``000001.jpg``)."""
+    an extension (as many published data sets list them, e.g. ``000001`` -> ``000001.jpg``;
+    any :data:`IMAGE_EXTENSIONS`, any case), or the one file whose name equals the id after
+    Unicode normalisation (:func:`_check_ids` warns about those)."""
     image_dir = Path(image_dir)
     present = set(os.listdir(image_dir)) if image_dir.is_dir() else set()
+    folder = _Folder(present)
     out = []
     for i in ids:
         i = str(i)
-        if i in present:
-            out.append(image_dir / i)
-            continue
-        for ext in _EXTENSIONS_BOTH_CASES:
-            if i + ext in present:
-                out.append(image_dir / (i + ext))
-                break
-        else:
-            out.append(image_dir / i)
+        name = _find_file(i, folder)
+        if name is None:
+            name = folder.normalised(i) or i
+        out.append(image_dir / name)
     return out
 
 
-def _check_images_exist(ids: np.ndarray, image_dir: Path, csv_path: Path) -> list[Path]:
-    """Every id names a file; no two ids name the same file (``x`` and ``x.png``, or a
-    symlink to another row's image), compared by resolved path."""
+def _not_a_readable_file(p: Path) -> str | None:
+    """Why ``p`` cannot be read as an image file (a directory, a symlink loop or to
+    nothing, a pipe, no read permission), or None when it can (or is simply missing)."""
+    try:
+        st = os.stat(p)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symlink loop (it points back at itself)"
+        if os.path.islink(p):
+            return f"is a symlink to {os.readlink(p)!r}, which does not exist"
+        return None  # missing: the caller says "not found"
+    if stat.S_ISDIR(st.st_mode):
+        return "is a directory, not an image file"
+    if not stat.S_ISREG(st.st_mode):
+        return "is not a regular file (a pipe, socket or device)"
+    try:
+        with open(p, "rb"):
+            pass
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc}): make it readable (chmod a+r) or"
+    return None
+
+
+def _near_names(i: str, present: set[str]) -> str:
+    """A hint naming files that differ from the id only in letter case."""
+    want = i.lower()
+    close = sorted(f for f in present if f.lower() == want or f.lower().startswith(want + "."))
+    if not close:
+        return ""
+    return f" (ids are case-sensitive: {close[0]!r} differs only in letter case)"
+
+
+def _check_images_exist(ids: np.ndarray, image_dir: Path, csv_path: Path | None) -> list[Path]:
+    """Every id names a readable file; no two ids name the same file (``x`` and ``x.png``,
+    or a symlink to another row's image), compared by resolved path. ``csv_path`` None:
+    the ids are the folder's own listing (no test.csv), so messages name the file."""
     if not image_dir.is_dir():
-        raise FileNotFoundError(f"{image_dir} does not exist; put the images for {csv_path} there")
+        owner = csv_path if csv_path is not None else "the test set"
+        raise FileNotFoundError(f"{image_dir} does not exist; put the images for {owner} there")
     paths = image_paths(ids, image_dir)
+    present = set(os.listdir(image_dir))
     first: dict[str, int] = {}
     for r, (i, p) in enumerate(zip(ids, paths, strict=True)):
+        where = f"{csv_path} row {r + 2}: image {str(i)!r}" if csv_path else f"{p}"
+        why = _not_a_readable_file(p)
+        if why is not None:
+            fix = "replace it or remove the row" if csv_path else "replace it or move it out"
+            sep = " " if why.endswith(" or") else "; "
+            file = f" ({p})" if csv_path else ""
+            raise ValueError(f"{where}{file} {why}{sep}{fix}")
         if not p.is_file():
             spaces = f" (nor {i.strip()!r})" if i != i.strip() else ""
             raise FileNotFoundError(
-                f"{csv_path} row {r + 2}: image {str(i)!r} not found in {image_dir}{spaces}; "
+                f"{where} not found in {image_dir}{spaces}{_near_names(i, present)}; "
                 "add the file or remove the row"
             )
         real = os.path.realpath(p)
         if real in first:
             k = first[real]
+            other = f"row {k + 2} ({str(ids[k])!r})" if csv_path else str(paths[k])
             raise ValueError(
-                f"{csv_path} row {r + 2}: image {str(i)!r} is the same file as row {k + 2} "
-                f"({str(ids[k])!r}): {real}; list each image once (remove one of the rows)"
+                f"{where} is the same file as {other}: {real}; list each image once "
+                "(remove one of them)"
             )
         first[real] = r
     return paths
@@ -297,9 +417,12 @@ def read_test_ids(test_dir: str | Path, id_column: str = "image", check_images: 
             sorted(f for f in os.listdir(image_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
         )
         if len(ids) == 0:
-            raise ValueError(f"{image_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            raise ValueError(
+                f"{image_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)}, any case) and "
+                f"{path} does not exist; add the images or a test.csv listing them"
+            )
     if check_images:
-        _check_images_exist(ids, image_dir, path)
+        _check_images_exist(ids, image_dir, path if path.exists() else None)
     return ids, image_dir
 
 
@@ -401,31 +524,38 @@ def read_dataset(
     if check_images:
         check_disjoint(ds)
     else:
-        _check_disjoint_ids(table.ids, test_ids, ds.train_csv, ds.test_csv)
+        _check_disjoint_ids(table.ids, test_ids, ds.train_csv, ds.test_list or image_dir)
     return ds
 
 
-def _check_disjoint_ids(train_ids, test_ids, train_csv: Path, test_csv: Path) -> None:
+def _check_disjoint_ids(train_ids, test_ids, train_csv: Path, test_list: Path) -> None:
+    """``test_list``: test.csv, or the test images folder when there is none."""
     both = np.intersect1d(train_ids, test_ids)
     if len(both):
         raise ValueError(
-            f"{len(both)} image id(s) appear in both {train_csv} and {test_csv}, e.g. "
-            f"{str(both[0])!r}; a test image must not be in train"
+            f"{len(both)} image id(s) appear in both {train_csv} and {test_list}, e.g. "
+            f"{str(both[0])!r}; a test image must not be in train: remove it from one of them"
         )
 
 
 def check_disjoint(ds: DataSet) -> None:
     """A test image that is also a training image would leak its label: the same id, the
     same file (a symlink, ``x`` vs ``x.png``) or the same bytes (a copy) is an error."""
-    _check_disjoint_ids(ds.train.ids, ds.test_ids, ds.train_csv, ds.test_csv)
+    _check_disjoint_ids(ds.train.ids, ds.test_ids, ds.train_csv, ds.test_list or ds.test_dir)
     train_paths, test_paths = ds.train.paths(), ds.test_paths()
-    where = f"{ds.test_csv} row" if ds.test_csv.is_file() else f"{ds.test_dir} image"
+
+    def test_image(r: int, name: str) -> str:
+        """How a message names test image ``r``: its test.csv row, or its file."""
+        if ds.test_list is None:
+            return f"test image {test_paths[r]}"
+        return f"{ds.test_list} row {r + 2}: test image {name}"
+
     real = {os.path.realpath(p): r for r, p in enumerate(train_paths)}
     for r, p in enumerate(test_paths):
         k = real.get(os.path.realpath(p))
         if k is not None:
             raise ValueError(
-                f"{where} {r + 2}: test image {str(ds.test_ids[r])!r} is the same file as "
+                f"{test_image(r, repr(str(ds.test_ids[r])))} is the same file as "
                 f"train image {str(ds.train.ids[k])!r} ({ds.train_csv} row {k + 2}): "
                 f"{os.path.realpath(p)}; a test image must not be in train: remove one of them"
             )
@@ -434,7 +564,7 @@ def check_disjoint(ds: DataSet) -> None:
         k = digests.get(d)
         if k is not None:
             raise ValueError(
-                f"{where} {r + 2}: test image {test_paths[r]} has the same bytes as train "
+                f"{test_image(r, str(test_paths[r]))} has the same bytes as train "
                 f"image {str(ds.train.ids[k])!r} ({ds.train_csv} row {k + 2}); a test image "
                 "must not be in train: remove one of them"
             )

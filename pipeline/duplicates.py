@@ -74,8 +74,9 @@ def validate_images(
     """Decode every image once, up front, so a bad file stops the run before training;
     return each image's :class:`Fingerprints` for the duplicate search.
 
-    Raises ValueError naming the file (and its row in ``csv``) for a zero-byte, truncated
-    (even where OpenCV shows a partial picture), oversized or non-image file.
+    Raises ValueError naming the file (and its row in ``csv``; None: the images are a
+    folder's listing) for a zero-byte, truncated (even where OpenCV shows a partial
+    picture), oversized or non-image file.
     """
     import cv2
     from tqdm import tqdm
@@ -97,6 +98,8 @@ def validate_images(
                     f"{path} is empty, truncated or not an image; replace the file or "
                     "remove its row"
                 )
+            if csv is None:  # a folder listing (no test.csv): there is no row to remove
+                detail = detail.replace("remove its row", "move it out of the folder")
             raise ValueError(f"{where}{detail}") from exc
         for side, view in enumerate((img, img[:, ::-1])):
             hashes[side, r], thumbs[side, r] = fingerprint(np.ascontiguousarray(view))
@@ -206,6 +209,33 @@ def copy_groups(
     return exact, duplicate_groups(len(paths), pairs)
 
 
+def conflicting_labels(
+    ids: np.ndarray,
+    y: np.ndarray,
+    labels: Sequence[str],
+    groups: list[list[int]],
+    exact_groups: np.ndarray,
+) -> list[dict]:
+    """The copy groups whose rows disagree on a known label (one photo marked both 1 and 0):
+    per group its ids, the labels that disagree and whether all its rows are exact copies.
+    Such a group stays in one fold, but its labels teach the model both answers."""
+    out = []
+    for rows in groups:
+        block = y[rows]
+        differ = (np.nanmax(block, axis=0, initial=0) == 1) & (
+            np.nanmin(block, axis=0, initial=1) == 0
+        )
+        if differ.any():
+            out.append(
+                {
+                    "ids": [str(ids[r]) for r in rows],
+                    "labels": [lab for lab, d in zip(labels, differ, strict=True) if d],
+                    "exact": bool(len(set(exact_groups[rows].tolist())) == 1),
+                }
+            )
+    return out
+
+
 def train_copy_groups(
     ds: DataSet, train_prints: Fingerprints, max_distance: int = 4
 ) -> tuple[np.ndarray, dict]:
@@ -217,21 +247,15 @@ def train_copy_groups(
     for r, g in enumerate(groups):
         members.setdefault(int(g), []).append(r)
     multi = [rows for rows in members.values() if len(rows) > 1]
-    y = ds.train.y
-    conflicting = 0
-    for rows in multi:
-        block = y[rows]
-        if (
-            (np.nanmax(block, axis=0, initial=0) == 1) & (np.nanmin(block, axis=0, initial=1) == 0)
-        ).any():
-            conflicting += 1
+    conflicts = conflicting_labels(ids, ds.train.y, ds.train.labels, multi, exact_groups)
     summary = {
         "exact": int(sum(np.bincount(exact_groups) > 1)),
         "all": len(multi),
         "rows_in_groups": int(sum(len(rows) for rows in multi)),
         "largest": max((len(rows) for rows in multi), default=1),
-        "with_conflicting_labels": conflicting,
+        "with_conflicting_labels": len(conflicts),
         "groups": [[str(ids[r]) for r in rows] for rows in multi],
+        "conflicting_labels": conflicts,
     }
     return groups, summary
 
@@ -259,6 +283,7 @@ def duplicate_report(
     n = len(ids)
     groups, summary = train_copy_groups(ds, train_prints, max_distance)
     multi_groups = summary.pop("groups")
+    conflicts = summary.pop("conflicting_labels")
     test_paths = ds.test_paths()
     train_keys = [k[1:] for k in _exact_keys(ds.train.paths(), train_prints)]  # pixels only
     test_keys = [k[1:] for k in _exact_keys(test_paths, test_prints)]
@@ -284,6 +309,7 @@ def duplicate_report(
         "(mean |difference|); groups join transitively and stay in one fold",
         "train_groups": summary,
         "groups": multi_groups,
+        "conflicting_labels": conflicts,
         "train_test_near_duplicates": {
             "count": len(cross),
             "pairs": [

@@ -1,17 +1,124 @@
 """Decoding image files: the one decode every stage goes through (:func:`decode_image`,
-:func:`load_image`), EXIF orientation, the one resize rule, and the check that a file
-decodes completely (OpenCV shows a cut-off JPEG as a partial picture).
+:func:`load_image`), the file types it reads (:data:`IMAGE_EXTENSIONS`), the pixel-count
+check made from the header before any decode (:func:`check_pixels`: a 200-byte PNG can
+declare 30000 x 30000 pixels, 2.7 GB decoded), EXIF orientation, the one resize rule,
+and the check that a file decodes completely (OpenCV shows a cut-off JPEG as a partial
+picture).
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 #: EXIF orientation tag -> how to turn the stored pixels upright (what photo viewers do).
 _EXIF_ORIENTATION = 0x0112
+
+#: The file types :func:`decode_image` reads (lower case; names match case-insensitively):
+#: those OpenCV decodes (it tells formats by their bytes, so ``.jfif``/``.jpe`` are JPEGs)
+#: whose header Pillow also reads, so :func:`check_pixels` sizes every one before its
+#: decode. Left out: ``.exr`` (OpenCV's codec is off by default) and the float formats
+#: ``.hdr``/``.pic``/``.pfm`` (Pillow cannot size them; not photos). The one list for
+#: listing a test folder and for ids written without an extension.
+IMAGE_EXTENSIONS = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".jpe",
+    ".jfif",
+    ".bmp",
+    ".dib",
+    ".webp",
+    ".avif",
+    ".tif",
+    ".tiff",
+    ".gif",
+    ".jp2",
+    ".pbm",
+    ".pgm",
+    ".ppm",
+    ".pnm",
+    ".sr",
+    ".ras",
+)
+
+#: Most pixels a data-set image may have (width x height, 2^27 = 134 megapixels, e.g.
+#: 11,585 x 11,585): a 100-MP medium-format photo fits, its decode stays near 400 MB, and a
+#: decompression bomb is refused from its header in milliseconds. OpenCV's own limit
+#: (2^30, 3.2 GB decoded) and Pillow's (179 MP, met in :func:`check_complete` after the
+#: decode) are both above it; files Pillow cannot size still meet OpenCV's.
+MAX_PIXELS = 2**27
+
+
+class DeclaredTooBig(ValueError):
+    """Pillow's own bomb check (over 179 MP) refused to open an image: ``pixels`` is what
+    its header declares (0 when the message did not say)."""
+
+    def __init__(self, pixels: int):
+        super().__init__(f"{pixels} pixels declared")
+        self.pixels = pixels
+
+
+def image_header(source: str | Path | bytes) -> tuple[int, int, int] | None:
+    """(width, height, EXIF orientation) read from the header of a file or of its bytes,
+    without decoding the pixels (Pillow opens lazily, ~50 us); None for data Pillow does
+    not recognise.
+
+    Raises:
+        DeclaredTooBig: Pillow refused to open it as a decompression bomb.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    fp = io.BytesIO(source) if isinstance(source, bytes | bytearray) else source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(fp) as im:
+                width, height = im.size
+                try:
+                    orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+                except Exception:  # broken EXIF: nothing to honour
+                    orientation = 1
+    except Image.DecompressionBombError as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        raise DeclaredTooBig(int(found.group(1)) if found else 0) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError):
+        return None
+    return width, height, orientation if 1 <= orientation <= 8 else 1
+
+
+def check_pixels(
+    source: str | Path | bytes,
+    limit: int = MAX_PIXELS,
+    name: str | None = None,
+    fix: str = "downscale the image or remove its row",
+) -> tuple[int, int, int] | None:
+    """Refuse an image whose header declares more than ``limit`` pixels, before anything
+    decodes it; return its :func:`image_header` (None: Pillow cannot read the header,
+    the decoder's own limit applies).
+
+    Raises:
+        ValueError: naming ``name`` (default: the path), its size, the limit and ``fix``.
+    """
+    if name is None:
+        name = "the upload" if isinstance(source, bytes | bytearray) else str(source)
+    try:
+        header = image_header(source)
+    except DeclaredTooBig as exc:
+        size = f"{exc.pixels / 1e6:,.0f} megapixels" if exc.pixels else "over 179 megapixels"
+    else:
+        if header is None or header[0] * header[1] <= limit:
+            return header
+        w, h, _ = header
+        size = f"{w} x {h} = {w * h / 1e6:,.0f} megapixels"
+    raise ValueError(
+        f"{name}: too many pixels ({size}; the limit is {limit / 1e6:,.0f} megapixels): {fix}"
+    )
 
 
 def _decode_error(path: str, exc: Exception) -> ValueError:
@@ -31,14 +138,11 @@ def exif_orientation(path: str | Path) -> int:
     """The EXIF orientation tag (1..8; 1 = upright, also for files without EXIF).
 
     Reads the header only (Pillow opens lazily), ~50 us a file."""
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
-            value = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
-    except Exception:  # not an image Pillow knows, or broken EXIF: nothing to honour
+        header = image_header(path)
+    except DeclaredTooBig:  # too big to open: nothing to honour
         return 1
-    return value if 1 <= value <= 8 else 1
+    return 1 if header is None else header[2]
 
 
 def apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
@@ -90,10 +194,14 @@ def resize_image(img: np.ndarray, size: int | None) -> np.ndarray:
 
 
 def decode_image(path: str | Path) -> np.ndarray:
-    """The full-size upright uint8 RGB pixels of an image file (see :func:`load_image`)."""
+    """The full-size upright uint8 RGB pixels of an image file (see :func:`load_image`).
+
+    The header is read first (:func:`check_pixels`): an image over :data:`MAX_PIXELS` is
+    refused before OpenCV allocates its pixels."""
     import cv2
 
     path = str(path)
+    header = check_pixels(path)
     try:
         img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
@@ -115,7 +223,7 @@ def decode_image(path: str | Path) -> np.ndarray:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     else:
         raise ValueError(f"{path}: unsupported channel count {img.shape[2]}")
-    img = apply_orientation(img, exif_orientation(path))
+    img = apply_orientation(img, 1 if header is None else header[2])
     counter = os.environ.get(COUNT_DECODES_ENV)
     if counter:  # one short O_APPEND write per decode: safe from parallel processes
         with open(counter, "a", encoding="utf-8") as fh:

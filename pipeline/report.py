@@ -190,6 +190,19 @@ def data_check_tables(report: dict, max_pairs: int = 20) -> tuple[dict, dict]:
             rows,
         )
     }
+    conflicts = report.get("conflicting_labels", [])  # reports before issue 27 lack it
+    if conflicts:
+        shown = conflicts[:max_pairs]
+        tables[
+            f"Copies of one photo with conflicting labels ({len(shown)} of {len(conflicts)} "
+            "groups; fix them in labels.csv)"
+        ] = (
+            ["images", "labels that differ", "copies"],
+            [
+                [", ".join(c["ids"]), ", ".join(c["labels"]), "exact" if c["exact"] else "near"]
+                for c in shown
+            ],
+        )
     if cross["pairs"]:
         shown = cross["pairs"][:max_pairs]
         tables[

@@ -18,10 +18,12 @@ Routes:
 
 # no `from __future__ import annotations`: FastAPI reads the route signatures below at
 # definition time, and their types are imported inside create_app
+import contextlib
 import html
 import json
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -30,20 +32,32 @@ import numpy as np
 from pipeline.config import Config
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-MAX_PIXELS = 40_000_000
+#: Most pixels an upload may have (8,000 x 8,000; a 48-MP phone photo fits), checked from
+#: its header before the decode: a 1-KB PNG may declare 30000 x 30000 pixels (2.7 GB).
+MAX_PIXELS = 64_000_000
+#: Requests decoding or predicting at once; the rest wait up to :data:`BUSY_WAIT_S` and are
+#: then answered 503, so a burst of large uploads cannot pile decoded images up in memory
+#: (each holds up to 3 x MAX_PIXELS bytes; predictions run one at a time anyway).
+MAX_DECODES = 2
+BUSY_WAIT_S = 30.0
 N_SIMILAR = 10
-SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class BadUpload(ValueError):
     """An upload we refuse, with the message the page shows."""
 
 
+class Busy(RuntimeError):
+    """Every decode slot stayed taken for ``BUSY_WAIT_S``: answered 503, retry later."""
+
+
 def check_upload(data: bytes, filename: str, max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
     """Decode an uploaded file once, as ``pipeline.images.load_image`` decodes a file (uint8
     RGB, EXIF-upright), or raise :class:`BadUpload` saying what is wrong with it. Every
-    model input is resized from this one array."""
-    from pipeline.images import load_image
+    model input is resized from this one array. The pixel count is checked from the header
+    first (:func:`pipeline.images.check_pixels`), so a decompression bomb is refused in
+    milliseconds without allocating its pixels."""
+    from pipeline.images import IMAGE_EXTENSIONS, check_pixels, load_image
 
     name = filename or "the upload"
     if not data:
@@ -53,20 +67,24 @@ def check_upload(data: bytes, filename: str, max_bytes: int = MAX_UPLOAD_BYTES) 
             f"{name} is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.0f} MB. "
             "Upload a smaller image."
         )
+    try:
+        check_pixels(data, MAX_PIXELS, name, "upload a smaller image")
+    except ValueError as exc:
+        raise BadUpload(str(exc)) from None
     suffix = Path(filename or "").suffix.lower()
     with tempfile.TemporaryDirectory() as tmp:
         # the file decoder (not cv2.imdecode) so EXIF orientation and 16-bit/grey/alpha
         # handling are exactly the pipeline's
-        path = Path(tmp) / f"upload{suffix if suffix in SUFFIXES else '.img'}"
+        path = Path(tmp) / f"upload{suffix if suffix in IMAGE_EXTENSIONS else '.img'}"
         path.write_bytes(data)
         try:
             img = load_image(path)
         except ValueError:
             raise BadUpload(
-                f"{name} is not an image this page can read (JPEG, PNG, BMP, WebP or TIFF); "
-                "upload a photo instead"
+                f"{name} is not an image this page can read (JPEG, PNG, GIF, BMP, WebP, "
+                "TIFF, ...); upload a photo instead"
             ) from None
-    if img.shape[0] * img.shape[1] > MAX_PIXELS:
+    if img.shape[0] * img.shape[1] > MAX_PIXELS:  # a header Pillow could not read
         raise BadUpload(
             f"{name} is {img.shape[1]}x{img.shape[0]} pixels; the limit is "
             f"{MAX_PIXELS / 1e6:.0f} megapixels"
@@ -107,6 +125,7 @@ class Service:
                 cfg.data.test_truth, self.predictor.labels, cfg.data.id_column
             )
         self.lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(MAX_DECODES)
         if self.train_paths:
             from pipeline.predict import decode
 
@@ -142,6 +161,17 @@ class Service:
             ]
             for rows_i, scores_i in zip(rows, scores, strict=True)
         ]
+
+    @contextlib.contextmanager
+    def slot(self, wait_s: float = BUSY_WAIT_S) -> Iterator[None]:
+        """Hold one of the :data:`MAX_DECODES` slots while a request decodes and predicts;
+        :class:`Busy` when none frees within ``wait_s``."""
+        if not self.slots.acquire(timeout=wait_s):
+            raise Busy(f"the page is busy ({MAX_DECODES} requests decoding); try again in a moment")
+        try:
+            yield
+        finally:
+            self.slots.release()
 
     def predict_many(self, images: list[np.ndarray], model: str) -> list[dict]:
         """Decoded images -> one result per image (``Prediction.as_dict`` + ``similar``)."""
@@ -310,10 +340,18 @@ def create_app(cfg: Config, build_dir: str | Path, max_upload_bytes: int = MAX_U
             raise BadUpload(str(exc)) from None
 
     def _answer(image, test_id: str, model: str) -> tuple[dict, str, str]:
-        """(result, how the image is described, test id) or :class:`BadUpload`."""
+        """(result, how the image is described, test id), :class:`BadUpload` or :class:`Busy`."""
         _check_model(model)
-        decoded, shown, tid = _resolve(image, test_id)
-        return svc.predict_many([decoded], model)[0], shown, tid
+        with svc.slot():
+            decoded, shown, tid = _resolve(image, test_id)
+            return svc.predict_many([decoded], model)[0], shown, tid
+
+    def _busy(exc: Busy, html_page: bool = False):
+        headers = {"Retry-After": "5"}
+        if html_page:
+            body = f"<div class='error' id='error'>{_e(exc)}</div>"
+            return HTMLResponse(page(title, body), status_code=503, headers=headers)
+        return JSONResponse({"error": str(exc)}, status_code=503, headers=headers)
 
     @app.post("/predict", response_class=HTMLResponse)
     def predict(
@@ -329,6 +367,8 @@ def create_app(cfg: Config, build_dir: str | Path, max_upload_bytes: int = MAX_U
                 page(title, body + form_html(svc, model, test_id) + metrics_html(svc)),
                 status_code=400,
             )
+        except Busy as exc:
+            return _busy(exc, html_page=True)
         body = result_html(svc, result, shown, _truth(tid))
         return page(title, form_html(svc, model, test_id) + body + metrics_html(svc))
 
@@ -342,6 +382,8 @@ def create_app(cfg: Config, build_dir: str | Path, max_upload_bytes: int = MAX_U
             return _answer(image, test_id, model)[0]
         except BadUpload as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
+        except Busy as exc:
+            return _busy(exc)
 
     @app.post("/api/predict_batch")
     def api_predict_batch(
@@ -355,13 +397,16 @@ def create_app(cfg: Config, build_dir: str | Path, max_upload_bytes: int = MAX_U
             _check_model(model)
             uploads = [u for u in image or [] if u.filename]
             names = [u.filename for u in uploads] + [t for t in test_id or [] if t]
-            decoded = [_upload(u) for u in uploads]
-            decoded += [_test_image(t) for t in test_id or [] if t]
-            if not decoded:
+            if not names:
                 raise BadUpload("send one or more `image` files or `test_id` values")
+            with svc.slot():
+                decoded = [_upload(u) for u in uploads]
+                decoded += [_test_image(t) for t in test_id or [] if t]
+                results = svc.predict_many(decoded, model)
         except BadUpload as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        results = svc.predict_many(decoded, model)
+        except Busy as exc:
+            return _busy(exc)
         return {"results": [{"image": n, **r} for n, r in zip(names, results, strict=True)]}
 
     @app.get("/image/{split}/{image_id}")

@@ -28,8 +28,7 @@ def run(cfg: Config, folds_csv: Path, out: Path) -> dict:
     t0 = time.perf_counter()
     ds = read_dataset(cfg.data.train_dir, cfg.data.test_dir, cfg.data.id_column)
     train_prints = validate_images(ds.train.paths(), ds.train_csv, "check train images")
-    test_csv = ds.test_csv if ds.test_csv.is_file() else None  # else ids = file names
-    test_prints = validate_images(ds.test_paths(), test_csv, "check test images")
+    test_prints = validate_images(ds.test_paths(), ds.test_list, "check test images")
     _, info = duplicate_report(ds, train_prints, test_prints, cfg.folds.near_duplicates)
     cross = info["train_test_near_duplicates"]
     if cross["count"]:

@@ -38,6 +38,21 @@ def run(cfg: Config, out: Path) -> None:
         g["rows_in_groups"],
         g["with_conflicting_labels"],
     )
+    conflicts = g["conflicting_labels"]
+    if conflicts:
+        shown = "; ".join(
+            f"{' = '.join(map(repr, c['ids'][:3]))}{' ...' if len(c['ids']) > 3 else ''} "
+            f"({', '.join(c['labels'][:3])}{' ...' if len(c['labels']) > 3 else ''})"
+            for c in conflicts[:3]
+        )
+        log.warning(
+            "%d group(s) of copies of one photo (%d exact) have conflicting labels, e.g. %s; "
+            "fix the labels in %s (every group is in the data report)",
+            len(conflicts),
+            sum(c["exact"] for c in conflicts),
+            shown,
+            ds.train_csv,
+        )
     sizes = np.bincount(folds, minlength=cfg.folds.n_folds)
     write_csv_atomic(pd.DataFrame({"image": ds.train.ids, "fold": folds}), out)
     log.info("%d images -> %d folds of %s rows: %s", len(folds), len(sizes), sizes.tolist(), out)

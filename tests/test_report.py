@@ -57,6 +57,22 @@ def test_data_check_tables_without_test_near_copies_has_one_table():
     assert len(tables) == 1 and counts["test_near_copies_of_train"] == 0
 
 
+def test_data_check_tables_list_copies_with_conflicting_labels():
+    report = {
+        "near_duplicate_max_distance": 4,
+        "train_groups": {"exact": 1, "all": 1, "rows_in_groups": 2, "with_conflicting_labels": 1},
+        "train_test_near_duplicates": {"count": 0, "pairs": []},
+        "conflicting_labels": [{"ids": ["a.png", "b.png"], "labels": ["red"], "exact": True}],
+    }
+    tables, _ = data_check_tables(report)
+    title = list(tables)[1]
+    assert "conflicting labels (1 of 1 groups" in title
+    assert tables[title] == (
+        ["images", "labels that differ", "copies"],
+        [["a.png, b.png", "red", "exact"]],
+    )
+
+
 def test_make_report_scores_a_tiny_run(tmp_path):
     """A run made of files written here: one member over 3 folds (epoch 1 noise, epoch 2 informative), a plain stack (no second
     level record), thresholds and a submission; the report's numbers are recomputed by hand."""

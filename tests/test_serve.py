@@ -19,6 +19,7 @@ import pytest
 from pipeline.data import image_paths
 from pipeline.serve import BadUpload, check_upload
 from tests.conftest import ROOT
+from tests.reliability.test_bad_input import png_bomb
 from tests.test_predict import predict_cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -47,6 +48,38 @@ def test_check_upload_refuses_with_a_clear_message(data, limit, message):
         check_upload(data, "a.png", limit)
 
 
+def test_check_upload_refuses_a_bomb_from_its_header():
+    """A 882-KB PNG declaring 30000 x 30000 pixels, and a real 9000 x 9000 one: refused
+    from the header (milliseconds), not after a multi-GB decode."""
+    for data, size in ((png_bomb(), "900 megapixels"), (png_bomb(9000, 9000), "9000 x 9000")):
+        start = time.perf_counter()
+        with pytest.raises(BadUpload, match=rf"^b.png: too many pixels \({size}.*limit is 64"):
+            check_upload(data, "b.png")
+        assert time.perf_counter() - start < 0.5
+
+
+def test_requests_beyond_the_decode_slots_are_told_busy():
+    """Two requests hold the two slots: a third waits its time, then gets :class:`Busy`
+    (the page answers 503) instead of piling one more decoded image into memory."""
+    import threading
+    import types
+
+    from pipeline.serve import MAX_DECODES, Busy, Service
+
+    svc = types.SimpleNamespace(slots=threading.BoundedSemaphore(MAX_DECODES))
+    held = [Service.slot(svc, 0.1) for _ in range(MAX_DECODES)]
+    for h in held:
+        h.__enter__()
+    start = time.perf_counter()
+    with pytest.raises(Busy, match="busy"):
+        with Service.slot(svc, 0.1):
+            pass
+    assert 0.1 <= time.perf_counter() - start < 1
+    held[0].__exit__(None, None, None)
+    with Service.slot(svc, 0.1):  # a freed slot is taken at once
+        pass
+
+
 # ---- the page in a browser -------------------------------------------------------------
 
 
@@ -54,6 +87,10 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+#: url -> the server process, for tests that read its memory
+SERVERS: dict[str, subprocess.Popen] = {}
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +131,7 @@ def server(tiny_demo):
             if time.monotonic() > deadline:
                 pytest.fail(f"the server did not answer in 600 s:\n{log.read_text()[-3000:]}")
             time.sleep(1)
+        SERVERS[url] = proc
         yield url
     finally:
         proc.terminate()
@@ -295,3 +333,28 @@ def test_a_batch_of_uploads_in_one_request(server, tiny_demo):
     with pytest.raises(urllib.error.HTTPError) as err:
         post_images(server, [*images, ("notes.png", b"not an image")], timeout=600)
     assert err.value.code == 400 and "notes.png is not an image" in err.value.read().decode()
+
+
+def _peak_rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) / 1024
+
+
+@pytest.mark.slow
+def test_a_bomb_upload_is_refused_fast_with_bounded_memory(server):
+    """The issue's 30000 x 30000 PNG posted to the real page: 400 with the reason in under
+    a second, and the server's peak memory grows by less than 200 MB (a decode: 2.7 GB)."""
+    import urllib.error
+
+    from pipeline.serve import post_images
+
+    pid = SERVERS[server].pid
+    before = _peak_rss_mb(pid)
+    start = time.perf_counter()
+    with pytest.raises(urllib.error.HTTPError) as err:
+        post_images(server, [("bomb.png", png_bomb())], timeout=60)
+    elapsed = time.perf_counter() - start
+    assert err.value.code == 400
+    assert "bomb.png: too many pixels (900 megapixels" in err.value.read().decode()
+    assert elapsed < 1.0, elapsed
+    assert _peak_rss_mb(pid) - before < 200

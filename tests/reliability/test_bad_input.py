@@ -106,6 +106,50 @@ def _huge_png(root):
     _img(root, "train", 7).write_bytes(data)
 
 
+def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
+    """A valid greyscale PNG of ``width`` x ``height`` zero pixels in ~1 KB per 1 MP (the
+    issue's 875-KB 30000 x 30000 bomb: 900 MB grey, 2.7 GB as RGB), built in ~20 ms: one
+    zlib block of 64 zero rows, byte-aligned by a full flush, repeated; the Adler-32 of
+    all-zero data is computed, not summed."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    row = b"\x00" * (width + 1)  # filter byte + pixels
+    co = zlib.compressobj(9)
+    first = co.compress(row * 64) + co.flush(zlib.Z_FULL_FLUSH)
+    again = co.compress(row * 64) + co.flush(zlib.Z_FULL_FLUSH)
+    n, rest = divmod(height, 64)
+    tail = co.compress(row * rest) + co.flush(zlib.Z_FULL_FLUSH) if rest else b""
+    adler = ((len(row) * height % 65521) << 16) | 1  # A = 1 + sum(bytes) = 1, B = n * A
+    stream = first + again * (n - 1) + tail + b"\x03\x00" + struct.pack(">I", adler)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
+    )
+
+
+def _rewrite_csv(path: Path, sep: str) -> None:
+    path.write_text(path.read_text().replace(",", sep))
+
+
+def _replace_with(root, split, i, make):
+    """Replace an image file by something else at its name (a folder, a symlink)."""
+    path = _img(root, split, i)
+    path.unlink()
+    make(path)
+
+
+def _no_test_csv(root, then=None):
+    (root / "test" / "test.csv").unlink()
+    if then is not None:
+        then(root)
+
+
 def _config(root, old, new):
     text = (root / "c.toml").read_text()
     assert old in text, old
@@ -253,6 +297,84 @@ CASES = {
         lambda r: _edit_cell(r, 3, 0, "  train_099.png"),
         ["row 4", "'  train_099.png' not found", "(nor 'train_099.png')"],
     ),
+    # ---- issue 27: odd input a new user tried
+    "decompression bomb (30000 x 30000 PNG, 882 KB)": (
+        lambda r: _img(r, "train", 7).write_bytes(png_bomb()),
+        ["row 9", "train_007.png: too many pixels (900 megapixels", "limit is 134", "downscale"],
+    ),
+    "image just over the pixel limit (12000 x 12000)": (
+        lambda r: _img(r, "train", 7).write_bytes(png_bomb(12000, 12000)),
+        ["row 9", "train_007.png: too many pixels (12000 x 12000 = 144 megapixels"],
+    ),
+    "semicolon-separated labels.csv": (
+        lambda r: _rewrite_csv(r / "train" / "labels.csv", ";"),
+        ["labels.csv header", "looks semicolon (;)-separated", "save the file comma-separated"],
+        ["rename"],
+    ),
+    "tab-separated labels.csv": (
+        lambda r: _rewrite_csv(r / "train" / "labels.csv", "\t"),
+        ["labels.csv header", "looks tab-separated", "comma-separated"],
+    ),
+    "semicolon-separated test.csv": (
+        lambda r: (r / "test" / "test.csv").write_text("image;view\ntest_000.png;front\n"),
+        ["test.csv header", "'image;view' looks semicolon (;)-separated"],
+    ),
+    "id naming a directory": (
+        lambda r: _replace_with(r, "train", 3, lambda p: p.mkdir()),
+        ["labels.csv row 5: image 'train_003.png'", "is a directory, not an image file"],
+        ["not found"],
+    ),
+    "id naming a symlink loop": (
+        lambda r: _replace_with(r, "train", 4, lambda p: p.symlink_to(p.name)),
+        ["labels.csv row 6: image 'train_004.png'", "is a symlink loop"],
+    ),
+    "id naming a dangling symlink": (
+        lambda r: _replace_with(r, "train", 4, lambda p: p.symlink_to("gone.png")),
+        ["labels.csv row 6", "is a symlink to 'gone.png', which does not exist"],
+    ),
+    "id differing from its file in letter case": (
+        lambda r: _img(r, "train", 3).rename(r / "train" / "images" / "TRAIN_003.PNG"),
+        ["row 5", "'train_003.png' not found", "'TRAIN_003.PNG' differs only in letter case"],
+    ),
+    "no test.csv: a directory named like an image": (
+        lambda r: _no_test_csv(r, lambda r: (r / "test" / "images" / "sub.png").mkdir()),
+        ["test/images/sub.png is a directory", "move it out"],
+        ["test.csv"],
+    ),
+    "no test.csv: a truncated test image": (
+        lambda r: _no_test_csv(
+            r, lambda r: _img(r, "test", 2).write_bytes(_img(r, "test", 2).read_bytes()[:40])
+        ),
+        ["test/images/test_002.png", "replace the file or move it out of the folder"],
+        ["test.csv", "row"],
+    ),
+    "no test.csv: a test image that is a train image": (
+        lambda r: _no_test_csv(
+            r, lambda r: shutil.copy(_img(r, "train", 1), r / "test" / "images" / "copy.png")
+        ),
+        [
+            "error: test image /",
+            "test/images/copy.png has the same bytes as train image 'train_001.png'",
+        ],
+        ["test.csv"],
+    ),
+    "no test.csv: a test id that is a train id": (
+        lambda r: _no_test_csv(
+            r,
+            lambda r: cv2.imwrite(
+                str(r / "test" / "images" / "train_001.png"), np.zeros((8, 8), np.uint8)
+            ),
+        ),
+        ["appear in both", "labels.csv and", "test/images", "'train_001.png'"],
+        ["test.csv"],
+    ),
+    "no test.csv and no images in the folder": (
+        lambda r: _no_test_csv(
+            r,
+            lambda r: [p.rename(p.with_suffix(".txt")) for p in (r / "test" / "images").iterdir()],
+        ),
+        ["test/images holds no images", ".gif", "test.csv does not exist"],
+    ),
     "more folds than rows": (
         lambda r: _config(r, "n_folds = 3", "n_folds = 30"),
         ["20 rows cannot be split into 30 folds", "[folds] n_folds"],
@@ -267,7 +389,7 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_folds_stage_rejects(name, good, tmp_path):
     root = _copy(good, tmp_path)
-    mutate, fragments = CASES[name]
+    mutate, fragments, *absent = CASES[name]
     mutate(root)
     out = tmp_path / "out" / "folds.csv"
     r = run_stage("folds", "--config", root / "c.toml", "--out", out)
@@ -276,6 +398,8 @@ def test_folds_stage_rejects(name, good, tmp_path):
     assert len(message) == 1, r.stderr[-1500:]
     for fragment in fragments:
         assert fragment in message[0], (fragment, message[0])
+    for fragment in absent[0] if absent else ():  # e.g. no test.csv cited where there is none
+        assert fragment not in message[0], (fragment, message[0])
     assert not out.exists()
     assert not list(out.parent.glob("*")) if out.parent.exists() else True
 
