@@ -388,11 +388,18 @@ CASES = {
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_folds_stage_rejects(name, good, tmp_path):
+    """`make folds` or, for what only the test images show (they are decoded by `make
+    data-checks`, which runs again whenever they change), the data checks right after it."""
     root = _copy(good, tmp_path)
     mutate, fragments, *absent = CASES[name]
     mutate(root)
     out = tmp_path / "out" / "folds.csv"
     r = run_stage("folds", "--config", root / "c.toml", "--out", out)
+    if r.returncode == 0:
+        report = tmp_path / "out" / "data_report.json"
+        r = run_stage("data_checks", "--config", root / "c.toml", "--folds", out, "--out", report)
+        assert not report.exists()
+        out.unlink()
     assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
     message = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(message) == 1, r.stderr[-1500:]
