@@ -182,3 +182,31 @@ def test_editing_a_deep_module_reruns_the_stages_that_import_it(tmp_path):
     copy.all_up_to_date()
     copy.edit("pipeline/thresholds.py")
     assert copy.planned() == {"stack", "thresholds", "submit", "report"}
+
+
+def test_data_edits_rerun_what_reads_them(tmp_path):
+    """The data's digest files stand for the user's files in the graph: an edited truth
+    file re-scores (similar, report) and nothing else; a replaced test image re-runs
+    everything that reads the test set, not the folds; a touched file re-runs nothing."""
+    copy = RepoCopy(tmp_path)
+    demo = tmp_path / "demo"
+    (demo / "train" / "images").mkdir()
+    (demo / "test" / "images").mkdir()
+    (demo / "train" / "images" / "a b.png").write_bytes(b"pixels a")
+    (demo / "test" / "images" / "t:1.png").write_bytes(b"pixels t")
+    (demo / "test_truth.csv").write_text("image,x\nt:1.png,1\n")
+    copy.all_up_to_date()
+    (demo / "test_truth.csv").write_text("image,x\nt:1.png,0\n")
+    assert copy.planned() == {"similar", "report"}
+
+    copy.all_up_to_date()
+    os.utime(demo / "test" / "images" / "t:1.png")
+    assert copy.make("-q", "all").returncode == 0
+    (demo / "test" / "images" / "t:1.png").write_bytes(b"pixels u")
+    plan = copy.planned()
+    assert {"data_checks", "image_cache", "train_cnn", "embed", "submit", "report"} <= plan
+    assert not {"folds", "augment", "demo_data"} & plan, plan
+
+    copy.all_up_to_date()
+    (demo / "train" / "images" / "a b.png").write_bytes(b"pixels b")
+    assert {"folds", "data_checks", "train_cnn"} <= copy.planned()
