@@ -127,10 +127,10 @@ endif
 # missing, and again after generated data (the demo, a holdout split) was written
 ifneq ($(DEMO_DIR)$(HOLDOUT_SOURCE),)
 $(DATA_TRAIN) $(DATA_TEST) $(DATA_TRUTH) &: $(TRAIN_LABELS) $(TEST_DIR)/test.csv
-	$(SYS_PYTHON) -m stages.data_manifest --config $(CONFIG) --out-dir $(DATA) --touch
+	$(SYS_PYTHON) -m stages.resolve_config --config $(CONFIG) --out-dir $(CFG) --data-dir $(DATA) --touch-data
 else
 $(DATA_TRAIN) $(DATA_TEST) $(DATA_TRUTH) &:
-	$(SYS_PYTHON) -m stages.data_manifest --config $(CONFIG) --out-dir $(DATA)
+	$(SYS_PYTHON) -m stages.resolve_config --config $(CONFIG) --out-dir $(CFG) --data-dir $(DATA)
 endif
 
 folds: $(FOLDS) ## labels.csv -> folds CSV (iterative stratification, made once)

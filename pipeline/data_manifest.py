@@ -18,7 +18,7 @@ or swapping two images' pixels under the same names re-runs what reads them; tou
 file without changing it re-runs nothing.
 
 Standard library only: Make runs it at parse time with the system Python, before the
-virtual environment may exist (``stages/resolve_config.py``).
+virtual environment may exist (``stages/resolve_config.py --data-dir``).
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def update_manifest(
         files = parts[part]
         digest_file = out_dir / f"{part}.digest"
         required = {"train": files[:1], "test": [], "truth": files}[part]
-        if any(not os.path.exists(f) for f in required) or (part == "test" and not files):
+        if not files or any(not os.path.exists(f) for f in required):
             continue  # the data is not there (yet): its stage will say so
         digests[part] = _digest(files, states)
         text = f"{digests[part]}  {len(files)} file(s)\n"

@@ -6,7 +6,9 @@ stages whose settings changed. ``vars.mk`` also holds each stage's code, ``CODE_
 the import closure of ``stages/<stage>.py`` inside the repository (``pipeline.code_deps``),
 so editing any module a stage runs re-runs that stage. With ``--data-dir`` it also refreshes
 the data manifest (``pipeline.data_manifest``): the digest files Make's rules name instead
-of the user's images change exactly when the data's contents do.
+of the user's images change exactly when the data's contents do. The digest files' own rule
+runs it again when they are missing, and with ``--touch-data`` after the demo data or a
+holdout split was written.
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ def code_variables(root: Path = ROOT) -> list[str]:
     return lines
 
 
-def run(config: Path, out_dir: Path, data_dir: Path | None = None) -> None:
+def run(config: Path, out_dir: Path, data_dir: Path | None = None, touch: bool = False) -> None:
     cfg = load_config(config)
     if data_dir is not None:  # the data's digest files follow its contents (data_manifest)
-        update_manifest(data_dir, cfg.data.train_dir, cfg.data.test_dir, cfg.data.test_truth)
+        d = cfg.data
+        update_manifest(data_dir, d.train_dir, d.test_dir, d.test_truth, touch)
     for name, payload in section_payloads(cfg).items():
         write_if_changed(out_dir / f"{name}.json", json.dumps(payload, indent=2, sort_keys=True))
     write_if_changed(
@@ -125,9 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, required=True)
     ap.add_argument("--out-dir", type=Path, required=True)
     ap.add_argument("--data-dir", type=Path, help="refresh the data manifest there")
+    ap.add_argument(
+        "--touch-data", action="store_true", help="rewrite every digest file (data just written)"
+    )
     args = ap.parse_args(argv)
     try:
-        run(args.config, args.out_dir, args.data_dir)
+        run(args.config, args.out_dir, args.data_dir, args.touch_data)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

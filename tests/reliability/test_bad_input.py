@@ -10,17 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import run_stage, tiny_config_text, train_args, write_dataset
+from tests.conftest import run_stage, train_args
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory):
-    root = tmp_path_factory.mktemp("good")
-    write_dataset(root, n_train=20, n_test=5, size=16)
-    (root / "c.toml").write_text(tiny_config_text(root))
-    return root
 
 
 def _copy(good: Path, tmp: Path) -> Path:

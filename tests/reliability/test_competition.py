@@ -146,6 +146,16 @@ def test_mirrored_training_copies_share_a_fold(tmp_path):
     assert rows["train_002.png"] == rows["train_009.png"]
 
 
+def _swap_pixels(a: Path, b: Path) -> None:
+    """Swap two files' contents, keeping each name's size and mtime."""
+    sa, sb = a.stat(), b.stat()
+    da, db = a.read_bytes(), b.read_bytes()
+    a.write_bytes(db)
+    b.write_bytes(da)
+    os.utime(a, ns=(sa.st_atime_ns, sa.st_mtime_ns))
+    os.utime(b, ns=(sb.st_atime_ns, sb.st_mtime_ns))
+
+
 def test_digest_files_follow_contents_not_names_or_times(tmp_path):
     """The data manifest's digest files change when pixels change (a same-size rewrite
     with the old mtime too), not when a file is only touched; odd names are fine."""
@@ -167,13 +177,7 @@ def test_digest_files_follow_contents_not_names_or_times(tmp_path):
     assert update_manifest(*args) == first
     assert {p: (out / f"{p}.digest").stat().st_mtime_ns for p in first} == stamps
     # swap the pixels of two images, keeping names, sizes and mtimes
-    a, b = train / "train_001.png", train / "train_002.png"
-    sa, sb = a.stat(), b.stat()
-    da, db = a.read_bytes(), b.read_bytes()
-    a.write_bytes(db)
-    b.write_bytes(da)
-    os.utime(a, ns=(sa.st_atime_ns, sa.st_mtime_ns))
-    os.utime(b, ns=(sb.st_atime_ns, sb.st_mtime_ns))
+    _swap_pixels(train / "train_001.png", train / "train_002.png")
     second = update_manifest(*args)
     assert second["train"] != first["train"]
     assert second["test"] == first["test"] and second["truth"] == first["truth"]
@@ -219,13 +223,7 @@ def test_a_pixel_swap_retrains_and_a_touch_does_not(tmp_path):
     os.utime(train / "train_005.png")  # touched: nothing to do
     assert make(tmp_path, cfg, "-q", goal).returncode == 0
 
-    a, b = train / "train_005.png", train / "train_006.png"
-    sa, sb = a.stat(), b.stat()
-    da, db = a.read_bytes(), b.read_bytes()
-    a.write_bytes(db)
-    b.write_bytes(da)
-    os.utime(a, ns=(sa.st_atime_ns, sa.st_mtime_ns))
-    os.utime(b, ns=(sb.st_atime_ns, sb.st_mtime_ns))
+    _swap_pixels(train / "train_005.png", train / "train_006.png")
     assert make(tmp_path, cfg, "-q", goal).returncode != 0
     r = make(tmp_path, cfg, goal)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

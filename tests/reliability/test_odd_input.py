@@ -21,16 +21,8 @@ from PIL import Image
 
 from pipeline.data import IMAGE_EXTENSIONS, read_test_ids
 from pipeline.images import decode_image
-from tests.conftest import ROOT, run_stage, tiny_config_text, write_dataset
+from tests.conftest import ROOT, run_stage
 from tests.reliability.test_bad_input import _copy, _img, _labels, _set_labels
-
-
-@pytest.fixture(scope="module")
-def good(tmp_path_factory):
-    root = tmp_path_factory.mktemp("good")
-    write_dataset(root, n_train=20, n_test=5, size=16)
-    (root / "c.toml").write_text(tiny_config_text(root))
-    return root
 
 
 def _folds(root: Path, out: Path, *extra) -> subprocess.CompletedProcess:
