@@ -248,11 +248,40 @@ def metrics_html(svc: Service) -> str:
             f"<td>{m['thresholds'][lab]:.2f}</td>{cells}</tr>"
         )
     macro = "".join(f"<td>{m['models'][n][f'{split}_fbeta_macro']:.4f}</td>" for n in names)
+    note = (
+        "<p>No test labels: these are out-of-fold scores; held-out scores need "
+        "<code>data.test_truth</code>.</p>"
+        if split == "oof"
+        else ""
+    )
     return (
         f"<h2>Per-label metrics ({'held-out test' if split == 'test' else 'out-of-fold'})</h2>"
-        f"<table id='metrics'><tr><th>label</th><th>prevalence</th><th>threshold</th>{head}"
-        f"</tr>{''.join(rows)}<tr><th>macro</th><td></td><td></td>{macro}</tr></table>"
+        f"{note}<table id='metrics'><tr><th>label</th><th>prevalence</th><th>threshold</th>"
+        f"{head}</tr>{''.join(rows)}<tr><th>macro</th><td></td><td></td>{macro}</tr></table>"
+        + data_checks_html(m.get("data_checks"))
     )
+
+
+#: The page's names for the data report's counts (metrics.json ``data_checks``).
+DATA_CHECK_ROWS = {
+    "test_near_copies_of_train": "test images that copy a training image (exact pixels or near)",
+    "test_mirrored_copies_of_train": "... of them mirrored",
+    "train_copy_groups": "training copy groups (each in one fold)",
+    "groups_with_conflicting_labels": "copy groups with conflicting labels",
+}
+
+
+def data_checks_html(checks: dict | None) -> str:
+    """The run's data checks (`make data-checks`, made again whenever the test list
+    changes): the leaks a user should know of before trusting the page's test scores."""
+    if not checks:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(text)}</td><td>{int(checks[key])}</td></tr>"
+        for key, text in DATA_CHECK_ROWS.items()
+        if key in checks
+    )
+    return f"<h2>Data checks</h2><table id='data-checks'>{rows}</table>"
 
 
 def result_html(svc: Service, result: dict, shown: str, truth: list[str] | None) -> str:

@@ -358,3 +358,18 @@ def test_a_bomb_upload_is_refused_fast_with_bounded_memory(server):
     assert "bomb.png: too many pixels (900 megapixels" in err.value.read().decode()
     assert elapsed < 1.0, elapsed
     assert _peak_rss_mb(pid) - before < 200
+
+
+def test_data_checks_section_shows_the_leak_counts():
+    from pipeline.serve import data_checks_html
+
+    assert data_checks_html(None) == ""
+    html = data_checks_html(
+        {"test_near_copies_of_train": 3, "test_mirrored_copies_of_train": 1, "train_copy_groups": 2}
+    )
+    assert "<h2>Data checks</h2>" in html
+    assert (
+        "<td>test images that copy a training image (exact pixels or near)</td><td>3</td>" in html
+    )
+    assert "<td>... of them mirrored</td><td>1</td>" in html
+    assert "conflicting" not in html

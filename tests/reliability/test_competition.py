@@ -85,7 +85,8 @@ def test_no_test_labels_make_all_report_predict_and_page(tmp_path):
 
     proc, url, page = _serve(cfg, build, tmp_path / "serve.log")
     try:
-        assert "<form" in page
+        assert "<form" in page and "No test labels" in page
+        assert "<h2>Data checks</h2>" in page and "test images that copy a training" in page
         from pipeline.serve import post_images
 
         got = post_images(url, [(image.name, image.read_bytes())], timeout=120)
