@@ -199,7 +199,8 @@ def _fingerprints(build: Path) -> dict[str, str]:
 def test_a_pixel_swap_retrains_and_a_touch_does_not(tmp_path):
     """Through Make: replacing a training image's pixels under the same name (same mtime)
     re-trains the fold jobs and changes their predictions; touching an image re-runs
-    nothing; names with spaces, ':' and '$' work in every target."""
+    nothing; names with spaces, ':' and '$' work in every target, and a stray symlink loop
+    in images/ stops nothing."""
     write_dataset(tmp_path, n_train=24, n_test=6, size=16)
     train = tmp_path / "train" / "images"
     labels = tmp_path / "train" / "labels.csv"
@@ -207,6 +208,7 @@ def test_a_pixel_swap_retrains_and_a_touch_does_not(tmp_path):
         (train / old).rename(train / new)
         labels.write_text(labels.read_text().replace(old, new))
     (tmp_path / "test" / "images" / "test_000.png").rename(tmp_path / "test" / "images" / "a b.png")
+    (train / "stray loop.png").symlink_to(train / "stray loop.png")  # unlisted: harmless
     test_csv = tmp_path / "test" / "test.csv"
     test_csv.write_text(test_csv.read_text().replace("test_000.png", '"a b.png"'))
     truth = tmp_path / "test_truth.csv"
