@@ -174,6 +174,7 @@ class TwoFlowModel(BaseEstimator):
         )
 
         self.forests_: list[Any] = []
+        self._packed_forests = None  # see _packed
         self.constant_ = np.full(n_labels, np.nan)
         for j in tqdm(range(n_labels), desc="two-flow forests", unit="label", leave=False):
             rows = known[:, j]
@@ -202,12 +203,26 @@ class TwoFlowModel(BaseEstimator):
         check_is_fitted(self, "forests_")
         kept = self._features(X_pixels, X_deep)[:, self.selected_]
         out = np.empty((len(kept), self.n_labels_), dtype=np.float32)
-        for j, forest in enumerate(self.forests_):
-            if forest is None:
-                out[:, j] = self.constant_[j]
-            else:
-                out[:, j] = forest.predict_proba(kept)[:, list(forest.classes_).index(1)]
+        fitted = [j for j, forest in enumerate(self.forests_) if forest is not None]
+        for j in set(range(self.n_labels_)) - set(fitted):
+            out[:, j] = self.constant_[j]
+        if fitted:
+            out[:, fitted] = self._packed().predict_positive(kept)
         return out
+
+    def _packed(self):
+        """The label forests as one ``ForestArrays`` (made once; equal to scikit-learn's
+        ``predict_proba`` bit for bit, without its per-tree overhead)."""
+        from pipeline.forest_arrays import ForestArrays
+
+        if getattr(self, "_packed_forests", None) is None:
+            self._packed_forests = ForestArrays([f for f in self.forests_ if f is not None])
+        return self._packed_forests
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_packed_forests", None)  # derived from forests_: not saved
+        return state
 
 
 def save_model_atomic(model: TwoFlowModel, path: str | Path) -> None:
