@@ -72,6 +72,13 @@ FROZEN_PREDS := $(foreach m,$(FROZEN_MEMBERS),$(foreach k,$(FOLD_IDS),$(BUILD)/m
 EXTERNAL_PREDS := $(foreach m,$(EXTERNAL),$(foreach k,$(FOLD_IDS),$(BUILD)/external/$(m).fold$(k).npz))
 EXTERNAL_FILES := $(foreach m,$(EXTERNAL),$(EXTERNAL_PATH_$(m)))
 BASE_PREDS := $(PREDS) $(TWOFLOW_PREDS) $(FROZEN_PREDS) $(EXTERNAL_PREDS)
+# Make starts prerequisites in the order they are listed. Each backbone's first fold goes
+# first, so with -j2 two backbones train side by side (each job's process then trains its
+# backbone's other folds: one trace per backbone, not one per process); then the members
+# that train no CNN, so a free slot embeds and fits them rather than wait on a fold another
+# process is training. Only the order: the stack still reads $(BASE_PREDS).
+PREDS_FIRST := $(foreach b,$(BACKBONES),$(BUILD)/preds/$(b).fold$(firstword $(FOLD_IDS)).npz)
+BASE_PREDS_SCHEDULE := $(PREDS_FIRST) $(FROZEN_PREDS) $(EXTERNAL_PREDS) $(TWOFLOW_PREDS) $(PREDS)
 SUBMISSION := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).csv
 SUBMISSION_LABELS := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).labels.csv
 bb = $(word 1,$(subst .fold, ,$(1)))
@@ -173,7 +180,7 @@ $(IMAGE_CACHE_FILES) &: $(DATA_TRAIN) $(DATA_TEST) $(AUGMENT) $(CODE_IMAGE_CACHE
 	$(PY) -m stages.image_cache --config $(CONFIG) --augmented $(AUGMENT) --index $(IMAGE_CACHE) \
 	  --sizes $(IMAGE_CACHE_SIZES)
 
-train-cnn: $(PREDS) ## every backbone x every fold: per-epoch OOF + test predictions
+train-cnn: $(PREDS_FIRST) $(PREDS) ## every backbone x every fold: per-epoch OOF + test predictions
 
 # A fold job's process then trains its backbone's other folds (--sibling, skipped when done
 # or being trained by another job), reusing the compiled model: tracing is paid once per
@@ -246,7 +253,7 @@ import-data: $(INSTALLED) ## convert a published data set: make import-data FORM
 
 stack: $(BUILD)/stack/stacked.npz ## top-N epoch selection -> per-label XGBoost (grid + early stopping)
 
-$(BUILD)/stack/stacked.npz: $(BASE_PREDS) $(DATA_TRAIN) $(CFG)/stack.json $(CFG)/thresholds.json $(CODE_STACK) | $(INSTALLED)
+$(BUILD)/stack/stacked.npz: $(BASE_PREDS_SCHEDULE) $(DATA_TRAIN) $(CFG)/stack.json $(CFG)/thresholds.json $(CODE_STACK) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.stack --config $(CONFIG) --preds $(BASE_PREDS) --out $@
 
