@@ -171,6 +171,7 @@ class Predictor:
         self._nets: dict[tuple, object] = {}  # see _net: every model, built once
         self._bundles: dict[tuple, object] = {}  # (size, net keys) -> one traced model
         self._shells: dict[str, tuple] = {}  # eager: backbone -> (model, embedding, [loaded])
+        self._weight_files: dict[str, object] = {}  # backbone -> its WeightFile loader
         self._twoflow: dict[int, object] = {}
         self._heads: dict[tuple[str, int], object] = {}
 
@@ -264,8 +265,18 @@ class Predictor:
             b.width,
             bn_momentum=b.bn_momentum,
         )
-        model.load_weights(self._weights_path(backbone, fold, epoch))
+        self._load_weights(backbone, model, fold, epoch)
         return model
+
+    def _load_weights(self, backbone: str, model, fold: int, epoch: int) -> None:
+        """Fold ``fold``'s epoch ``epoch`` weights into ``model`` (a ``backbone`` model): by
+        the backbone's learnt file layout (:class:`pipeline.weight_files.WeightFile`), in
+        milliseconds instead of Keras' tree walk."""
+        from pipeline.weight_files import WeightFile
+
+        if backbone not in self._weight_files:
+            self._weight_files[backbone] = WeightFile(model)
+        self._weight_files[backbone].load(model, self._weights_path(backbone, fold, epoch))
 
     def _weights_path(self, backbone: str, fold: int, epoch: int) -> Path:
         from pipeline.inference import epoch_weights_path
@@ -292,7 +303,7 @@ class Predictor:
             model = self._fold_cnn(backbone, fold, epoch)
             shell = self._shells[backbone] = (model, embedding_model(model), [(fold, epoch)])
         elif shell[2][0] != (fold, epoch):
-            shell[0].load_weights(self._weights_path(backbone, fold, epoch))
+            self._load_weights(backbone, shell[0], fold, epoch)
             shell[2][0] = (fold, epoch)
         return shell[0] if kind == "cnn" else shell[1]
 
