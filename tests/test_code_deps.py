@@ -91,7 +91,7 @@ class RepoCopy:
 
     def __init__(self, tmp: Path):
         self.tmp, self.repo = tmp, tmp / "repo"
-        for folder in ("pipeline", "stages"):
+        for folder in ("pipeline", "stages", "mk"):  # mk/: the Makefile's included helpers
             shutil.copytree(
                 ROOT / folder, self.repo / folder, ignore=shutil.ignore_patterns("__pycache__")
             )
