@@ -234,18 +234,15 @@ class Predictor:
         return self.size, self.tta_flip
 
     def _net(self, net: tuple):
-        """The Keras model of ``net`` (built and its weights loaded once)."""
+        """The Keras model of a "cnn" or "frozen" net (built and its weights loaded once;
+        an "embed" net is read from its "cnn" net's model, see :meth:`_calls`)."""
         if net in self._nets:
             return self._nets[net]
-        from pipeline.inference import embedding_model
-
         if net[0] == "frozen":
             from pipeline.frozen import frozen_backbone
 
             f = next(f for f in self.cfg.frozen if f.name == net[1])
             model = frozen_backbone(f.backbone, f.weights, f.image_size)
-        elif net[0] == "embed":
-            model = embedding_model(self._net(("cnn", *net[1:])))
         else:
             model = self._fold_cnn(*net[1:])
         self._nets[net] = model
@@ -289,43 +286,66 @@ class Predictor:
             )
         return path
 
-    def _eager(self, net: tuple):
-        """A one-off prediction's model for ``net``: one model per backbone, its fold x
+    @staticmethod
+    def _calls(nets: list[tuple]) -> list[tuple[tuple, tuple[tuple, ...]]]:
+        """Networks -> one call per model: (model's net, the nets read from its outputs).
+        A fold model's "embed" net is its own pool layer: it shares the "cnn" net's call."""
+        calls: dict[tuple, list[tuple]] = {}
+        for net in nets:
+            base = ("cnn", *net[1:]) if net[0] == "embed" else net
+            calls.setdefault(base, []).append(net)
+        return [(base, tuple(group)) for base, group in calls.items()]
+
+    @staticmethod
+    def _view(model, nets: tuple[tuple, ...], name: str | None = None):
+        """``model`` with one output per net of ``nets`` (its own output, or for "embed"
+        its pooled embedding): one call gives both."""
+        import keras
+
+        from pipeline.inference import EMBEDDING_LAYER
+
+        outs = [
+            model.get_layer(EMBEDDING_LAYER).output if n[0] == "embed" else model.outputs[0]
+            for n in nets
+        ]
+        return keras.Model(model.inputs[0], outs if len(outs) > 1 else outs[0], name=name)
+
+    def _eager(self, base: tuple, nets: tuple[tuple, ...]):
+        """A one-off prediction's model for a call: one model per backbone, its fold x
         epoch weights loaded just before its call (building a model costs more than
         loading weights, and a one-off run uses each weight set once)."""
-        if net[0] == "frozen":
-            return self._net(net)
-        kind, backbone, fold, epoch = net
+        if base[0] == "frozen":
+            return self._net(base)
+        _, backbone, fold, epoch = base
         shell = self._shells.get(backbone)
         if shell is None:
-            from pipeline.inference import embedding_model
-
-            model = self._fold_cnn(backbone, fold, epoch)
-            shell = self._shells[backbone] = (model, embedding_model(model), [(fold, epoch)])
-        elif shell[2][0] != (fold, epoch):
+            shell = self._shells[backbone] = (self._fold_cnn(backbone, fold, epoch), {}, [base])
+        elif shell[2][0] != base:
             self._load_weights(backbone, shell[0], fold, epoch)
-            shell[2][0] = (fold, epoch)
-        return shell[0] if kind == "cnn" else shell[1]
+            shell[2][0] = base
+        kinds = tuple(n[0] for n in nets)
+        if kinds not in shell[1]:
+            shell[1][kinds] = self._view(shell[0], nets)
+        return shell[1][kinds]
 
-    def _bundle(self, size: int, nets: tuple[tuple, ...]):
-        """One Keras model from a ``size`` px input to every network of ``nets`` (they
-        keep their own weights): a request's networks in one traced call."""
-        if (size, nets) not in self._bundles:
+    def _bundle(self, size: int, calls: tuple):
+        """One Keras model from a ``size`` px input to every net of ``calls`` (each model
+        keeps its own weights): a request's networks in one traced call."""
+        if (size, calls) not in self._bundles:
             import keras
 
             inp = keras.Input((size, size, 3), name="image")
-            # a bundle's parts need unique names: a view of each model under its own name
-            parts = [
-                keras.Model(m.inputs, m.outputs, name=f"net{i}")
-                for i, m in enumerate(self._net(n) for n in nets)
-            ]
-            outs = [part(inp) for part in parts]
-            self._bundles[(size, nets)] = keras.Model(inp, outs, name=f"bundle{size}")
-        return self._bundles[(size, nets)]
+            outs = []
+            for i, (base, nets) in enumerate(calls):
+                # a bundle's parts need unique names: a view of each model under its own name
+                y = self._view(self._net(base), nets, name=f"net{i}")(inp)
+                outs.extend(y if isinstance(y, list | tuple) else [y])
+            self._bundles[(size, calls)] = keras.Model(inp, outs, name=f"bundle{size}")
+        return self._bundles[(size, calls)]
 
     def _run_nets(self, images: list[np.ndarray], nets: list[tuple]) -> dict[tuple, np.ndarray]:
         """Each network's (n, ...) outputs on the images (flip-TTA mean), one input batch per
-        (size, TTA)."""
+        (size, TTA), one call per model (or one call for all in compiled mode)."""
         from pipeline.inference import flip_mean
 
         groups: dict[tuple[int, bool], list[tuple]] = {}
@@ -334,12 +354,17 @@ class Predictor:
         out = {}
         for (size, tta), group in groups.items():
             x = image_batch(images, size, tta)
+            calls = tuple(self._calls(group))
             if self.compiled:
-                ys = self._bundle(size, tuple(group)).predict_on_batch(x)
-                ys = ys if isinstance(ys, list | tuple) else [ys]
+                ys = self._bundle(size, calls).predict_on_batch(x)
+                ys = list(ys) if isinstance(ys, list | tuple) else [ys]
             else:
-                ys = [self._eager(net)(x, training=False) for net in group]
-            for net, y in zip(group, ys, strict=True):
+                ys = []
+                for base, call_nets in calls:
+                    y = self._eager(base, call_nets)(x, training=False)
+                    ys.extend(y if isinstance(y, list | tuple) else [y])
+            flat = [net for _, call_nets in calls for net in call_nets]
+            for net, y in zip(flat, ys, strict=True):
                 out[net] = flip_mean(np.asarray(y, dtype=np.float32), tta)
         return out
 
@@ -377,12 +402,16 @@ class Predictor:
     def warm_up(self, image: str | Path | np.ndarray, models: Sequence[str] = (ENSEMBLE,)) -> None:
         """Build ``models``' networks and trace their call once (one image through them), so
         the first real request is as fast as the others. By default the ensemble only: each
-        single model is traced on its first request (seconds), which keeps the start short."""
+        single model is traced on its first request (seconds), which keeps the start short.
+
+        Two calls: Keras' predict function is traced again on its second call (measured:
+        the first request after a one-call warm-up took 24 s, the later ones 0.3 s)."""
         for name in models:
             if self.external_members(name):
                 log.info("not warming up %s: it reads [[external]] members", name)
                 continue
-            self.predict([image], name)
+            for _ in range(2 if self.compiled else 1):
+                self.predict([image], name)
 
     def predict(
         self, images: Sequence[str | Path | np.ndarray], model: str = ENSEMBLE
@@ -398,13 +427,14 @@ class Predictor:
         n, n_labels = len(decoded), len(self.labels)
         cols = self._columns(decoded, self.base_columns(model))
         if model == ENSEMBLE:
-            stacked = np.empty((self.n_folds, n, n_labels))
+            # the K folds' feature cubes as one (K*n, C, L) batch: one second-level call
+            # (every combiner scores rows independently); unread columns stay 0
+            x = np.zeros((self.n_folds, n, len(self.columns), n_labels), dtype=np.float32)
             for k in range(self.n_folds):
-                # columns no chosen combiner reads stay 0 (they get no weight)
-                x = np.zeros((n, len(self.columns), n_labels), dtype=np.float32)
                 for b, e in self.used_columns:
-                    x[:, self.columns.index((b, e))] = cols[(b, k, e)]
-                stacked[k] = self.level.predict_proba(x)
+                    x[k, :, self.columns.index((b, e))] = cols[(b, k, e)]
+            flat = x.reshape(self.n_folds * n, len(self.columns), n_labels)
+            stacked = self.level.predict_proba(flat).reshape(self.n_folds, n, n_labels)
             votes = fold_votes(stacked, self.thresholds)
             final = majority_vote(votes, self.cfg.submit.tie)
             prob = stacked.mean(axis=0)

@@ -50,6 +50,26 @@ def test_ensemble_reproduces_submission_rows(tiny_demo, predictor):
         np.testing.assert_array_equal(p.votes, (stacked[:, row] >= thresholds).sum(axis=0))
 
 
+def test_fused_bundle_equals_the_one_by_one_calls(tiny_demo, predictor):
+    """The page's fused graph (every fold model of a size in one traced call, a fold
+    model's logits and embedding from one call) gives the eager path's numbers, and so
+    stacked.npz's, for the ensemble and a single model."""
+    from pipeline.predict import Predictor
+
+    fused = Predictor(load_config(tiny_demo.config), tiny_demo.build, compiled=True)
+    ids, paths = _test_images(tiny_demo, 6)
+    with np.load(tiny_demo.build / "stack" / "stacked.npz") as z:
+        rows = [z["test_ids"].astype(str).tolist().index(i) for i in ids]
+        stacked = z["test"][:, rows].mean(axis=0)
+    for model in ("ensemble", predictor.model_names[-1]):
+        a, b = fused.predict(paths, model), predictor.predict(paths, model)
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_allclose(x.probabilities, y.probabilities, atol=1e-5)
+            np.testing.assert_array_equal(x.predicted, y.predicted)
+    got = np.stack([p.probabilities for p in fused.predict(paths, "ensemble")])
+    np.testing.assert_allclose(got, stacked, atol=2e-4)
+
+
 def test_predictor_reads_artifacts_and_recomputes_nothing(tiny_demo, monkeypatch):
     """No prediction file is read and no threshold searched at start: the best epochs and
     thresholds come from stack/predict.json, and equal what the report computes."""
