@@ -40,6 +40,17 @@ def load_checkpoint(model_path: str | Path):
     return keras.saving.load_model(model_path, compile=False)
 
 
+def embedding_output(model):
+    """The output tensor of ``model``'s pooled embedding (the ``pool`` layer)."""
+    try:
+        return model.get_layer(EMBEDDING_LAYER).output
+    except ValueError as exc:
+        raise ValueError(
+            f"model {model.name!r} has no {EMBEDDING_LAYER!r} layer; embeddings need a model "
+            "built by pipeline.backbones.build_model"
+        ) from exc
+
+
 def embedding_model(model):
     """The sub-model from the image input to the pooled embedding (the ``pool`` layer).
 
@@ -47,14 +58,7 @@ def embedding_model(model):
     """
     import keras
 
-    try:
-        pool = model.get_layer(EMBEDDING_LAYER)
-    except ValueError as exc:
-        raise ValueError(
-            f"model {model.name!r} has no {EMBEDDING_LAYER!r} layer; embeddings need a model "
-            "built by pipeline.backbones.build_model"
-        ) from exc
-    return keras.Model(model.inputs, pool.output, name=f"{model.name}_embedding")
+    return keras.Model(model.inputs, embedding_output(model), name=f"{model.name}_embedding")
 
 
 # ---- flip TTA ------------------------------------------------------------------------------

@@ -169,8 +169,9 @@ class Predictor:
         own = {b.name for b in cfg.train.backbones} | set(self._frozen_members) | {TWOFLOW}
         self.external = {e.name for e in cfg.external} | (set(self.singles) - own)
         self._nets: dict[tuple, object] = {}  # see _net: every model, built once
-        self._bundles: dict[tuple, object] = {}  # (size, net keys) -> one traced model
-        self._shells: dict[str, tuple] = {}  # eager: backbone -> (model, embedding, [loaded])
+        self._bundles: dict[tuple, object] = {}  # (size, calls) -> one traced model
+        # eager: backbone -> (model, {output kinds: view}, [the net its weights are of])
+        self._shells: dict[str, tuple] = {}
         self._weight_files: dict[str, object] = {}  # backbone -> its WeightFile loader
         self._twoflow: dict[int, object] = {}
         self._heads: dict[tuple[str, int], object] = {}
@@ -302,12 +303,9 @@ class Predictor:
         its pooled embedding): one call gives both."""
         import keras
 
-        from pipeline.inference import EMBEDDING_LAYER
+        from pipeline.inference import embedding_output
 
-        outs = [
-            model.get_layer(EMBEDDING_LAYER).output if n[0] == "embed" else model.outputs[0]
-            for n in nets
-        ]
+        outs = [embedding_output(model) if n[0] == "embed" else model.outputs[0] for n in nets]
         return keras.Model(model.inputs[0], outs if len(outs) > 1 else outs[0], name=name)
 
     def _eager(self, base: tuple, nets: tuple[tuple, ...]):
