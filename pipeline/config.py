@@ -51,7 +51,7 @@ def min_image_size(backbone: str) -> int:
 def weights_file(backbone: BackboneConfig) -> str:
     """The local file a backbone's weights come from ("" for none / Keras' own download)."""
     if backbone.weights == "imagenet":
-        return LOCAL_IMAGENET.get(backbone.name, "")
+        return LOCAL_IMAGENET.get(backbone.architecture, "")
     if backbone.weights == "none":
         return ""
     return backbone.weights
@@ -111,9 +111,17 @@ class BackboneConfig:
     """One base model trained on every fold.
 
     ``weights``: ``"imagenet"``, ``"none"`` or a path to a local ``.weights.h5``/``.keras``.
+
+    ``name`` is the member's name and, unless ``arch`` is set, its architecture in the
+    backbone registry. A seed repeat (JD's "parameter disturbance") is a second entry with
+    its own ``name``, the first one's ``arch`` and another ``seed``: the same network
+    trained again from other initial weights, sampling and crops, one more member.
+    ``seed``: this member's seed (-1 = ``train.seed``).
     """
 
     name: str
+    arch: str = ""
+    seed: int = -1
     weights: str = "none"
     epochs: int = 6
     batch_size: int = 64
@@ -127,12 +135,18 @@ class BackboneConfig:
     unfreeze_top: float = 0.3
 
     RULES = {
+        "seed": Range(-1),
         "epochs": Range(1, 10000),
         "batch_size": Range(1, 65536),
         "head_layers": Range(0, 10),
         "bn_momentum": Range(0.0, 1.0),
         "unfreeze_top": Range(0.0, 1.0),
     }
+
+    @property
+    def architecture(self) -> str:
+        """The backbone registry's name of this member's network."""
+        return self.arch or self.name
 
 
 @dataclass(frozen=True)
@@ -158,10 +172,10 @@ class TrainConfig:
         "pos_weight": Range(0.0, 1000.0),
     }
 
-    def fold_seed(self, fold: int) -> int:
+    def fold_seed(self, fold: int, seed: int = -1) -> int:
         """The seed of a fold's model (its CNN job, its Two-Flow forest): one per fold,
-        different across folds, fixed by ``train.seed``."""
-        return self.seed * 1000 + fold
+        different across folds, fixed by ``train.seed`` (or a member's own ``seed``)."""
+        return (self.seed if seed < 0 else seed) * 1000 + fold
 
 
 @dataclass(frozen=True)
@@ -200,6 +214,48 @@ class FrozenConfig:
     tta_flip: bool = True
 
     RULES = {"name": FileName(), "heads": OneOf(FROZEN_HEADS)}
+
+
+@dataclass(frozen=True)
+class PseudoConfig:
+    """A pseudo-labelling round for the frozen heads (off until measured on a data set).
+
+    Per CNN fold k, the teacher is the mean of every base member's fold-k test
+    probabilities (models that never saw fold k's rows nor any test label); per label a
+    test cell becomes a pseudo-label where the teacher is confident: 1 at or above the
+    lowest cut whose precision on the other folds' OOF rows (the same mean) reaches
+    ``precision``, 0 at or below the highest cut whose negative predictive value reaches
+    it (a cut counts only with at least ``min_rows`` OOF rows beyond it); other cells
+    stay unknown. Each frozen member in ``members`` (``<name>_<head>``;
+    empty = every one) gets a twin ``<member>_pl`` whose fold-k head is fitted on the other
+    folds' rows plus those test rows; the twins join the second level as members.
+    """
+
+    enabled: bool = False
+    precision: float = 0.9
+    min_rows: int = 10
+    members: tuple[str, ...] = ()
+
+    RULES = {"precision": Range(0.5, 1.0), "min_rows": Range(1)}
+
+
+@dataclass(frozen=True)
+class DenoiseConfig:
+    """OOF-error filtering for the frozen heads' refits (off until measured).
+
+    Per CNN fold k, every training row (the other folds' rows) gets an inner out-of-fold
+    loss: its folds' rows are scored by a cosine-kNN head fitted on the remaining training
+    folds (never fold k), and the loss is the mean binary cross-entropy over the row's
+    known labels. Rows above the ``quantile`` of those losses are dropped (``weight`` 0)
+    or their labelled cells count ``weight`` times in the heads' fit. Only the fit: every
+    row is still predicted and scored.
+    """
+
+    enabled: bool = False
+    quantile: float = 0.95
+    weight: float = 0.0
+
+    RULES = {"quantile": Range(0.5, 1.0), "weight": Range(0.0, 1.0)}
 
 
 EXTERNAL_SUFFIXES = (".csv", ".npz")
@@ -255,14 +311,18 @@ class SegmenterConfig:
 #: Second-level combiners and threshold rules (``pipeline.second_level``), kept here so the
 #: config is validated with the standard library alone.
 COMBINER_NAMES = ("xgb", "logistic_own", "logistic_all", "caruana", "mean_top", "mean_members")
-THRESHOLD_RULES = ("per_label", "global", "shrunk")
+THRESHOLD_RULES = ("per_label", "global", "shrunk", "rate")
+#: the rules tried by default; ``rate`` (transductive rate matching) is opt-in until measured
+DEFAULT_RULES = ("per_label", "global", "shrunk")
 
 
 @dataclass(frozen=True)
 class StackConfig:
     """Epoch selection + the second level chosen by nested CV (DESIGN steps 5-6).
 
-    ``combiners`` x ``rules`` are the candidates; ``outer_folds`` the nested CV's K;
+    ``combiners`` x ``rules`` are the candidates (``rules`` from
+    :data:`THRESHOLD_RULES`; ``rate``, transductive rate matching, is tried only when
+    listed); ``outer_folds`` the nested CV's K;
     ``mode``: ``auto`` (global winner unless a label's own winner is better with a
     bootstrap interval above 0), ``global`` or ``per_label``. ``eta`` .. ``n_jobs`` set
     the XGBoost combiner. ``search``: ``grid`` fits every grid point on all rows;
@@ -282,7 +342,7 @@ class StackConfig:
     n_jobs: int = 1
     seed: int = 11
     combiners: tuple[str, ...] = COMBINER_NAMES
-    rules: tuple[str, ...] = THRESHOLD_RULES
+    rules: tuple[str, ...] = DEFAULT_RULES
     outer_folds: int = 5
     mode: str = "auto"
     shrink: float = 20.0
@@ -352,6 +412,8 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     twoflow: TwoFlowConfig = field(default_factory=TwoFlowConfig)
     frozen: tuple[FrozenConfig, ...] = ()
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     external: tuple[ExternalConfig, ...] = ()
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     stack: StackConfig = field(default_factory=StackConfig)
@@ -397,10 +459,10 @@ def config_from_dict(raw: dict) -> Config:
                 f"{total}; make them equal"
             )
     for b in cfg.train.backbones:
-        if cfg.data.image_size < min_image_size(b.name):
+        if cfg.data.image_size < min_image_size(b.architecture):
             raise ValueError(
                 f"config: backbone {b.name!r} needs data.image_size >= "
-                f"{min_image_size(b.name)}, got data.image_size = {cfg.data.image_size}; "
+                f"{min_image_size(b.architecture)}, got data.image_size = {cfg.data.image_size}; "
                 "raise it or pick another backbone"
             )
     for f in cfg.frozen:
@@ -423,11 +485,43 @@ def config_from_dict(raw: dict) -> Config:
             "config: frozen member names (<name>_<head>) must be unique and differ from "
             "the backbone names"
         )
+    members |= _check_pseudo(cfg, members)
     _check_external(cfg, members)
     seg = cfg.segmenter
     if seg.maps_dir and not seg.label_names:
         raise ValueError("config: segmenter.maps_dir needs segmenter.label_names (one per line)")
     return cfg
+
+
+#: a pseudo-labelled frozen member's name: ``<member>`` + this
+PSEUDO_SUFFIX = "_pl"
+
+
+def pseudo_members(cfg: Config) -> list[str]:
+    """The frozen members a pseudo-labelling round refits (``[pseudo] members``; empty =
+    every frozen member); none when the round is off."""
+    if not cfg.pseudo.enabled:
+        return []
+    every = [f"{f.name}_{h}" for f in cfg.frozen for h in f.heads]
+    return list(cfg.pseudo.members) or every
+
+
+def _check_pseudo(cfg: Config, members: set[str]) -> set[str]:
+    """``[pseudo]`` names frozen members; their twins' names are new. Returns the twins."""
+    frozen = {f"{f.name}_{h}" for f in cfg.frozen for h in f.heads}
+    unknown = sorted(set(cfg.pseudo.members) - frozen)
+    if unknown:
+        raise ValueError(
+            f"config: pseudo.members {unknown} are not frozen members (<name>_<head> of a "
+            f"[[frozen]] entry: {sorted(frozen)})"
+        )
+    if cfg.pseudo.enabled and not frozen:
+        raise ValueError("config: [pseudo] enabled needs a [[frozen]] member to refit; add one")
+    twins = {m + PSEUDO_SUFFIX for m in pseudo_members(cfg)}
+    taken = sorted(twins & members)
+    if taken:
+        raise ValueError(f"config: pseudo-labelled member names {taken} are taken; rename them")
+    return twins
 
 
 def _check_external(cfg: Config, members: set[str]) -> None:
@@ -495,6 +589,8 @@ def section_payloads(cfg: Config) -> dict[str, dict]:
         "stack": {"stack": to_dict(cfg.stack)},
         "thresholds": {"thresholds": to_dict(cfg.thresholds)},
         "submit": {"submit": to_dict(cfg.submit), "thresholds": to_dict(cfg.thresholds)},
+        "denoise": {"denoise": to_dict(cfg.denoise)},
+        "pseudo": {**common, "pseudo": to_dict(cfg.pseudo), "denoise": to_dict(cfg.denoise)},
     }
     for f in cfg.frozen:
         out[f"frozen.{f.name}"] = {**common, "frozen": to_dict(f)}

@@ -254,7 +254,7 @@ class Predictor:
 
         b = self.cfg.backbone(backbone)
         model = build_model(
-            b.name,
+            b.architecture,
             len(self.labels),
             self.size,
             "none",

@@ -137,7 +137,7 @@ class FoldJob:
 
     @property
     def seed(self) -> int:
-        return self.train.fold_seed(self.fold)
+        return self.train.fold_seed(self.fold, self.backbone.seed)
 
     def augment_seed(self, epoch: int) -> int:
         """The seed of epoch ``epoch``'s random crops, stretches and flips."""

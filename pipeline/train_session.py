@@ -68,7 +68,7 @@ def initial_model(job: FoldJob):
 
     b = job.backbone
     return build_model(
-        b.name,
+        b.architecture,
         len(job.labels),
         job.image_size,
         b.weights,

@@ -54,6 +54,9 @@ def test_derived_values_come_from_the_sections():
     assert job.seed == 7002 and job.augment_seed(3) == 7002 * 100_003 + 3
     assert job.phases == (Phase("head", 1, 3e-4, 3e-3), Phase("all", 2, 1e-4, 1e-3))
     assert [job.phase_of(e).scope for e in (1, 2, 3)] == ["head", "all", "all"]
+    # a seed repeat: its own seed, the same per-fold offset
+    repeat = _job(dataclasses.replace(job.backbone, name="small_cnn_s2", arch="small_cnn", seed=8))
+    assert repeat.seed == 8002 and repeat.backbone.architecture == "small_cnn"
     plain = _job(BackboneConfig("small_cnn", epochs=4, lr_min=1e-4, lr_max=1e-3))
     assert plain.phase_of(4) == Phase("all", 4, 1e-4, 1e-3)
     with pytest.raises(ValueError, match="phase 'body:1'"):
@@ -66,6 +69,8 @@ def test_fingerprint_follows_every_training_setting_and_only_them():
     assert job_fingerprint(_job()) == base
     # every backbone and every shared [train] setting changes it ...
     changes = {
+        "arch": "mobilenet_v3_small",
+        "seed": 9,
         "weights": "imagenet",
         "epochs": 4,
         "batch_size": 32,
