@@ -73,13 +73,17 @@ FROZEN_PREDS := $(foreach m,$(FROZEN_MEMBERS),$(foreach k,$(FOLD_IDS),$(BUILD)/m
 EXTERNAL_PREDS := $(foreach m,$(EXTERNAL),$(foreach k,$(FOLD_IDS),$(BUILD)/external/$(m).fold$(k).npz))
 EXTERNAL_FILES := $(foreach m,$(EXTERNAL),$(EXTERNAL_PATH_$(m)))
 BASE_PREDS := $(PREDS) $(TWOFLOW_PREDS) $(FROZEN_PREDS) $(EXTERNAL_PREDS)
+# the pseudo-labelled twins ([pseudo]): fold k's head also fits the test rows that fold k's
+# teacher (the mean of every base member's fold-k models) is confident about
+PSEUDO_PREDS := $(foreach m,$(PSEUDO_MEMBERS),$(foreach k,$(FOLD_IDS),$(BUILD)/pseudo/$(m).fold$(k).npz))
+STACK_PREDS := $(BASE_PREDS) $(PSEUDO_PREDS)
 # Make starts prerequisites in the order they are listed. Each backbone's first fold goes
 # first, so with -j2 two backbones train side by side (each job's process then trains its
 # backbone's other folds: one trace per backbone, not one per process); then the members
 # that train no CNN, so a free slot embeds and fits them rather than wait on a fold another
 # process is training. Only the order: the stack still reads $(BASE_PREDS).
 PREDS_FIRST := $(foreach b,$(BACKBONES),$(BUILD)/preds/$(b).fold$(firstword $(FOLD_IDS)).npz)
-BASE_PREDS_SCHEDULE := $(PREDS_FIRST) $(FROZEN_PREDS) $(EXTERNAL_PREDS) $(TWOFLOW_PREDS) $(PREDS)
+BASE_PREDS_SCHEDULE := $(PREDS_FIRST) $(FROZEN_PREDS) $(EXTERNAL_PREDS) $(TWOFLOW_PREDS) $(PREDS) $(PSEUDO_PREDS)
 SUBMISSION := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).csv
 SUBMISSION_LABELS := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).labels.csv
 # a fold file's stem <name>.fold<k>: $(call member_of,<stem>) = <name>, $(call fold_of,<stem>) = <k>
@@ -87,7 +91,7 @@ member_of = $(word 1,$(subst .fold, ,$(1)))
 fold_of = $(word 2,$(subst .fold, ,$(1)))
 
 .PHONY: help all summary demo-data data-checks folds augment image-cache weights import-data train-cnn twoflow embed-cnn \
-        embed frozen external similar stack thresholds submit report baseline predict serve segmenter clean clean-all
+        embed frozen pseudo external similar stack thresholds submit report baseline predict serve segmenter clean clean-all
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -207,9 +211,16 @@ $(BUILD)/embed/%.npz: $(RESOLVED_DIR)/frozen.%.json $$(WEIGHTS_FROZEN_$$*) $(DAT
 
 frozen: $(FROZEN_PREDS) ## frozen-feature members: per fold, heads fitted on the other folds' embeddings
 
-$(BUILD)/members/%.npz: $(BUILD)/embed/$$(FROZEN_EMB_$$(call member_of,$$*)).npz $(RESOLVED_DIR)/frozen.$$(FROZEN_EMB_$$(call member_of,$$*)).json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_FROZEN) | $(INSTALLED)
+$(BUILD)/members/%.npz: $(BUILD)/embed/$$(FROZEN_EMB_$$(call member_of,$$*)).npz $(RESOLVED_DIR)/frozen.$$(FROZEN_EMB_$$(call member_of,$$*)).json $(RESOLVED_DIR)/denoise.json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_FROZEN) | $(INSTALLED)
 	$(PY) -m stages.frozen --config $(CONFIG) --member $(call member_of,$*) --fold $(call fold_of,$*) \
 	  --folds $(FOLDS) --embedding $< --out $@ --head-out $(BUILD)/frozen/$*.head.npz
+
+pseudo: $(PSEUDO_PREDS) ## pseudo-labelled twins of the frozen members ([pseudo] in the config)
+
+# the teacher is every base member: a twin's fold job waits for all of them
+$(BUILD)/pseudo/%.npz: $(BUILD)/embed/$$(FROZEN_EMB_$$(call member_of,$$*)).npz $(RESOLVED_DIR)/frozen.$$(FROZEN_EMB_$$(call member_of,$$*)).json $(RESOLVED_DIR)/pseudo.json $(BASE_PREDS) $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_FROZEN) | $(INSTALLED)
+	$(PY) -m stages.frozen --config $(CONFIG) --member $(call member_of,$*) --fold $(call fold_of,$*) \
+	  --folds $(FOLDS) --embedding $< --out $@ --head-out $(BUILD)/frozen/$*.head.npz --teacher $(BASE_PREDS)
 
 external: $(EXTERNAL_PREDS) ## teammates' models ([[external]]): their OOF + test file checked against our folds -> fold files
 
@@ -239,7 +250,7 @@ stack: $(BUILD)/stack/stacked.npz ## top-N epoch selection -> per-label XGBoost 
 
 $(BUILD)/stack/stacked.npz: $(BASE_PREDS_SCHEDULE) $(DATA_TRAIN) $(RESOLVED_DIR)/stack.json $(RESOLVED_DIR)/thresholds.json $(CODE_STACK) | $(INSTALLED)
 	@rm -f $@
-	$(PY) -m stages.stack --config $(CONFIG) --preds $(BASE_PREDS) --out $@
+	$(PY) -m stages.stack --config $(CONFIG) --preds $(STACK_PREDS) --out $@
 
 baseline: $(BASELINE_PREDS) ## scikit-learn baseline: per-label logistic regression on CNN embeddings (OOF)
 
@@ -271,8 +282,8 @@ $(SUBMISSION) $(SUBMISSION_LABELS) &: $(BUILD)/stack/stacked.npz $(BUILD)/thresh
 
 report: $(BUILD)/report/index.html ## build/<name>/report/index.html + metrics.json
 
-$(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD)/thresholds.json $(BUILD)/stack/stacked.npz $(BASE_PREDS) $(BASELINE_PREDS) $(BUILD)/similar/metrics.json $(AUGMENT) $(DATA_REPORT) $(DATA_TRAIN) $(DATA_TRUTH) $(CODE_REPORT) | $(INSTALLED)
-	$(PY) -m stages.report --config $(CONFIG) --preds $(BASE_PREDS) \
+$(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD)/thresholds.json $(BUILD)/stack/stacked.npz $(STACK_PREDS) $(BASELINE_PREDS) $(BUILD)/similar/metrics.json $(AUGMENT) $(DATA_REPORT) $(DATA_TRAIN) $(DATA_TRUTH) $(CODE_REPORT) | $(INSTALLED)
+	$(PY) -m stages.report --config $(CONFIG) --preds $(STACK_PREDS) \
 	  --baseline $(BASELINE_PREDS) \
 	  --similar $(BUILD)/similar/metrics.json --augment-preview $(BUILD)/augment/preview.png \
 	  --data-report $(DATA_REPORT) \

@@ -14,7 +14,9 @@ Heads (sklearn-style, state as plain arrays for the predictor):
 - :class:`KNNHead`: cosine nearest neighbours; per label the similarity-weighted share of
   positives among the ``k`` nearest known rows, shrunk towards the label's prevalence.
 
-The embedding file (``build/<config>/embed/<name>.npz``) has one writer and one reader,
+A member's fold fit (and its ``[denoise]`` / ``[pseudo]`` refits) is
+:func:`pipeline.frozen_fit.run_frozen_fold`. The embedding file
+(``build/<config>/embed/<name>.npz``) has one writer and one reader,
 :func:`pipeline.artifacts.save_embeddings` / :func:`pipeline.artifacts.load_embeddings`.
 """
 
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator
 
-from pipeline.artifacts import load_embeddings, save_embeddings
+from pipeline.artifacts import save_embeddings
 from pipeline.inference import embed_paths, embedding_model
 from pipeline.metrics import check_labels
 
@@ -97,11 +99,13 @@ class LogisticHead(BaseEstimator):
         self.C = C
         self.max_iter = max_iter
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> LogisticHead:
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight=None) -> LogisticHead:
+        """``sample_weight``: (n,) how much each row's labelled cells count (default 1)."""
         from sklearn.linear_model import LogisticRegression
 
         X = np.asarray(X, dtype=np.float64)
         y = check_labels(y)
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         self.mean_ = X.mean(axis=0)
         scale = X.std(axis=0)
         self.scale_ = np.where(scale > 1e-12, scale, 1.0)
@@ -116,7 +120,7 @@ class LogisticHead(BaseEstimator):
                 self.intercept_[j] = np.log(rate / (1 - rate))
                 continue
             lr = LogisticRegression(C=self.C, class_weight="balanced", max_iter=self.max_iter)
-            lr.fit(Z[known], yj)
+            lr.fit(Z[known], yj, sample_weight=None if w is None else w[known])
             self.coef_[j], self.intercept_[j] = lr.coef_[0], lr.intercept_[0]
         return self
 
@@ -135,7 +139,8 @@ class LogisticHead(BaseEstimator):
 
 class KNNHead(BaseEstimator):
     """Cosine k nearest neighbours: per label, (sum of w * y + prior) / (sum of w + 1) over
-    the k most similar known rows, with w = max(similarity, 0)^3 and prior = prevalence."""
+    the k most similar known rows, with w = max(similarity, 0)^3 times the neighbour's
+    sample weight (default 1) and prior = prevalence."""
 
     def __init__(self, k: int = 25) -> None:
         self.k = k
@@ -145,11 +150,13 @@ class KNNHead(BaseEstimator):
         Z = np.asarray(X, dtype=np.float64) - mean
         return Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> KNNHead:
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight=None) -> KNNHead:
         y = check_labels(y)
         self.mean_ = np.asarray(X, dtype=np.float64).mean(axis=0)
         self.train_ = self._normalise(X, self.mean_)
         self.y_ = y
+        n = len(y)
+        self.weight_ = np.ones(n) if sample_weight is None else np.asarray(sample_weight, float)
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -157,6 +164,7 @@ class KNNHead(BaseEstimator):
         k = min(self.k, sims.shape[1])
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         w = np.maximum(np.take_along_axis(sims, top, axis=1), 0.0) ** 3  # (m, k)
+        w = w * self.weight_[top]
         known = ~np.isnan(self.y_)
         prior = np.nanmean(np.where(known, self.y_, np.nan), axis=0)
         prior = np.nan_to_num(prior, nan=0.0)
@@ -166,13 +174,20 @@ class KNNHead(BaseEstimator):
         return np.clip(num / den, 0.0, 1.0)
 
     def get_state(self) -> dict[str, np.ndarray]:
-        return {"mean": self.mean_, "train": self.train_, "y": self.y_, "k": np.asarray(self.k)}
+        return {
+            "mean": self.mean_,
+            "train": self.train_,
+            "y": self.y_,
+            "k": np.asarray(self.k),
+            "weight": self.weight_,
+        }
 
     def set_state(self, state) -> KNNHead:
         self.k = int(state["k"])
         self.mean_ = np.asarray(state["mean"], dtype=np.float64)
         self.train_ = np.asarray(state["train"], dtype=np.float64)
         self.y_ = np.asarray(state["y"], dtype=np.float64)
+        self.weight_ = np.asarray(state["weight"], dtype=np.float64)
         return self
 
 
@@ -203,31 +218,3 @@ def load_head(path):
     if cls is None:
         raise ValueError(f"{path}: unknown head kind {kind!r}; re-run `make frozen`")
     return cls().set_state(state)
-
-
-def run_frozen_fold(cfg, member: str, fold: int, folds_csv, embedding, out_path, head_out=None):
-    """Fit member ``member``'s head on the rows outside ``fold``; write fold ``fold``'s OOF
-    and test predictions (CNN format) and, with ``head_out``, the head's state."""
-    from threadpoolctl import threadpool_limits
-
-    from pipeline.artifacts import save_single_epoch_predictions
-    from pipeline.data import read_labels, read_test_ids
-    from pipeline.folds import read_folds
-
-    f, head_name = parse_member(cfg, member)
-    table = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)
-    folds = read_folds(folds_csv, table.ids, cfg.folds.n_folds)
-    if not 0 <= fold < cfg.folds.n_folds:
-        raise ValueError(f"fold {fold} is outside 0..{cfg.folds.n_folds - 1}")
-    test_ids, _ = read_test_ids(cfg.data.test_dir, cfg.data.id_column, check_images=False)
-    emb = load_embeddings(embedding, table.ids, test_ids)
-    tr, va = folds != fold, folds == fold
-    head = make_head(f, head_name)
-    with threadpool_limits(limits=1):  # Make runs fold jobs side by side
-        head.fit(emb["train"][tr], table.y[tr])
-        oof = head.predict_proba(emb["train"][va])
-        test = head.predict_proba(emb["test"])
-    if head_out is not None:
-        save_head(head_out, head)
-    save_single_epoch_predictions(out_path, table.labels, table.ids[va], test_ids, oof, test)
-    log.info("%s fold %d: fit on %d rows, wrote %s", member, fold, int(tr.sum()), out_path)

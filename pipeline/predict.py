@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.artifacts import PREDICT_MANIFEST, load_predict_manifest, load_thresholds
-from pipeline.config import Config
+from pipeline.config import PSEUDO_SUFFIX, Config, pseudo_members
 from pipeline.images import resize_image  # the one resize: as load_image(path, size)
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,10 @@ class Predictor:
             for name, m in manifest["members"].items()
         }
         self._frozen_members = {f"{f.name}_{h}": f for f in cfg.frozen for h in f.heads}
+        # pseudo-labelled twins score a new image as their member, with their own heads
+        self._frozen_members |= {
+            m + PSEUDO_SUFFIX: self._frozen_members[m] for m in pseudo_members(cfg)
+        }
         # [[external]] members were trained elsewhere: no model here to score a new image
         own = {b.name for b in cfg.train.backbones} | set(self._frozen_members) | {TWOFLOW}
         self.external = {e.name for e in cfg.external} | (set(self.singles) - own)

@@ -139,8 +139,10 @@ def candidate_scores(z, y, y_test, report: dict, beta, step, shrink, tie) -> dic
         row = {"rule": best["rule"], "outer_cv_fbeta": best["outer_cv_fbeta"]}
         oof, test = z["candidates_oof"][c], z["candidates_test"][c]
         for key, b in (("fbeta", beta), ("f1", 1.0)):
-            t = rule_thresholds(oof, y, best["rule"], b, step, shrink)
+            # the rate rule cuts the rows it labels: the OOF rows, then the test rows
+            t = rule_thresholds(oof, y, best["rule"], b, step, shrink, oof)
             row[f"oof_{key}"] = float(fbeta_per_label(y, (oof >= t).astype(np.int8), b).mean())
+            t = rule_thresholds(oof, y, best["rule"], b, step, shrink, test.mean(axis=0))
             if y_test is not None:
                 vote = majority_vote(fold_votes(test, t), tie)
                 row[f"test_{key}"] = float(fbeta_per_label(y_test, vote, beta=b).mean())
@@ -355,7 +357,8 @@ def stack_and_vote(cfg, run: RunFiles) -> tuple[ModelScores, ModelScores]:
 
         # F1 at the chosen rules re-fitted for F1, on the chosen combiners' OOF
         choice = (z["candidates_oof"], z["choice_combiner"], z["choice_rule"])
-        f1_t = chosen_thresholds(y, *choice, 1.0, step, cfg.stack.shrink)
+        scored = z["candidates_test"].mean(axis=1)
+        f1_t = chosen_thresholds(y, *choice, 1.0, step, cfg.stack.shrink, scored)
     if f1_t is not None:
         stack_f1 = fbeta_per_label(y_test, (s_test.mean(axis=0) >= f1_t).astype(np.int8), 1.0)
         vote_f1 = fbeta_per_label(y_test, vote_with(f1_t), 1.0)

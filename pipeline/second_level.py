@@ -1,8 +1,8 @@
 """The second level, chosen by nested cross-validation on the OOF rows (never the holdout).
 
 Candidates are (combiner, threshold rule) pairs: every combiner of ``pipeline.combiners``
-times every rule of ``pipeline.thresholds.RULES``. The outer CV splits the OOF rows into
-``outer_folds`` folds (iterative stratification); for each outer fold, every combiner is
+times each threshold rule asked for (``pipeline.thresholds.RULES``). The outer CV splits
+the OOF rows into ``outer_folds`` folds (iterative stratification); for each outer fold, every combiner is
 fitted on the other rows only (its column selection included), its thresholds are fitted
 by each rule on its inner-CV ``oof_`` of those rows only, and the outer rows are predicted
 0/1. So every outer-fold prediction was made without its row's own label, and the
@@ -47,7 +47,7 @@ from pipeline.combiners import (
 from pipeline.metrics import check_labels, fbeta_per_label, paired_bootstrap
 from pipeline.select import Column
 from pipeline.stack import _jsonable
-from pipeline.thresholds import RULES, rule_thresholds
+from pipeline.thresholds import DEFAULT_RULES, rule_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def nested_cv(
     P: np.ndarray,
     y: np.ndarray,
     combiners: Mapping[str, Combiner],
-    rules: Sequence[str] = RULES,
+    rules: Sequence[str] = DEFAULT_RULES,
     outer_folds: int = 5,
     beta: float = 2.0,
     step: float = 0.01,
@@ -206,7 +206,7 @@ def nested_cv(
             )
             p_out = fitted.predict_proba(P[out])
             for ri, rule in enumerate(rules):
-                t = rule_thresholds(fitted.oof_, y[~out], rule, beta, step, shrink)
+                t = rule_thresholds(fitted.oof_, y[~out], rule, beta, step, shrink, p_out)
                 pred[ci * len(rules) + ri, out] = p_out >= t
             bar.update()
     bar.close()
@@ -353,7 +353,7 @@ def fit_second_level(
     columns: Sequence[Column],
     labels: Sequence[str],
     combiners: Mapping[str, Combiner],
-    rules: Sequence[str] = RULES,
+    rules: Sequence[str] = DEFAULT_RULES,
     outer_folds: int = 5,
     mode: str = "auto",
     beta: float = 2.0,
@@ -423,15 +423,19 @@ def chosen_thresholds(
     beta: float = 2.0,
     step: float = 0.01,
     shrink: float = 20.0,
+    candidates_scored: np.ndarray | None = None,
 ) -> np.ndarray:
     """(L,) thresholds of the chosen second level: label j gets its rule ``rules[j]`` fitted
     on its combiner's OOF ``candidates_oof[pick[j]]`` over all labels, exactly as the outer
     CV scored that candidate (a ``global`` threshold is that combiner's, over every label).
+    ``candidates_scored`` (C, m, L): each candidate's probabilities of the rows to be
+    labelled (the test set), which the ``rate`` rule cuts.
     """
     pick = np.asarray(pick)
     rules = np.asarray(rules).astype(str)
     out = np.empty(len(pick))
     for c, rule in sorted({(int(c), str(r)) for c, r in zip(pick, rules, strict=True)}):
         cols = (pick == c) & (rules == rule)
-        out[cols] = rule_thresholds(candidates_oof[c], y, rule, beta, step, shrink)[cols]
+        scored = None if candidates_scored is None else candidates_scored[c]
+        out[cols] = rule_thresholds(candidates_oof[c], y, rule, beta, step, shrink, scored)[cols]
     return out

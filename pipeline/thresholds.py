@@ -224,8 +224,21 @@ class ThresholdSearch(TransformerMixin, BaseEstimator):
         return idx, self.max_iter
 
 
-#: Threshold rules the second level chooses between (``pipeline.second_level``).
-RULES = ("per_label", "global", "shrunk")
+#: Threshold rules the second level chooses between (``pipeline.second_level``); the
+#: config's ``stack.rules`` picks which are tried (``rate`` only when listed).
+RULES = ("per_label", "global", "shrunk", "rate")
+DEFAULT_RULES = ("per_label", "global", "shrunk")
+
+
+def rate_matched(p: np.ndarray, own: np.ndarray, scored: np.ndarray) -> np.ndarray:
+    """(L,) cuts on ``scored`` (m, L) that mark as positive the same share of its rows as
+    the thresholds ``own`` mark among the fitted rows ``p`` (n, L): each label's cut is its
+    ``round(rate * m)``-th highest scored probability (at least one row)."""
+    rate = (p >= own).mean(axis=0)
+    m = scored.shape[0]
+    n_pos = np.clip(np.rint(rate * m).astype(np.intp), 1, m)
+    ranked = -np.sort(-scored, axis=0)  # each column descending
+    return ranked[n_pos - 1, np.arange(scored.shape[1])].astype(np.float64)
 
 
 def rule_thresholds(
@@ -235,6 +248,7 @@ def rule_thresholds(
     beta: float = 2.0,
     step: float = 0.01,
     shrink: float = 20.0,
+    scored: np.ndarray | None = None,
 ) -> np.ndarray:
     """(L,) thresholds by a rule, fitted on probabilities ``p`` (n, L) against ``y`` (n, L).
 
@@ -246,6 +260,11 @@ def rule_thresholds(
     - ``shrunk``: ``(n_pos * t_label + shrink * t_global) / (n_pos + shrink)``, rounded to
       the grid: labels with many positives keep their own threshold, rare ones move
       towards the global one.
+    - ``rate`` (transductive, after HPA 2018's rate matching): the rows to be labelled,
+      ``scored`` (m, L), are cut where the same share of them is positive as the
+      ``per_label`` thresholds give on ``p``; it carries a positive *rate* to new images,
+      not a probability, so a shift in the scores' scale between OOF and test (averaged
+      fold models, other images) does not move how many images get a label.
 
     ``rule`` may be one name for every label or a sequence of L names (one per label).
     """
@@ -272,4 +291,9 @@ def rule_thresholds(
     shrunk = (n_pos * own + shrink * t_global) / np.maximum(n_pos + shrink, 1e-12)
     shrunk = grid[np.clip(np.rint(shrunk / step).astype(np.intp), 0, grid.size - 1)]
     by_rule = {"per_label": own, "global": np.full(n_labels, t_global), "shrunk": shrunk}
+    if "rate" in rules:
+        if scored is None:
+            raise ValueError("the rate rule needs the probabilities of the rows it labels")
+        scored = check_probabilities(scored, (len(scored), n_labels))
+        by_rule["rate"] = rate_matched(p, own, scored)
     return np.array([by_rule[r][j] for j, r in enumerate(rules)], dtype=np.float64)

@@ -1,5 +1,7 @@
 """`make frozen`: one frozen-feature member's head for one CNN fold, fitted on the other
-folds' embeddings; OOF + test predictions in the CNN format, and the head's state."""
+folds' embeddings; OOF + test predictions in the CNN format, and the head's state. The
+pseudo-labelled twins (`<member>_pl`, ``[pseudo]``) also take ``--teacher``: every base
+member's fold files."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from stages.common import add_fold_args, cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.frozen import run_frozen_fold
+    from pipeline.frozen_fit import run_frozen_fold
 
     ap = argparse.ArgumentParser(description=__doc__)
     add_fold_args(ap)
@@ -20,6 +22,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--embedding", type=Path, required=True, help="from `make embed`")
     ap.add_argument("--out", type=Path, required=True, help="predictions .npz (CNN format)")
     ap.add_argument("--head-out", type=Path, help="where to keep the fitted head (.npz)")
+    ap.add_argument(
+        "--teacher", type=Path, nargs="*", default=(), help="a twin's teacher: base fold files"
+    )
     args = ap.parse_args(argv)
     return cli(
         lambda: run_frozen_fold(
@@ -30,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
             args.embedding,
             args.out,
             args.head_out,
+            args.teacher,
         )
     )
 

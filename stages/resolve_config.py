@@ -21,10 +21,12 @@ from pathlib import Path
 from pipeline.artifacts import write_text_atomic
 from pipeline.code_deps import ROOT, code_closure
 from pipeline.config import (
+    PSEUDO_SUFFIX,
     SAMPLE_SUBMISSION_NAME,
     BackboneConfig,
     config_hash,
     load_config,
+    pseudo_members,
     section_payloads,
     to_dict,
     weights_file,
@@ -99,6 +101,9 @@ def run(config: Path, out_dir: Path, data_dir: Path | None = None, touch: bool =
     lines.append(f"FROZEN := {' '.join(f.name for f in cfg.frozen)}")
     lines.append(f"FROZEN_MEMBERS := {' '.join(m for _, m in members)}")
     lines += [f"FROZEN_EMB_{m} := {f.name}" for f, m in members]
+    twins = [(f, m + PSEUDO_SUFFIX) for f, m in members if m in pseudo_members(cfg)]
+    lines.append(f"PSEUDO_MEMBERS := {' '.join(m for _, m in twins)}")
+    lines += [f"FROZEN_EMB_{m} := {f.name}" for f, m in twins]
     lines += [
         f"WEIGHTS_FROZEN_{f.name} := {weights_file(BackboneConfig(f.backbone, f.weights))}"
         for f in cfg.frozen

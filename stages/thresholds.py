@@ -28,8 +28,17 @@ def stacked_thresholds(cfg: Config, z) -> tuple[np.ndarray, str]:
     if t.average != "macro" or "candidates_oof" not in z:
         search = ThresholdSearch(beta=t.beta, step=t.step, average=t.average)
         return search.fit(np.nan_to_num(oof, nan=0.0), y).thresholds_, f"search ({t.average})"
+    # the rate rule cuts the test rows: each candidate's mean over the CNN folds
+    scored = z["candidates_test"].mean(axis=1)
     out = chosen_thresholds(
-        y, z["candidates_oof"], z["choice_combiner"], z["choice_rule"], t.beta, t.step, s.shrink
+        y,
+        z["candidates_oof"],
+        z["choice_combiner"],
+        z["choice_rule"],
+        t.beta,
+        t.step,
+        s.shrink,
+        scored,
     )
     pick, rules = z["choice_combiner"], z["choice_rule"]
     names = [f"{z['combiners'][c]}/{r}" for c, r in zip(pick, rules, strict=True)]

@@ -7,7 +7,8 @@ import pytest
 
 from pipeline.artifacts import load_embeddings, save_embeddings
 from pipeline.config import config_from_dict, load_config
-from pipeline.frozen import KNNHead, LogisticHead, load_head, run_frozen_fold, save_head
+from pipeline.frozen import KNNHead, LogisticHead, load_head, save_head
+from pipeline.frozen_fit import run_frozen_fold
 from pipeline.metrics import fbeta_per_label
 from pipeline.select import load_base_predictions
 from tests.conftest import tiny_config_text, write_dataset

@@ -149,3 +149,35 @@ def test_benchmark_writes_its_json(tmp_path, capsys):
     assert result["ratio"] == pytest.approx(result["baseline"] / result["ours"])
     assert capsys.readouterr().out.startswith("bench-thresholds: ours ")
     assert [f.name for f in out.parent.iterdir()] == ["thresholds.json"]  # no temp file left
+
+
+def test_rate_rule_carries_the_positive_rate_to_the_scored_rows():
+    from pipeline.thresholds import rule_thresholds
+
+    rng = np.random.default_rng(5)
+    y = (rng.random((400, 3)) < [0.1, 0.3, 0.5]).astype(float)
+    p = np.clip(0.6 * y + 0.4 * rng.random(y.shape), 0, 1)
+    own = rule_thresholds(p, y, "per_label")
+    rate = (p >= own).mean(axis=0)
+    # scored rows on another scale (squashed towards 0): the same share is cut positive
+    scored = 0.5 * np.clip(
+        0.6 * (rng.random((200, 3)) < [0.1, 0.3, 0.5]) + 0.4 * rng.random((200, 3)), 0, 1
+    )
+    t = rule_thresholds(p, y, "rate", scored=scored)
+    np.testing.assert_allclose((scored >= t).mean(axis=0), rate, atol=0.01)
+    mixed = rule_thresholds(p, y, ["per_label", "rate", "global"], scored=scored)
+    assert mixed[0] == own[0] and mixed[1] == t[1]
+    with pytest.raises(ValueError, match="rate rule needs"):
+        rule_thresholds(p, y, "rate")
+
+
+def test_rate_rule_is_a_nested_cv_candidate_when_asked():
+    from pipeline.second_level import make_combiners, nested_cv
+
+    rng = np.random.default_rng(6)
+    y = (rng.random((150, 2)) < 0.3).astype(float)
+    P = np.clip(y[:, None, :] * 0.5 + rng.random((150, 3, 2)) * 0.5, 0, 1)
+    combiners = make_combiners(["mean_members"], columns=[("m", e) for e in range(3)])
+    outer = nested_cv(P, y, combiners, rules=("per_label", "rate"), outer_folds=3)
+    assert outer.candidates == [("mean_members", "per_label"), ("mean_members", "rate")]
+    assert outer.per_label.shape == (2, 2) and (outer.per_label > 0).all()
