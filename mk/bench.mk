@@ -3,7 +3,8 @@
 # which is read first.
 
 .PHONY: bench bench-thresholds bench-feed bench-stack bench-augment bench-masks \
-        bench-augment-real bench-dask bench-speed bench-ensemble bench-predict bench-scale
+        bench-augment-real bench-dask bench-speed bench-ensemble bench-predict bench-scale \
+        bench-tricks
 
 bench: ## every benchmark, one after another (JSON under build/bench/, one line each)
 	$(MAKE) --jobs=1 bench-thresholds bench-feed bench-stack bench-augment bench-dask bench-ensemble bench-predict
@@ -34,6 +35,12 @@ bench-speed: | $(INSTALLED) ## clean build + timed `make all` of CONFIG: wall ti
 
 bench-ensemble: $(BUILD)/report/metrics.json | $(INSTALLED) ## held-out F2/F1 of every backbone, the sklearn baseline, stack and vote
 	$(PY) -m benchmarks.bench_ensemble --metrics $< --out build/bench/ensemble_$(NAME).json
+
+TRICK ?= pseudo
+bench-tricks: $(BUILD)/report/metrics.json $(SUBMISSION) | $(INSTALLED) ## ablation: CONFIG's build again with TRICK (pseudo, denoise, repeat, rate) on; held-out F2/F1 gains + paired CIs
+	$(PY) -m benchmarks.bench_tricks --config $(CONFIG) --trick $(TRICK) --build $(BUILD) --folds $(FOLDS) \
+	  --submissions $(SUBMISSIONS) --work build/bench/tricks_$(NAME)_$(TRICK) \
+	  --out build/bench/tricks_$(NAME)_$(TRICK).json
 
 bench-predict: $(BUILD)/report/index.html | $(INSTALLED) ## `make predict` of one image, cold; the page's warm per-image latency (p50/p95 of 50)
 	$(PY) -m benchmarks.bench_predict --config $(CONFIG) --build $(BUILD) --out build/bench/predict.json
