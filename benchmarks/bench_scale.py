@@ -48,35 +48,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.scale_data import ScaleSpec, generate, jd_prevalences
+from benchmarks.scale_data import SCALE_STACK, ScaleSpec, generate, jd_prevalences
 from pipeline.artifacts import load_metrics, write_json_atomic
 
 log = logging.getLogger("benchmarks.bench_scale")
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZES = (5000, 20000, 54908)
-JD_GRID = {
-    "eta": [0.025, 0.05, 0.1, 0.2],
-    "max_depth": [2, 3, 4, 5, 6, 7, 8, 9, 10],
-    "min_child_weight": [1, 2, 4, 8, 16],
-}
-SCALE_STACK = {
-    **JD_GRID,
-    "search": "halving",
-    "halving_factor": 3,
-    "halving_min_rows": 500,
-    "max_bin": 64,
-    "n_estimators": 400,
-    "early_stopping_rounds": 30,
-    "top_n": 6,
-    "n_folds": 5,
-    "outer_folds": 3,
-    "n_jobs": 2,
-    # Caruana's bagged hill-climbing, inside its inner CV inside the outer CV, costs ~36
-    # ensemble selections per label: at 55k rows that alone passes the 30-minute budget
-    "combiners": ["xgb", "logistic_own", "logistic_all", "mean_top", "mean_members"],
-    "seed": 11,
-}
 STAGES = ("load", "select", "stack", "thresholds", "submit", "report")
 
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench_scale import JD_GRID, SCALE_STACK
-from benchmarks.scale_data import ScaleSpec, generate
+from benchmarks.scale_data import JD_GRID, SCALE_STACK, ScaleSpec, generate
 
 log = logging.getLogger("benchmarks.bench_scale")
 
@@ -97,7 +96,7 @@ def full_grid_estimate(base: Path, n_samples: int = 8, seed: int = 0) -> dict:
         load_base_predictions,
         select_columns,
     )
-    from pipeline.stack_cv import GridTask, _seed, fit_grid_point, make_cv_splits, xgb_params
+    from pipeline.stack_cv import GridTask, derived_seed, fit_grid_point, make_cv_splits, xgb_params
 
     cfg = load_config(base / "config.toml")
     table = read_labels(cfg.data.train_dir, "image", check_images=False)
@@ -120,7 +119,7 @@ def full_grid_estimate(base: Path, n_samples: int = 8, seed: int = 0) -> dict:
         rows = rng.choice(rows_all, round(n * (outer - 1) / outer), replace=False)
         rows.sort()
         y_j = table.y[rows, j]
-        splits = make_cv_splits(y_j, 5, _seed(11, j))
+        splits = make_cv_splits(y_j, 5, derived_seed(11, j))
         task = GridTask(j, g, xgb_params(*points[g], 11), rows, features[j], y_j, splits,
                         400, 30, 2.0, 0.01)  # fmt: skip
         t0 = time.perf_counter()

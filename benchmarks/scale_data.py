@@ -34,6 +34,31 @@ from pipeline.artifacts import save_fold_predictions, write_csv_atomic
 JD_N_TRAIN = 54_908
 JD_POSITIVES = (104, 49_893)
 
+#: The JD winner's XGBoost grid, and the second level a competitor runs at that size
+#: (the constants bench_scale and scale_checks share)
+JD_GRID = {
+    "eta": [0.025, 0.05, 0.1, 0.2],
+    "max_depth": [2, 3, 4, 5, 6, 7, 8, 9, 10],
+    "min_child_weight": [1, 2, 4, 8, 16],
+}
+SCALE_STACK = {
+    **JD_GRID,
+    "search": "halving",
+    "halving_factor": 3,
+    "halving_min_rows": 500,
+    "max_bin": 64,
+    "n_estimators": 400,
+    "early_stopping_rounds": 30,
+    "top_n": 6,
+    "n_folds": 5,
+    "outer_folds": 3,
+    "n_jobs": 2,
+    # Caruana's bagged hill-climbing, inside its inner CV inside the outer CV, costs ~36
+    # ensemble selections per label: at 55k rows that alone passes the 30-minute budget
+    "combiners": ["xgb", "logistic_own", "logistic_all", "mean_top", "mean_members"],
+    "seed": 11,
+}
+
 
 def jd_prevalences(n_labels: int = 13) -> np.ndarray:
     """Per-label prevalences log-spaced between the JD table's rarest and commonest label."""

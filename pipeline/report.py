@@ -17,43 +17,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.metrics import fbeta_per_label, precision_recall_per_label
+from pipeline.model_scores import ModelScores
 from pipeline.predict_manifest import epoch_scores
 from pipeline.thresholds import ThresholdSearch
-
-
-@dataclass
-class ModelScores:
-    """One row of the comparison: a model's per-label scores on OOF (and test)."""
-
-    name: str
-    oof_fbeta: np.ndarray
-    test_fbeta: np.ndarray | None = None
-    test_precision: np.ndarray | None = None
-    test_recall: np.ndarray | None = None
-    detail: str = ""
-    test_f1: np.ndarray | None = None  # per label, at thresholds tuned for F1 on OOF
-    test_pred: np.ndarray | None = None  # (m, L) 0/1 held-out predictions (for intervals)
-
-    def as_dict(self, labels) -> dict:
-        out = {
-            "detail": self.detail,
-            "oof_fbeta_macro": float(np.mean(self.oof_fbeta)),
-            "oof_fbeta_per_label": dict(zip(labels, map(float, self.oof_fbeta), strict=True)),
-        }
-        if self.test_fbeta is not None:
-            out["test_fbeta_macro"] = float(np.mean(self.test_fbeta))
-            out["test_fbeta_per_label"] = dict(
-                zip(labels, map(float, self.test_fbeta), strict=True)
-            )
-            out["test_precision_per_label"] = dict(
-                zip(labels, map(float, self.test_precision), strict=True)
-            )
-            out["test_recall_per_label"] = dict(
-                zip(labels, map(float, self.test_recall), strict=True)
-            )
-        if self.test_f1 is not None:
-            out["test_f1_macro"] = float(np.mean(self.test_f1))
-        return out
 
 
 def _test_scores(y_test, pred, beta):

@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.metrics import fbeta_threshold_curves
 
 if TYPE_CHECKING:
-    from pipeline.report import ModelScores
+    from pipeline.model_scores import ModelScores
 
 
 def figure_png(fig) -> str:

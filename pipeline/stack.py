@@ -39,7 +39,7 @@ from pipeline.stack_cv import (
     GridResult,
     GridTask,
     SearchTask,
-    _seed,
+    derived_seed,
     fit_grid_point,
     make_cv_splits,
     run_plans,
@@ -235,7 +235,7 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
                 )
             try:
                 splits = make_cv_splits(
-                    y_j, self.n_folds, _seed(self.seed, j), self.early_stopping_fraction
+                    y_j, self.n_folds, derived_seed(self.seed, j), self.early_stopping_fraction
                 )
             except ValueError as err:
                 raise ValueError(f"label {j}: {err}") from err

@@ -43,7 +43,7 @@ class FoldSplit(NamedTuple):
     valid: np.ndarray
 
 
-def _seed(*keys: int) -> int:
+def derived_seed(*keys: int) -> int:
     """A 32-bit seed derived from ``keys``: independent streams per label and fold."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
 
@@ -97,13 +97,15 @@ def make_cv_splits(
     n_pos = int(np.count_nonzero(y_col == 1))
     rare = min(n_pos, len(y_col) - n_pos)
     cv = (
-        StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=_seed(seed, 0))
+        StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=derived_seed(seed, 0))
         if rare >= n_folds
-        else KFold(n_splits=n_folds, shuffle=True, random_state=_seed(seed, 0))
+        else KFold(n_splits=n_folds, shuffle=True, random_state=derived_seed(seed, 0))
     )
     splits = []
     for k, (train, valid) in enumerate(cv.split(np.zeros(len(y_col)), y_col)):
-        fit, es = early_stopping_split(y_col[train], early_stopping_fraction, _seed(seed, 1, k))
+        fit, es = early_stopping_split(
+            y_col[train], early_stopping_fraction, derived_seed(seed, 1, k)
+        )
         splits.append(FoldSplit(fit=train[fit], early_stop=train[es], valid=np.sort(valid)))
     return splits
 
@@ -332,12 +334,12 @@ def search_label(X: np.ndarray, task: SearchTask) -> SearchResult:
         if final:
             sub, y_sub, splits = np.arange(len(task.rows)), task.y, task.splits
         else:
-            sub = _rung_sample(task.y, m, _seed(task.seed, task.label, 100 + r))
+            sub = _rung_sample(task.y, m, derived_seed(task.seed, task.label, 100 + r))
             y_sub = task.y[sub]
             splits = make_cv_splits(
                 y_sub,
                 min(task.n_folds, EARLY_RUNG_FOLDS),
-                _seed(task.seed, task.label, 200 + r),
+                derived_seed(task.seed, task.label, 200 + r),
                 task.early_stopping_fraction,
             )
             patience = min(patience, EARLY_RUNG_PATIENCE)

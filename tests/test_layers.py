@@ -48,3 +48,61 @@ def test_only_inference_owns_embeddings():
         if any(name == "pipeline.twoflow" for _, name in _imports(path))
     )
     assert importers == ["pipeline/predict.py", "stages/twoflow.py"]
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Repository module -> the repository modules it imports (anywhere in the file)."""
+    from pipeline.code_deps import imported_names, module_files
+
+    files = [
+        p for folder in ("pipeline", "stages", "benchmarks") for p in (ROOT / folder).rglob("*.py")
+    ]
+    graph = {}
+    for path in files:
+        here = path.relative_to(ROOT).as_posix()
+        deps = {
+            f.relative_to(ROOT).as_posix()
+            for name in imported_names(path, ROOT)
+            for f in module_files(name, ROOT)
+            if f.name != "__init__.py"
+        }
+        graph[here] = deps - {here}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected group of more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circles():
+    """No two modules import each other, directly or around a loop (function-level and
+    type-checking imports count): each module can be read, tested and moved on its own."""
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert not _cycles(_module_graph())
