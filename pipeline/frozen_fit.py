@@ -127,10 +127,14 @@ def teacher(
 def confidence_cuts(
     p: np.ndarray, y: np.ndarray, precision: float, min_rows: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per label, (lo, hi): the highest cut whose negative predictive value among the rows
-    at or below it reaches ``precision``, and the lowest cut whose precision among the
-    rows at or above it does, each over at least ``min_rows`` known rows; ``-inf`` /
-    ``+inf`` where no cut qualifies (that side gives no pseudo-label)."""
+    """Per label, (lo, hi): the lowest cut whose precision among the rows at or above it
+    reaches ``precision``, and the highest cut below which at most ``1 - precision`` of the
+    label's positives lie, each with at least ``min_rows`` known rows beyond it; ``+inf`` /
+    ``-inf`` where no cut qualifies (that side gives no pseudo-label).
+
+    The negative side bounds the share of *positives* lost, not the negative predictive
+    value: a label with 5% positives has an NPV of 95% with every row called negative,
+    which would teach the twin to miss exactly the rare positives F2 weighs most."""
     L = y.shape[1]
     lo, hi = np.full(L, -np.inf), np.full(L, np.inf)
     for j in range(L):
@@ -147,11 +151,11 @@ def confidence_cuts(
         ok &= last
         if ok.any():
             hi[j] = ps[np.flatnonzero(ok)[-1]]
-        # bottom-up: the rows with p <= ps[i]
+        # bottom-up: the rows with p <= ps[i]; the share of the positives among them
         rs, ry = ps[::-1], ys[::-1]
         n_bot = np.arange(1, len(rs) + 1)
-        npv = np.cumsum(1 - ry) / n_bot
-        ok = (npv >= precision) & (n_bot >= min_rows) & np.r_[rs[1:] != rs[:-1], True]
+        missed = np.cumsum(ry) / max(ys.sum(), 1.0)
+        ok = (missed <= 1 - precision) & (n_bot >= min_rows) & np.r_[rs[1:] != rs[:-1], True]
         if ok.any():
             lo[j] = rs[np.flatnonzero(ok)[-1]]
     return lo, hi

@@ -79,7 +79,12 @@ def test_confidence_cuts_reach_the_precision_on_enough_rows():
     assert y[top, 0].mean() >= 0.9 and top.sum() >= 5
     assert hi[0] <= 0.7  # the lowest qualifying cut
     bottom = p[:, 0] <= lo[0]
-    assert (1 - y[bottom, 0]).mean() >= 0.9 and lo[0] >= 0.6
+    assert y[bottom, 0].sum() <= 0.1 * y[:, 0].sum() and lo[0] >= 0.6
+    # a rare label: calling every row negative has an NPV of 95%, but misses every positive
+    rare = np.zeros((100, 1))
+    rare[[10, 50, 70, 80, 90], 0] = 1.0
+    lo, _ = confidence_cuts(p[:100], rare, precision=0.9, min_rows=5)
+    assert lo[0] < 0.1  # only the rows below the lowest positive
     # a label with too few rows gives no cut
     lo, hi = confidence_cuts(p[:3], y[:3], precision=0.9, min_rows=5)
     assert np.isinf(lo[0]) and np.isinf(hi[0])
