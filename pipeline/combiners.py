@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, clone
 
-from pipeline.metrics import _threshold_counts, check_labels, fbeta_from_counts
+from pipeline.metrics import check_labels, fbeta_from_counts, threshold_counts_unchecked
 from pipeline.select import Column, select_columns
 
 _EPS = 1e-6
@@ -237,7 +237,9 @@ def ensemble_selection(
         # every candidate addition scored in one vectorised threshold pass (inputs checked
         # once above: a mean of probabilities is one)
         cand = (total[:, None] + p) / (step_i + 1)
-        curves = fbeta_from_counts(*_threshold_counts(y_rep, np.clip(cand, 0.0, 1.0), step), beta)
+        curves = fbeta_from_counts(
+            *threshold_counts_unchecked(y_rep, np.clip(cand, 0.0, 1.0), step), beta
+        )
         best_c = int(np.argmax(curves.max(axis=0) + 1e-12 * -np.arange(n_cols)))
         counts[best_c] += 1
         total += p[:, best_c]

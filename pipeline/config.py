@@ -427,6 +427,19 @@ class Config:
             return Path(self.submit.sample_submission)
         return Path(self.data.test_dir) / SAMPLE_SUBMISSION_NAME
 
+    @property
+    def twoflow_backbone(self) -> str:
+        """The fine-tuned member whose final checkpoints Two-Flow reads ("" = the first)."""
+        return self.twoflow.backbone or self.train.backbones[0].name
+
+    def frozen_members(self) -> dict[str, tuple[FrozenConfig, str]]:
+        """Every frozen member's name -> (its ``[[frozen]]`` entry, head): ``<name>_<head>``
+        for each head, then the pseudo-labelled twins ``<member>_pl`` (same entry and
+        head, their own fitted heads). The one place these names are made."""
+        own = {f"{f.name}_{h}": (f, h) for f in self.frozen for h in f.heads}
+        twins = {m + PSEUDO_SUFFIX: own[m] for m in pseudo_members(self)}
+        return own | twins
+
     def backbone(self, name: str) -> BackboneConfig:
         for b in self.train.backbones:
             if b.name == name:
@@ -479,7 +492,7 @@ def config_from_dict(raw: dict) -> Config:
     frozen = [f.name for f in cfg.frozen]
     if len(set(frozen)) != len(frozen):
         raise ValueError(f"config: [[frozen]] names must be unique, got {frozen}")
-    members = {f"{f.name}_{h}" for f in cfg.frozen for h in f.heads} | set(names)
+    members = set(_frozen_heads(cfg)) | set(names)
     if len(members) != len(names) + sum(len(f.heads) for f in cfg.frozen):
         raise ValueError(
             "config: frozen member names (<name>_<head>) must be unique and differ from "
@@ -497,18 +510,22 @@ def config_from_dict(raw: dict) -> Config:
 PSEUDO_SUFFIX = "_pl"
 
 
+def _frozen_heads(cfg: Config) -> list[str]:
+    """``<name>_<head>`` of every ``[[frozen]]`` entry and head, in config order."""
+    return [f"{f.name}_{h}" for f in cfg.frozen for h in f.heads]
+
+
 def pseudo_members(cfg: Config) -> list[str]:
     """The frozen members a pseudo-labelling round refits (``[pseudo] members``; empty =
     every frozen member); none when the round is off."""
     if not cfg.pseudo.enabled:
         return []
-    every = [f"{f.name}_{h}" for f in cfg.frozen for h in f.heads]
-    return list(cfg.pseudo.members) or every
+    return list(cfg.pseudo.members) or _frozen_heads(cfg)
 
 
 def _check_pseudo(cfg: Config, members: set[str]) -> set[str]:
     """``[pseudo]`` names frozen members; their twins' names are new. Returns the twins."""
-    frozen = {f"{f.name}_{h}" for f in cfg.frozen for h in f.heads}
+    frozen = set(_frozen_heads(cfg))
     unknown = sorted(set(cfg.pseudo.members) - frozen)
     if unknown:
         raise ValueError(

@@ -83,13 +83,12 @@ def frozen_config(cfg, name: str):
 
 
 def parse_member(cfg, member: str) -> tuple[Any, str]:
-    """``<name>_<head>`` -> (its FrozenConfig, head)."""
-    for f in cfg.frozen:
-        for head in f.heads:
-            if member == f"{f.name}_{head}":
-                return f, head
-    known = [f"{f.name}_{h}" for f in cfg.frozen for h in f.heads]
-    raise ValueError(f"{member!r} is not a frozen member of the config ({known})")
+    """A frozen member's name (``<name>_<head>``, or a pseudo twin's) -> (its FrozenConfig,
+    head)."""
+    members = cfg.frozen_members()
+    if member not in members:
+        raise ValueError(f"{member!r} is not a frozen member of the config ({list(members)})")
+    return members[member]
 
 
 class LogisticHead(BaseEstimator):

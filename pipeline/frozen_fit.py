@@ -189,10 +189,8 @@ def run_frozen_fold(
     from pipeline.data import read_labels, read_test_ids
     from pipeline.folds import read_folds
 
-    twin = member.endswith(PSEUDO_SUFFIX) and member in {
-        m + PSEUDO_SUFFIX for m in pseudo_members(cfg)
-    }
-    f, head_name = parse_member(cfg, member[: -len(PSEUDO_SUFFIX)] if twin else member)
+    f, head_name = parse_member(cfg, member)
+    twin = member in {m + PSEUDO_SUFFIX for m in pseudo_members(cfg)}
     if twin and not teacher_files:
         raise ValueError(f"{member} is a pseudo-labelled twin: give the teacher's fold files")
     table = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)

@@ -214,10 +214,10 @@ def threshold_counts(
     threshold predicts. O(n L + G L): no loop over thresholds or labels, no sort.
     """
     y = check_labels(y)
-    return _threshold_counts(y, check_probabilities(p, y.shape), step)
+    return threshold_counts_unchecked(y, check_probabilities(p, y.shape), step)
 
 
-def _threshold_counts(
+def threshold_counts_unchecked(
     y: np.ndarray, p: np.ndarray, step: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``threshold_counts`` on validated inputs (the search validates once).

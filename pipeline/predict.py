@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.artifacts import PREDICT_MANIFEST, load_predict_manifest, load_thresholds
-from pipeline.config import PSEUDO_SUFFIX, Config, pseudo_members
+from pipeline.config import Config
 from pipeline.images import resize_image  # the one resize: as load_image(path, size)
 
 log = logging.getLogger(__name__)
@@ -164,11 +164,8 @@ class Predictor:
             name: (int(m["epoch"]), np.asarray(m["thresholds"], dtype=np.float64), m["oof_fbeta"])
             for name, m in manifest["members"].items()
         }
-        self._frozen_members = {f"{f.name}_{h}": f for f in cfg.frozen for h in f.heads}
         # pseudo-labelled twins score a new image as their member, with their own heads
-        self._frozen_members |= {
-            m + PSEUDO_SUFFIX: self._frozen_members[m] for m in pseudo_members(cfg)
-        }
+        self._frozen_members = {m: f for m, (f, _) in cfg.frozen_members().items()}
         # [[external]] members were trained elsewhere: no model here to score a new image
         own = {b.name for b in cfg.train.backbones} | set(self._frozen_members) | {TWOFLOW}
         self.external = {e.name for e in cfg.external} | (set(self.singles) - own)
@@ -218,7 +215,7 @@ class Predictor:
     # ---- networks: built once, never swapped --------------------------------------------
 
     def _twoflow_cnn(self, fold: int) -> Key:
-        b = self.cfg.twoflow.backbone or self.cfg.train.backbones[0].name
+        b = self.cfg.twoflow_backbone
         return (b, fold, self.cfg.backbone(b).epochs)  # its final epoch, as in fit
 
     def _net_of(self, key: Key) -> tuple:

@@ -46,7 +46,7 @@ from pipeline.combiners import (
 )
 from pipeline.metrics import check_labels, fbeta_per_label, paired_bootstrap
 from pipeline.select import Column
-from pipeline.stack import _jsonable
+from pipeline.stack import jsonable
 from pipeline.thresholds import DEFAULT_RULES, rule_thresholds
 
 log = logging.getLogger(__name__)
@@ -319,7 +319,7 @@ class SecondLevel:
                 }
                 if isinstance(est, XGBCombiner):
                     est.stacker_.save(Path(tmp) / name, labels=self.labels)
-            (Path(tmp) / STATE_FILE).write_text(json.dumps(_jsonable(state)) + "\n")
+            (Path(tmp) / STATE_FILE).write_text(json.dumps(jsonable(state)) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> SecondLevel:

@@ -359,7 +359,7 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
         path = Path(path)
         if labels is not None and len(labels) != len(self.models_):
             raise ValueError(f"{len(labels)} label names for {len(self.models_)} labels")
-        params = {k: _jsonable(v) for k, v in self.get_params(deep=False).items() if k != "client"}
+        params = {k: jsonable(v) for k, v in self.get_params(deep=False).items() if k != "client"}
         grid = self.grid()
         meta = {
             "format": FORMAT_VERSION,
@@ -382,7 +382,7 @@ class PerLabelXGBStacker(ClassifierMixin, BaseEstimator):
                 for k, booster in enumerate(boosters):
                     booster.save_model(str(tmp / f"label{j}.fold{k}.json"))
             np.save(tmp / "oof.npy", self.oof_, allow_pickle=False)
-            (tmp / META_FILE).write_text(json.dumps(_jsonable(meta), indent=1) + "\n")
+            (tmp / META_FILE).write_text(json.dumps(jsonable(meta), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> PerLabelXGBStacker:
@@ -437,12 +437,12 @@ def load_meta(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Plain JSON types from tuples, NumPy scalars and arrays."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
         return value.tolist()
     if isinstance(value, np.generic):

@@ -29,13 +29,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from pipeline.metrics import (
     AVERAGES,
-    _threshold_counts,
     check_labels,
     check_probabilities,
     fbeta_from_counts,
     fbeta_score,
     grid_positions,
     select_threshold,
+    threshold_counts_unchecked,
     threshold_grid,
 )
 
@@ -78,7 +78,7 @@ class ThresholdSearch(TransformerMixin, BaseEstimator):
             raise ValueError("labels have no known cell: there is nothing to fit thresholds on")
         grid = threshold_grid(self.step)
 
-        tp, fp, fn = _threshold_counts(y, p, self.step)
+        tp, fp, fn = threshold_counts_unchecked(y, p, self.step)
         per_label = fbeta_from_counts(tp, fp, fn, self.beta)
         idx = np.array(
             [select_threshold(per_label[:, j], grid) for j in range(y.shape[1])], dtype=np.intp
@@ -280,7 +280,7 @@ def rule_thresholds(
     if shrink < 0:
         raise ValueError(f"shrink must be >= 0, got {shrink!r}")
     grid = threshold_grid(step)
-    tp, fp, fn = _threshold_counts(y, p, step)
+    tp, fp, fn = threshold_counts_unchecked(y, p, step)
     curves = fbeta_from_counts(tp, fp, fn, beta)  # (G, L)
     own = grid[[select_threshold(curves[:, j], grid) for j in range(n_labels)]]
     has_known = ~np.isnan(y).all(axis=0)

@@ -27,6 +27,11 @@ from pipeline.data import file_digests
 TRAIN_STAGE = "stages/train_cnn.py"
 
 
+def label_prevalence(y: np.ndarray) -> np.ndarray:
+    """(L,) each label's share of positives among its known cells (0 with none known)."""
+    return np.nansum(y, axis=0) / np.maximum((~np.isnan(y)).sum(axis=0), 1)
+
+
 def epoch_indices(
     y: np.ndarray,
     seed: int,
@@ -46,8 +51,7 @@ def epoch_indices(
     """
     rng = np.random.default_rng([seed, epoch, 17])
     if prevalence is None:
-        known = ~np.isnan(y)
-        prevalence = np.nansum(y, axis=0) / np.maximum(known.sum(axis=0), 1)
+        prevalence = label_prevalence(y)
     rare = np.asarray(prevalence) < rare_threshold
     is_rare_row = (np.nan_to_num(y[:, rare], nan=0.0) > 0).any(axis=1) if rare.any() else None
     if is_rare_row is None:
@@ -190,8 +194,7 @@ def build_job(
     va = folds == fold
     train_paths = [p for p, t in zip(paths, tr, strict=True) if t]
     train_y = table.y[tr]
-    known = ~np.isnan(train_y)
-    prevalence = np.nansum(train_y, axis=0) / np.maximum(known.sum(axis=0), 1)
+    prevalence = label_prevalence(train_y)
     if augmented is not None:
         from pipeline.augment import augmented_rows_for_fold
 

@@ -87,9 +87,7 @@ def run(config: Path, out_dir: Path, data_dir: Path | None = None, touch: bool =
         f"--n-test {cfg.demo.n_test} --size {cfg.demo.size} --seed {cfg.demo.seed}",
     ]
     tf = cfg.twoflow
-    lines.append(
-        f"TWOFLOW_BACKBONE := {(tf.backbone or cfg.train.backbones[0].name) if tf.enabled else ''}"
-    )
+    lines.append(f"TWOFLOW_BACKBONE := {cfg.twoflow_backbone if tf.enabled else ''}")
     # the decode cache holds every size a stage reads: the CNNs', the pixel thumbnails'
     # (Two-Flow; `make similar`'s raw-pixel baseline, 16 px) and each frozen embedder's
     sizes = {cfg.data.image_size, 16} | {f.image_size for f in cfg.frozen}
@@ -97,13 +95,12 @@ def run(config: Path, out_dir: Path, data_dir: Path | None = None, touch: bool =
         sizes.add(tf.pixel_size)
     lines.append(f"IMAGE_CACHE_SIZES := {' '.join(str(s) for s in sorted(sizes))}")
     lines += [f"WEIGHTS_{b.name} := {weights_file(b)}" for b in cfg.train.backbones]
-    members = [(f, f"{f.name}_{h}") for f in cfg.frozen for h in f.heads]
+    members = cfg.frozen_members()
+    twins = [m + PSEUDO_SUFFIX for m in pseudo_members(cfg)]
     lines.append(f"FROZEN := {' '.join(f.name for f in cfg.frozen)}")
-    lines.append(f"FROZEN_MEMBERS := {' '.join(m for _, m in members)}")
-    lines += [f"FROZEN_EMB_{m} := {f.name}" for f, m in members]
-    twins = [(f, m + PSEUDO_SUFFIX) for f, m in members if m in pseudo_members(cfg)]
-    lines.append(f"PSEUDO_MEMBERS := {' '.join(m for _, m in twins)}")
-    lines += [f"FROZEN_EMB_{m} := {f.name}" for f, m in twins]
+    lines.append(f"FROZEN_MEMBERS := {' '.join(m for m in members if m not in twins)}")
+    lines.append(f"PSEUDO_MEMBERS := {' '.join(twins)}")
+    lines += [f"FROZEN_EMB_{m} := {f.name}" for m, (f, _) in members.items()]
     lines += [
         f"WEIGHTS_FROZEN_{f.name} := {weights_file(BackboneConfig(f.backbone, f.weights))}"
         for f in cfg.frozen

@@ -106,3 +106,18 @@ def test_no_import_circles():
     type-checking imports count): each module can be read, tested and moved on its own."""
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert not _cycles(_module_graph())
+
+
+def test_no_module_imports_a_private_name_of_another():
+    """``from x import _name`` across modules reaches into another's internals."""
+    found = []
+    for folder in ("pipeline", "stages", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    found += [
+                        f"{path.relative_to(ROOT)}: {node.module}.{a.name}"
+                        for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")
+                    ]
+    assert not found, "\n".join(found)
