@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pipeline.artifacts import load_embeddings, save_embeddings
-from pipeline.inference import embed, last_checkpoint, load_checkpoint
+from pipeline.fold_dir import last_checkpoint
+from pipeline.inference import embed, load_checkpoint
 
 if TYPE_CHECKING:
     from pipeline.config import Config

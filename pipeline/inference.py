@@ -1,5 +1,4 @@
-"""Shared model code: load a fold checkpoint, predict image files with flip TTA, embed,
-find a fold's checkpoints.
+"""Shared model code: load a fold checkpoint, predict image files with flip TTA, embed.
 
 Every user of a trained model goes through here: training's per-epoch OOF + test
 predictions, Two-Flow and the baseline (a fold checkpoint's embeddings), the frozen members,
@@ -9,8 +8,7 @@ of :func:`predict_paths` and the predictor's single batches, so a served predict
 computed the way the trained one was; if the two drifted, served labels would silently
 differ from the submission's.
 
-The fold work-dir layout (``ckpt_epoch<EEE>.keras``, ``weights_epoch<EEE>.weights.h5``) is
-written by ``pipeline.train.train_fold`` and found here.
+The fold work-dir's file names are :mod:`pipeline.fold_dir`'s.
 """
 
 from __future__ import annotations
@@ -255,31 +253,3 @@ def decoded_pixels(images: Sequence[np.ndarray], pixel_size: int) -> np.ndarray:
     for i, img in enumerate(images):
         out[i] = thumbnail(img, pixel_size).reshape(-1) / np.float32(255.0)
     return out
-
-
-# ---- a fold's work dir ---------------------------------------------------------------------
-
-
-def checkpoints(work_dir: str | Path) -> list[tuple[int, Path]]:
-    """A fold work dir's ``ckpt_epoch<EEE>.keras`` files as (epoch, path), by epoch."""
-    found = []
-    for p in Path(work_dir).glob("ckpt_epoch*.keras"):
-        epoch = p.stem.removeprefix("ckpt_epoch")
-        if epoch.isdigit():
-            found.append((int(epoch), p))
-    return sorted(found)
-
-
-def last_checkpoint(work_dir: str | Path) -> Path:
-    """The highest-epoch checkpoint in a fold's work dir (its final model)."""
-    found = checkpoints(work_dir)
-    if not found:
-        raise FileNotFoundError(
-            f"{work_dir} holds no ckpt_epoch*.keras; train that fold first (`make train-cnn`)"
-        )
-    return found[-1][1]
-
-
-def epoch_weights_path(work_dir: str | Path, epoch: int) -> Path:
-    """Where ``train_fold`` keeps the model weights after ``epoch`` (kept for every epoch)."""
-    return Path(work_dir) / f"weights_epoch{epoch:03d}.weights.h5"

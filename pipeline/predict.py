@@ -278,9 +278,9 @@ class Predictor:
         self._weight_files[backbone].load(model, self._weights_path(backbone, fold, epoch))
 
     def _weights_path(self, backbone: str, fold: int, epoch: int) -> Path:
-        from pipeline.inference import epoch_weights_path
+        from pipeline.fold_dir import epoch_weights_path, fold_work_dir
 
-        path = epoch_weights_path(self.build / "cnn" / f"{backbone}.fold{fold}", epoch)
+        path = epoch_weights_path(fold_work_dir(self.build, backbone, fold), epoch)
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} is missing: the run predates per-epoch weights; re-run "

@@ -19,12 +19,18 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.artifacts import save_fold_predictions, save_npz_atomic, write_atomic
-from pipeline.image_cache import ImageCache, read_image
-from pipeline.inference import (
+from pipeline.fold_dir import (
+    DONE,
+    LOCK,
+    STAMP,
+    TEST_STAMP,
+    checkpoint_path,
     checkpoints,
+    epoch_preds_path,
     epoch_weights_path,
-    predict_paths,
 )
+from pipeline.image_cache import ImageCache, read_image
+from pipeline.inference import predict_paths
 from pipeline.train_job import FoldJob, job_fingerprint, test_fingerprint
 from pipeline.train_session import FreshModels
 
@@ -91,12 +97,6 @@ def make_feed(
     return ImageFeed()
 
 
-DONE, LOCK = "done.json", ".lock"
-#: The work dir's stamps: the training's fingerprint, and that of the test set its
-#: per-epoch test predictions were made for.
-STAMP, TEST_STAMP = "fingerprint.txt", "test_fingerprint.txt"
-
-
 def is_trained(job: FoldJob, work_dir: str | Path) -> bool:
     """Whether ``work_dir`` holds every epoch of this very job (fingerprint, ``done.json``
     and each epoch's files): its predictions file can be written without a model."""
@@ -105,8 +105,8 @@ def is_trained(job: FoldJob, work_dir: str | Path) -> bool:
         return False
     if not _stamped(work_dir / TEST_STAMP, test_fingerprint(job)):
         return False
-    last = work_dir / f"ckpt_epoch{job.epochs:03d}.keras"
-    preds = [work_dir / f"preds_epoch{e:03d}.npz" for e in range(1, job.epochs + 1)]
+    last = checkpoint_path(work_dir, job.epochs)
+    preds = [epoch_preds_path(work_dir, e) for e in range(1, job.epochs + 1)]
     return (
         last.is_file()
         and epoch_weights_path(work_dir, job.epochs).is_file()
@@ -137,8 +137,7 @@ def _finished_epochs(work_dir: Path, epochs: int) -> list[int]:
     return [
         e
         for e in range(1, epochs + 1)
-        if (work_dir / f"preds_epoch{e:03d}.npz").is_file()
-        and epoch_weights_path(work_dir, e).is_file()
+        if (epoch_preds_path(work_dir, e)).is_file() and epoch_weights_path(work_dir, e).is_file()
     ]
 
 
@@ -176,7 +175,7 @@ def _refresh_test_predictions(job: FoldJob, work_dir: Path, cache: ImageCache | 
                 job.train.tta_flip,
                 cache,
             )
-            path = work_dir / f"preds_epoch{epoch:03d}.npz"
+            path = epoch_preds_path(work_dir, epoch)
             with np.load(path) as z:
                 oof, loss = z["oof"], z["loss"]
             if not np.allclose(both[: len(job.val_paths)], oof, atol=1e-5):
@@ -281,12 +280,12 @@ def train_fold(
         t_predict = time.perf_counter() - t1
         oof, test = both[: len(job.val_paths)], both[len(job.val_paths) :]
         save_npz_atomic(
-            work_dir / f"preds_epoch{epoch:03d}.npz", oof=oof, test=test, loss=np.float32(loss)
+            epoch_preds_path(work_dir, epoch), oof=oof, test=test, loss=np.float32(loss)
         )
         # the weights of every epoch stay (no optimizer state: a third of the size), so
         # `make serve` can score a new image with any epoch the stack selected
         _save_epoch_weights(model, work_dir, epoch)
-        ckpt = work_dir / f"ckpt_epoch{epoch:03d}.keras"
+        ckpt = checkpoint_path(work_dir, epoch)
         write_atomic(ckpt, model.save)
         for e, old in checkpoints(work_dir):
             if e < epoch:
@@ -311,7 +310,7 @@ def _write_outputs(job: FoldJob, work_dir: Path, out_path: str | Path) -> dict:
     """The per-epoch files of a trained fold -> its predictions file and ``done.json``."""
     oofs, tests, losses = [], [], []
     for epoch in range(1, job.epochs + 1):
-        with np.load(work_dir / f"preds_epoch{epoch:03d}.npz") as z:
+        with np.load(epoch_preds_path(work_dir, epoch)) as z:
             oofs.append(z["oof"])
             tests.append(z["test"])
             losses.append(float(z["loss"]))

@@ -46,7 +46,8 @@ def from_checkpoint(trained_fold):
     embedded the fold's fit / val / test images with its last checkpoint, one predict pass
     each; similarity search embedded every training image in one pass."""
     from pipeline.data import read_dataset
-    from pipeline.inference import embed, last_checkpoint, load_checkpoint
+    from pipeline.fold_dir import last_checkpoint
+    from pipeline.inference import embed, load_checkpoint
 
     root, cfg, folds_csv, folds, work, _ = trained_fold
     ckpt = last_checkpoint(work)

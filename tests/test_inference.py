@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from pipeline.fold_dir import checkpoints, last_checkpoint
 from pipeline.inference import (
-    checkpoints,
     downsample_pixels,
     embed,
     embed_paths,
-    last_checkpoint,
     load_checkpoint,
     predict_paths,
     run_batch,

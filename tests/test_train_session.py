@@ -19,7 +19,8 @@ import pytest
 pytest.importorskip("keras")
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.train import LOCK, is_trained, train_fold, train_folds  # noqa: E402
+from pipeline.fold_dir import LOCK  # noqa: E402
+from pipeline.train import is_trained, train_fold, train_folds  # noqa: E402
 from pipeline.train_job import build_job  # noqa: E402
 from pipeline.train_session import FreshModels, TrainSession  # noqa: E402
 from tests.conftest import ROOT, tiny_config_text, train_args, write_dataset  # noqa: E402
