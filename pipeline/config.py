@@ -224,8 +224,8 @@ class PseudoConfig:
     probabilities (models that never saw fold k's rows nor any test label); per label a
     test cell becomes a pseudo-label where the teacher is confident: 1 at or above the
     lowest cut whose precision on the other folds' OOF rows (the same mean) reaches
-    ``precision``, 0 at or below the highest cut whose negative predictive value reaches
-    it (a cut counts only with at least ``min_rows`` OOF rows beyond it); other cells
+    ``precision``, 0 at or below the highest cut under which at most ``1 - precision`` of
+    the label's OOF positives lie (a cut counts only with at least ``min_rows`` OOF rows beyond it); other cells
     stay unknown. Each frozen member in ``members`` (``<name>_<head>``;
     empty = every one) gets a twin ``<member>_pl`` whose fold-k head is fitted on the other
     folds' rows plus those test rows; the twins join the second level as members.
