@@ -225,10 +225,11 @@ class PseudoConfig:
     test cell becomes a pseudo-label where the teacher is confident: 1 at or above the
     lowest cut whose precision on the other folds' OOF rows (the same mean) reaches
     ``precision``, 0 at or below the highest cut under which at most ``1 - precision`` of
-    the label's OOF positives lie (a cut counts only with at least ``min_rows`` OOF rows beyond it); other cells
-    stay unknown. Each frozen member in ``members`` (``<name>_<head>``;
-    empty = every one) gets a twin ``<member>_pl`` whose fold-k head is fitted on the other
-    folds' rows plus those test rows; the twins join the second level as members.
+    the label's OOF positives lie (a cut counts only with at least ``min_rows`` OOF rows
+    beyond it); other cells stay unknown. Each frozen member in ``members``
+    (``<name>_<head>``; empty = every one) gets a twin ``<member>_pl`` whose fold-k head is
+    fitted on the other folds' rows plus those test rows; the twins join the second level
+    as members.
     """
 
     enabled: bool = False
@@ -437,8 +438,7 @@ class Config:
         for each head, then the pseudo-labelled twins ``<member>_pl`` (same entry and
         head, their own fitted heads). The one place these names are made."""
         own = {f"{f.name}_{h}": (f, h) for f in self.frozen for h in f.heads}
-        twins = {m + PSEUDO_SUFFIX: own[m] for m in pseudo_members(self)}
-        return own | twins
+        return own | {m + PSEUDO_SUFFIX: own[m] for m in pseudo_members(self)}
 
     def backbone(self, name: str) -> BackboneConfig:
         for b in self.train.backbones:
@@ -523,6 +523,12 @@ def pseudo_members(cfg: Config) -> list[str]:
     return list(cfg.pseudo.members) or _frozen_heads(cfg)
 
 
+def pseudo_twins(cfg: Config) -> list[str]:
+    """The pseudo-labelled twins' member names, ``<member>_pl`` (none when the round is
+    off): the members `make pseudo` fits."""
+    return [m + PSEUDO_SUFFIX for m in pseudo_members(cfg)]
+
+
 def _check_pseudo(cfg: Config, members: set[str]) -> set[str]:
     """``[pseudo]`` names frozen members; their twins' names are new. Returns the twins."""
     frozen = set(_frozen_heads(cfg))
@@ -534,7 +540,7 @@ def _check_pseudo(cfg: Config, members: set[str]) -> set[str]:
         )
     if cfg.pseudo.enabled and not frozen:
         raise ValueError("config: [pseudo] enabled needs a [[frozen]] member to refit; add one")
-    twins = {m + PSEUDO_SUFFIX for m in pseudo_members(cfg)}
+    twins = set(pseudo_twins(cfg))
     taken = sorted(twins & members)
     if taken:
         raise ValueError(f"config: pseudo-labelled member names {taken} are taken; rename them")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import PSEUDO_SUFFIX, pseudo_members
+from pipeline.config import pseudo_twins
 from pipeline.frozen import KNNHead, make_head, parse_member, save_head
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def run_frozen_fold(
     from pipeline.folds import read_folds
 
     f, head_name = parse_member(cfg, member)
-    twin = member in {m + PSEUDO_SUFFIX for m in pseudo_members(cfg)}
+    twin = member in pseudo_twins(cfg)
     if twin and not teacher_files:
         raise ValueError(f"{member} is a pseudo-labelled twin: give the teacher's fold files")
     table = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)

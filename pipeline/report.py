@@ -105,10 +105,12 @@ def candidate_scores(z, y, y_test, report: dict, beta, step, shrink, tie) -> dic
         row = {"rule": best["rule"], "outer_cv_fbeta": best["outer_cv_fbeta"]}
         oof, test = z["candidates_oof"][c], z["candidates_test"][c]
         for key, b in (("fbeta", beta), ("f1", 1.0)):
-            # the rate rule cuts the rows it labels: the OOF rows, then the test rows
+            # the rate rule cuts the rows it labels: the OOF rows, then the test rows;
+            # the other rules' thresholds do not depend on them
             t = rule_thresholds(oof, y, best["rule"], b, step, shrink, oof)
             row[f"oof_{key}"] = float(fbeta_per_label(y, (oof >= t).astype(np.int8), b).mean())
-            t = rule_thresholds(oof, y, best["rule"], b, step, shrink, test.mean(axis=0))
+            if best["rule"] == "rate":
+                t = rule_thresholds(oof, y, "rate", b, step, shrink, test.mean(axis=0))
             if y_test is not None:
                 vote = majority_vote(fold_votes(test, t), tie)
                 row[f"test_{key}"] = float(fbeta_per_label(y_test, vote, beta=b).mean())

@@ -137,7 +137,7 @@ def _finished_epochs(work_dir: Path, epochs: int) -> list[int]:
     return [
         e
         for e in range(1, epochs + 1)
-        if (epoch_preds_path(work_dir, e)).is_file() and epoch_weights_path(work_dir, e).is_file()
+        if epoch_preds_path(work_dir, e).is_file() and epoch_weights_path(work_dir, e).is_file()
     ]
 
 

@@ -21,12 +21,11 @@ from pathlib import Path
 from pipeline.artifacts import write_text_atomic
 from pipeline.code_deps import ROOT, code_closure
 from pipeline.config import (
-    PSEUDO_SUFFIX,
     SAMPLE_SUBMISSION_NAME,
     BackboneConfig,
     config_hash,
     load_config,
-    pseudo_members,
+    pseudo_twins,
     section_payloads,
     to_dict,
     weights_file,
@@ -96,7 +95,7 @@ def run(config: Path, out_dir: Path, data_dir: Path | None = None, touch: bool =
     lines.append(f"IMAGE_CACHE_SIZES := {' '.join(str(s) for s in sorted(sizes))}")
     lines += [f"WEIGHTS_{b.name} := {weights_file(b)}" for b in cfg.train.backbones]
     members = cfg.frozen_members()
-    twins = [m + PSEUDO_SUFFIX for m in pseudo_members(cfg)]
+    twins = pseudo_twins(cfg)
     lines.append(f"FROZEN := {' '.join(f.name for f in cfg.frozen)}")
     lines.append(f"FROZEN_MEMBERS := {' '.join(m for m in members if m not in twins)}")
     lines.append(f"PSEUDO_MEMBERS := {' '.join(twins)}")
