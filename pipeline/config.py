@@ -120,8 +120,6 @@ class BackboneConfig:
     """
 
     name: str
-    arch: str = ""
-    seed: int = -1
     weights: str = "none"
     epochs: int = 6
     batch_size: int = 64
@@ -133,6 +131,9 @@ class BackboneConfig:
     bn_momentum: float = 0.9
     phases: tuple[str, ...] = ()
     unfreeze_top: float = 0.3
+    # last, so ``BackboneConfig(name, weights)`` keeps meaning what it says
+    arch: str = ""
+    seed: int = -1
 
     RULES = {
         "seed": Range(-1),

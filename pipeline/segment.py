@@ -297,7 +297,7 @@ def resolved_weights(seg: SegmenterConfig) -> SegmenterConfig:
     if seg.weights != "imagenet":
         return seg
     return replace(
-        seg, weights=weights_file(BackboneConfig(seg.backbone, "imagenet")) or "imagenet"
+        seg, weights=weights_file(BackboneConfig(seg.backbone, weights="imagenet")) or "imagenet"
     )
 
 

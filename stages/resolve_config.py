@@ -101,7 +101,7 @@ def run(config: Path, out_dir: Path, data_dir: Path | None = None, touch: bool =
     lines.append(f"PSEUDO_MEMBERS := {' '.join(twins)}")
     lines += [f"FROZEN_EMB_{m} := {f.name}" for m, (f, _) in members.items()]
     lines += [
-        f"WEIGHTS_FROZEN_{f.name} := {weights_file(BackboneConfig(f.backbone, f.weights))}"
+        f"WEIGHTS_FROZEN_{f.name} := {weights_file(BackboneConfig(f.backbone, weights=f.weights))}"
         for f in cfg.frozen
     ]
     lines.append(f"EXTERNAL := {' '.join(e.name for e in cfg.external)}")
@@ -110,7 +110,7 @@ def run(config: Path, out_dir: Path, data_dir: Path | None = None, touch: bool =
     lines.append(f"SEGMENTER_MAPS := {seg.maps_dir}")
     lines.append(
         "WEIGHTS_SEGMENTER := "
-        + (weights_file(BackboneConfig(seg.backbone, seg.weights)) if seg.maps_dir else "")
+        + (weights_file(BackboneConfig(seg.backbone, weights=seg.weights)) if seg.maps_dir else "")
     )
     # a mask model built by another config (build/<name>/segmenter.npz) is made by it
     mm = Path(cfg.augment.mask_model) if cfg.augment.mask_model else None

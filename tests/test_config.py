@@ -98,6 +98,22 @@ def test_sections_rewritten_only_when_changed(tmp_path):
     assert json.loads((out / "stack.json").read_text())["stack"]["top_n"] == 5
 
 
+def test_converted_weights_are_make_prerequisites(tmp_path):
+    """vars.mk names the converted ImageNet file of every pretrained member (fine-tuned,
+    frozen, the segmenter's), so a clean clone's `make all` converts it first."""
+    from pipeline.config import LOCAL_IMAGENET
+
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(open(ROOT_CFG).read())
+    resolve(cfg_path, tmp_path / "cfg")
+    lines = (tmp_path / "cfg" / "vars.mk").read_text().splitlines()
+    assert f"WEIGHTS_FROZEN_mnv2_128 := {LOCAL_IMAGENET['mobilenet_v2_pt']}" in lines
+    resolve("configs/clothing_co_parsing.toml", tmp_path / "ccp")
+    lines = (tmp_path / "ccp" / "vars.mk").read_text().splitlines()
+    assert f"WEIGHTS_mobilenet_v2_pt := {LOCAL_IMAGENET['mobilenet_v2_pt']}" in lines
+    assert f"WEIGHTS_SEGMENTER := {LOCAL_IMAGENET['mobilenet_v2_pt']}" in lines
+
+
 def test_hash_stable_and_sensitive():
     cfg = load_config(ROOT_CFG)
     assert config_hash(cfg) == config_hash(load_config(ROOT_CFG))
