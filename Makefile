@@ -21,7 +21,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 # the resolved config: one JSON per stage section, and vars.mk (stages/resolve_config.py)
 RESOLVED_DIR := $(BUILD)/config
-# the data's digest files (pipeline/data_manifest.py): rules name these, never the user's
+# the data's digest files (pipeline/data/manifest.py): rules name these, never the user's
 # image files, so any file name works and a replaced picture re-runs what reads it
 DIGEST_DIR := $(BUILD)/data
 # Backbone x fold jobs are independent: run as many at once as there are cores.
@@ -54,10 +54,13 @@ AUGMENT := $(BUILD)/augment/labels.csv
 # the decode cache: every image decoded once, one uint8 .npy per size stages read + an index
 IMAGE_CACHE := $(BUILD)/cache/images.index.json
 IMAGE_CACHE_FILES := $(IMAGE_CACHE) $(foreach s,$(IMAGE_CACHE_SIZES),$(BUILD)/cache/images.$(s).npy)
-PREDS := $(foreach b,$(BACKBONES),$(foreach k,$(FOLD_IDS),$(BUILD)/preds/$(b).fold$(k).npz))
+# the members' fold files: $(call member_files,<kind folder>,<member names>); the names and
+# folders come from the member registry (pipeline/members/registry.py) through vars.mk
+member_files = $(foreach m,$(2),$(foreach k,$(FOLD_IDS),$(BUILD)/$(1)/$(m).fold$(k).npz))
+PREDS := $(call member_files,$(CNN_DIR),$(BACKBONES))
 TRAIN_LABELS := $(TRAIN_DIR)/labels.csv
 TEST_LIST := $(if $(DEMO_DIR)$(HOLDOUT_SOURCE),$(TEST_DIR)/test.csv,$(or $(wildcard $(TEST_DIR)/test.csv),$(wildcard $(TEST_SAMPLE))))
-TWOFLOW_PREDS := $(if $(TWOFLOW_BACKBONE),$(foreach k,$(FOLD_IDS),$(BUILD)/preds/twoflow.fold$(k).npz))
+TWOFLOW_PREDS := $(call member_files,$(TWOFLOW_DIR),$(TWOFLOW_MEMBERS))
 EMBEDS := $(foreach f,$(FROZEN),$(BUILD)/embed/$(f).npz)
 # a fine-tuned backbone's fold embeddings: $(call CNN_EMBED,<backbone>,<fold>)
 CNN_EMBED = $(BUILD)/embed/cnn.$(1).fold$(2).npz
@@ -68,21 +71,21 @@ SIM_FOLD := 0
 SIM_EMBED := $(call CNN_EMBED,$(SIM_BACKBONE),$(SIM_FOLD))
 CNN_EMBEDS := $(sort $(foreach k,$(FOLD_IDS),$(if $(TWOFLOW_BACKBONE),$(call CNN_EMBED,$(TWOFLOW_BACKBONE),$(k))) \
   $(call CNN_EMBED,$(BASELINE_BACKBONE),$(k))) $(SIM_EMBED))
-FROZEN_PREDS := $(foreach m,$(FROZEN_MEMBERS),$(foreach k,$(FOLD_IDS),$(BUILD)/members/$(m).fold$(k).npz))
+FROZEN_PREDS := $(call member_files,$(FROZEN_DIR),$(FROZEN_MEMBERS))
 # teammates' models ([[external]]): their exchange file -> one fold file per fold
-EXTERNAL_PREDS := $(foreach m,$(EXTERNAL),$(foreach k,$(FOLD_IDS),$(BUILD)/external/$(m).fold$(k).npz))
+EXTERNAL_PREDS := $(call member_files,$(EXTERNAL_DIR),$(EXTERNAL))
 EXTERNAL_FILES := $(foreach m,$(EXTERNAL),$(EXTERNAL_PATH_$(m)))
 BASE_PREDS := $(PREDS) $(TWOFLOW_PREDS) $(FROZEN_PREDS) $(EXTERNAL_PREDS)
 # the pseudo-labelled twins ([pseudo]): fold k's head also fits the test rows that fold k's
 # teacher (the mean of every base member's fold-k models) is confident about
-PSEUDO_PREDS := $(foreach m,$(PSEUDO_MEMBERS),$(foreach k,$(FOLD_IDS),$(BUILD)/pseudo/$(m).fold$(k).npz))
+PSEUDO_PREDS := $(call member_files,$(PSEUDO_DIR),$(PSEUDO_MEMBERS))
 STACK_PREDS := $(BASE_PREDS) $(PSEUDO_PREDS)
 # Make starts prerequisites in the order they are listed. Each backbone's first fold goes
 # first, so with -j2 two backbones train side by side (each job's process then trains its
 # backbone's other folds: one trace per backbone, not one per process); then the members
 # that train no CNN, so a free slot embeds and fits them rather than wait on a fold another
 # process is training. Only the order: the stack still reads $(BASE_PREDS).
-PREDS_FIRST := $(foreach b,$(BACKBONES),$(BUILD)/preds/$(b).fold$(firstword $(FOLD_IDS)).npz)
+PREDS_FIRST := $(foreach b,$(BACKBONES),$(BUILD)/$(CNN_DIR)/$(b).fold$(firstword $(FOLD_IDS)).npz)
 BASE_PREDS_SCHEDULE := $(PREDS_FIRST) $(FROZEN_PREDS) $(EXTERNAL_PREDS) $(TWOFLOW_PREDS) $(PREDS) $(PSEUDO_PREDS)
 SUBMISSION := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).csv
 SUBMISSION_LABELS := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).labels.csv
@@ -90,7 +93,7 @@ SUBMISSION_LABELS := $(SUBMISSIONS)/$(NAME)-$(CFG_HASH).labels.csv
 member_of = $(word 1,$(subst .fold, ,$(1)))
 fold_of = $(word 2,$(subst .fold, ,$(1)))
 
-.PHONY: help all summary demo-data data-checks folds augment image-cache weights import-data train-cnn twoflow embed-cnn \
+.PHONY: help all summary export student demo-data data-checks folds augment image-cache weights import-data train-cnn twoflow embed-cnn \
         embed frozen pseudo external similar stack thresholds submit report baseline predict serve segmenter clean clean-all
 
 help: ## list the targets
@@ -178,9 +181,9 @@ train-cnn: $(PREDS_FIRST) $(PREDS) ## every backbone x every fold: per-epoch OOF
 CNN_SIBLINGS ?= 1
 sibling_fold_args = $(if $(filter-out 1,$(CNN_SIBLINGS))$(DASK_SCHEDULER)$(filter $(1),$(MAKECMDGOALS)),,\
   $(foreach k,$(filter-out $(call fold_of,$(2)),$(FOLD_IDS)),\
-  --sibling $(k) $(BUILD)/cnn/$(call member_of,$(2)).fold$(k) $(BUILD)/preds/$(call member_of,$(2)).fold$(k).npz))
+  --sibling $(k) $(BUILD)/cnn/$(call member_of,$(2)).fold$(k) $(BUILD)/$(CNN_DIR)/$(call member_of,$(2)).fold$(k).npz))
 
-$(BUILD)/preds/%.npz: $(RESOLVED_DIR)/backbone.$$(call member_of,$$*).json $$(WEIGHTS_$$(call member_of,$$*)) $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(AUGMENT) $(IMAGE_CACHE) $(CODE_TRAIN_CNN) | $(INSTALLED)
+$(BUILD)/$(CNN_DIR)/%.npz: $(RESOLVED_DIR)/backbone.$$(call member_of,$$*).json $$(WEIGHTS_$$(call member_of,$$*)) $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(AUGMENT) $(IMAGE_CACHE) $(CODE_TRAIN_CNN) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.train_cnn --config $(CONFIG) --backbone $(call member_of,$*) --fold $(call fold_of,$*) \
 	  --folds $(FOLDS) --augmented $(AUGMENT) --image-cache $(IMAGE_CACHE) --work-dir $(BUILD)/cnn/$* --out $@ \
@@ -189,18 +192,18 @@ $(BUILD)/preds/%.npz: $(RESOLVED_DIR)/backbone.$$(call member_of,$$*).json $$(WE
 twoflow: $(TWOFLOW_PREDS) ## Two-Flow base model: pixel projections + CNN embeddings -> random forests
 
 # a shorter stem than preds/%.npz, so GNU make prefers this rule for twoflow.fold<k>
-$(BUILD)/preds/twoflow.fold%.npz: $(call CNN_EMBED,$(TWOFLOW_BACKBONE),%) $(RESOLVED_DIR)/twoflow.json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(IMAGE_CACHE) $(CODE_TWOFLOW) | $(INSTALLED)
+$(BUILD)/$(TWOFLOW_DIR)/$(TWOFLOW_MEMBERS).fold%.npz: $(call CNN_EMBED,$(TWOFLOW_BACKBONE),%) $(RESOLVED_DIR)/twoflow.json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(IMAGE_CACHE) $(CODE_TWOFLOW) | $(INSTALLED)
 	@rm -f $@
 	$(PY) -m stages.twoflow --config $(CONFIG) --backbone $(TWOFLOW_BACKBONE) --fold $* \
 	  --folds $(FOLDS) --image-cache $(IMAGE_CACHE) --embedding $< --out $@ \
-	  --model-out $(BUILD)/twoflow/fold$*.joblib
+	  --model-out $(BUILD)/$(TWOFLOW_MODEL_DIR)/fold$*.joblib
 
 embed-cnn: $(CNN_EMBEDS) ## a fine-tuned fold's checkpoint embeds every image once (Two-Flow, baseline, similar read it)
 
 # fold <k>'s final checkpoint lies in cnn/<backbone>.fold<k>/, made with (and no later
 # than) preds/<backbone>.fold<k>.npz, the target that stands for it. A shorter stem than
 # the frozen embeddings' embed/%.npz, so GNU make prefers this rule for embed/cnn.*.
-$(BUILD)/embed/cnn.%.npz: $(BUILD)/preds/%.npz $(RESOLVED_DIR)/backbone.$$(call member_of,$$*).json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(IMAGE_CACHE) $(CODE_EMBED_CNN) | $(INSTALLED)
+$(BUILD)/embed/cnn.%.npz: $(BUILD)/$(CNN_DIR)/%.npz $(RESOLVED_DIR)/backbone.$$(call member_of,$$*).json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(IMAGE_CACHE) $(CODE_EMBED_CNN) | $(INSTALLED)
 	$(PY) -m stages.embed_cnn --config $(CONFIG) --backbone $(call member_of,$*) --fold $(call fold_of,$*) \
 	  --folds $(FOLDS) --image-cache $(IMAGE_CACHE) --cnn-work-dir $(BUILD)/cnn/$* --out $@
 
@@ -211,24 +214,24 @@ $(BUILD)/embed/%.npz: $(RESOLVED_DIR)/frozen.%.json $$(WEIGHTS_FROZEN_$$*) $(DAT
 
 frozen: $(FROZEN_PREDS) ## frozen-feature members: per fold, heads fitted on the other folds' embeddings
 
-$(BUILD)/members/%.npz: $(BUILD)/embed/$$(FROZEN_EMB_$$(call member_of,$$*)).npz $(RESOLVED_DIR)/frozen.$$(FROZEN_EMB_$$(call member_of,$$*)).json $(RESOLVED_DIR)/denoise.json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_FROZEN) | $(INSTALLED)
+$(BUILD)/$(FROZEN_DIR)/%.npz: $(BUILD)/embed/$$(FROZEN_EMB_$$(call member_of,$$*)).npz $(RESOLVED_DIR)/frozen.$$(FROZEN_EMB_$$(call member_of,$$*)).json $(RESOLVED_DIR)/denoise.json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_FROZEN) | $(INSTALLED)
 	$(PY) -m stages.frozen --config $(CONFIG) --member $(call member_of,$*) --fold $(call fold_of,$*) \
-	  --folds $(FOLDS) --embedding $< --out $@ --head-out $(BUILD)/frozen/$*.head.npz
+	  --folds $(FOLDS) --embedding $< --out $@ --head-out $(BUILD)/$(HEADS_DIR)/$*.head.npz
 
 pseudo: $(PSEUDO_PREDS) ## pseudo-labelled twins of the frozen members ([pseudo] in the config)
 
 # the teacher is every base member: a twin's fold job waits for all of them
-$(BUILD)/pseudo/%.npz: $(BUILD)/embed/$$(FROZEN_EMB_$$(call member_of,$$*)).npz $(RESOLVED_DIR)/frozen.$$(FROZEN_EMB_$$(call member_of,$$*)).json $(RESOLVED_DIR)/pseudo.json $(BASE_PREDS) $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_FROZEN) | $(INSTALLED)
+$(BUILD)/$(PSEUDO_DIR)/%.npz: $(BUILD)/embed/$$(FROZEN_EMB_$$(call member_of,$$*)).npz $(RESOLVED_DIR)/frozen.$$(FROZEN_EMB_$$(call member_of,$$*)).json $(RESOLVED_DIR)/pseudo.json $(BASE_PREDS) $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_FROZEN) | $(INSTALLED)
 	$(PY) -m stages.frozen --config $(CONFIG) --member $(call member_of,$*) --fold $(call fold_of,$*) \
-	  --folds $(FOLDS) --embedding $< --out $@ --head-out $(BUILD)/frozen/$*.head.npz --teacher $(BASE_PREDS)
+	  --folds $(FOLDS) --embedding $< --out $@ --head-out $(BUILD)/$(HEADS_DIR)/$*.head.npz --teacher $(BASE_PREDS)
 
 external: $(EXTERNAL_PREDS) ## teammates' models ([[external]]): their OOF + test file checked against our folds -> fold files
 
 # one job per member: the exchange file is checked once and written as its K fold files
 # (a pattern rule with several targets makes them all in one run), all or none
-$(foreach k,$(FOLD_IDS),$(BUILD)/external/%.fold$(k).npz): $$(EXTERNAL_PATH_$$*) $(RESOLVED_DIR)/external.%.json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_EXTERNAL) | $(INSTALLED)
+$(foreach k,$(FOLD_IDS),$(BUILD)/$(EXTERNAL_DIR)/%.fold$(k).npz): $$(EXTERNAL_PATH_$$*) $(RESOLVED_DIR)/external.%.json $(FOLDS) $(DATA_TRAIN) $(DATA_TEST) $(CODE_EXTERNAL) | $(INSTALLED)
 	$(PY) -m stages.external --config $(CONFIG) --name $* --input $(EXTERNAL_PATH_$*) --folds $(FOLDS) \
-	  --out $(foreach k,$(FOLD_IDS),$(BUILD)/external/$*.fold$(k).npz)
+	  --out $(foreach k,$(FOLD_IDS),$(BUILD)/$(EXTERNAL_DIR)/$*.fold$(k).npz)
 
 ifneq ($(EXTERNAL_FILES),)
 # a teammate's file is no target: a missing one is one clear line, not "No rule to make target"
@@ -282,9 +285,9 @@ $(SUBMISSION) $(SUBMISSION_LABELS) &: $(BUILD)/stack/stacked.npz $(BUILD)/thresh
 
 report: $(BUILD)/report/index.html ## build/<name>/report/index.html + metrics.json
 
-$(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD)/thresholds.json $(BUILD)/stack/stacked.npz $(STACK_PREDS) $(BASELINE_PREDS) $(BUILD)/similar/metrics.json $(AUGMENT) $(DATA_REPORT) $(DATA_TRAIN) $(DATA_TRUTH) $(CODE_REPORT) | $(INSTALLED)
-	$(PY) -m stages.report --config $(CONFIG) --preds $(STACK_PREDS) \
-	  --baseline $(BASELINE_PREDS) \
+# the members' scores come from the stack's folder (stack/members.npz, written with stacked.npz)
+$(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD)/thresholds.json $(BUILD)/stack/stacked.npz $(BASELINE_PREDS) $(BUILD)/similar/metrics.json $(AUGMENT) $(DATA_REPORT) $(DATA_TRAIN) $(DATA_TRUTH) $(CODE_REPORT) | $(INSTALLED)
+	$(PY) -m stages.report --config $(CONFIG) --baseline $(BASELINE_PREDS) \
 	  --similar $(BUILD)/similar/metrics.json --augment-preview $(BUILD)/augment/preview.png \
 	  --data-report $(DATA_REPORT) \
 	  --stacked $(BUILD)/stack/stacked.npz --thresholds $(BUILD)/thresholds.json \
@@ -293,15 +296,29 @@ $(BUILD)/report/index.html $(BUILD)/report/metrics.json &: $(SUBMISSION) $(BUILD
 	@echo "report:     $(BUILD)/report/index.html"
 	@$(PY) -m stages.report --summary $(BUILD)/report/metrics.json
 
+STUDENT_PREDS := $(if $(STUDENT_ON),$(BUILD)/student/student.npz)
+student: $(STUDENT_PREDS) ## the distilled student ([student]): one network trained on the ensemble's soft targets
+
+$(BUILD)/student/student.npz $(BUILD)/student/thresholds.json &: $(BUILD)/stack/stacked.npz $(BUILD)/thresholds.json $(RESOLVED_DIR)/student.json $(RESOLVED_DIR)/submit.json $(WEIGHTS_STUDENT) $(DATA_TRAIN) $(DATA_TEST) $(IMAGE_CACHE) $(CODE_STUDENT) | $(INSTALLED)
+	$(PY) -m stages.student --config $(CONFIG) --stacked $< --thresholds $(BUILD)/thresholds.json \
+	  --image-cache $(IMAGE_CACHE) --work-dir $(BUILD)/student/work \
+	  --out $(BUILD)/student/student.npz --thresholds-out $(BUILD)/student/thresholds.json
+
+EXPORT := $(BUILD)/export/manifest.json
+export: $(EXPORT) ## the finished run as one folder that predicts without the build tree: ONNX networks + NumPy/JSON second level (build/<name>/export)
+
+$(EXPORT): $(BUILD)/thresholds.json $(BUILD)/stack/stacked.npz $(STACK_PREDS) $(STUDENT_PREDS) $(wildcard $(BUILD)/similar/index.npz) $(CONFIG) $(CODE_EXPORT) | $(INSTALLED)
+	$(PY) -m stages.export --config $(CONFIG) --build $(BUILD) --out $(BUILD)/export
+
 IMAGE ?=
 MODEL ?= ensemble
-predict: $(BUILD)/report/index.html ## labels for image files: make predict IMAGE="a.jpg b.jpg" [MODEL=small_cnn]
+predict: $(EXPORT) ## labels for image files, from the export: make predict IMAGE="a.jpg b.jpg" [MODEL=small_cnn]
 	@test -n "$(IMAGE)" || { echo 'error: give IMAGE="path/to/image.jpg ..."' >&2; exit 2; }
-	$(PY) -m stages.predict --config $(CONFIG) --build $(BUILD) --model $(MODEL) --image $(IMAGE)
+	$(PY) -m stages.predict --export $(BUILD)/export --model $(MODEL) --image $(IMAGE)
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
-serve: $(BUILD)/report/index.html ## the interactive page: upload/pick an image, see labels + similar images (http://HOST:PORT/)
+serve: $(BUILD)/report/index.html $(EXPORT) ## the interactive page: upload/pick an image, see labels + similar images (http://HOST:PORT/)
 	$(PY) -m stages.serve --config $(CONFIG) --build $(BUILD) --host $(HOST) --port $(PORT)
 
 clean: ## remove this config's build outputs (keeps data, folds and the venv)

@@ -39,11 +39,11 @@ import pandas as pd
 
 from pipeline.artifacts import load_fold_predictions, write_json_atomic
 from pipeline.augment import AugmentConfig, garment_mask, read_augmented, run_augmentation
-from pipeline.data import read_labels
+from pipeline.data.contract import read_labels
+from pipeline.data.folds import make_folds
 from pipeline.demo.colours import classify_colour
 from pipeline.demo.dataset import generate
-from pipeline.folds import make_folds
-from pipeline.images import load_image
+from pipeline.runtime.images import load_image
 
 log = logging.getLogger("benchmarks.bench_augment")
 
@@ -149,11 +149,11 @@ def rare_f2_compare(
     Returns per-fold scores and their mean over ``train_folds``.
     """
     from pipeline.augment import augmented_rows_for_fold
-    from pipeline.config import BackboneConfig, TrainConfig
-    from pipeline.data import read_test_ids, read_test_truth
-    from pipeline.folds import read_folds
+    from pipeline.config.schema import BackboneConfig, TrainConfig
+    from pipeline.data.contract import read_test_ids, read_test_truth
+    from pipeline.data.folds import read_folds
     from pipeline.metrics import best_threshold_fbeta, fbeta_per_label
-    from pipeline.train import FoldJob, train_fold
+    from pipeline.train.fold import FoldJob, train_fold
 
     small_cnn = BackboneConfig(
         "small_cnn", epochs=epochs, batch_size=64, lr_min=3e-4, lr_max=3e-3, width=16

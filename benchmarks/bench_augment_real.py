@@ -87,7 +87,7 @@ def _train_arm(
 
 def _arm_predictions(arm_dir: Path, backbone: str, n_folds: int, train_ids):
     """(OOF (n, L), held-out mean (m, L), labels, test ids) at each fold's final epoch."""
-    from pipeline.select import load_base_predictions
+    from pipeline.ensemble.select import load_base_predictions
 
     files = {backbone: [arm_dir / f"{backbone}.fold{k}.npz" for k in range(n_folds)]}
     base = load_base_predictions(files, train_ids)
@@ -116,8 +116,8 @@ def _relabel_checks(cfg, aug_dir: Path, table, folds, cnn_dir: Path | None, back
     import pandas as pd
 
     from pipeline.augment import colour_name, dominant_hue, garment_mask
-    from pipeline.images import load_image
-    from pipeline.segment import GarmentSegmenter
+    from pipeline.augment.segment import GarmentSegmenter
+    from pipeline.runtime.images import load_image
 
     acfg = cfg.augment
     copies = pd.read_csv(aug_dir / "labels.csv", dtype={"image": str, "source": str})
@@ -154,8 +154,8 @@ def _cnn_agreement(copies, imgs, target, colours, table, folds, cnn_dir, backbon
     source) names the copy's colour: agreement on copies vs on the sources themselves."""
     import cv2
 
-    from pipeline.images import load_image
-    from pipeline.inference import load_checkpoint
+    from pipeline.models.inference import load_checkpoint
+    from pipeline.runtime.images import load_image
 
     idx = [table.labels.index(c) for c in colours]
     src_fold = dict(zip(map(str, table.ids), folds, strict=True))
@@ -193,10 +193,10 @@ def _cnn_agreement(copies, imgs, target, colours, table, folds, cnn_dir, backbon
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.artifacts import write_json_atomic
-    from pipeline.config import load_config
-    from pipeline.data import read_labels, read_test_truth
-    from pipeline.folds import read_folds
-    from pipeline.thresholds import rule_thresholds
+    from pipeline.config.schema import load_config
+    from pipeline.data.contract import read_labels, read_test_truth
+    from pipeline.data.folds import read_folds
+    from pipeline.ensemble.thresholds import rule_thresholds
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", type=Path, required=True)

@@ -36,9 +36,9 @@ import numpy as np
 from pipeline.artifacts import write_json_atomic
 from pipeline.cluster import ROOT, free_port, start_cluster, stop_cluster
 from pipeline.distributed import connect, run_remote
-from pipeline.select import feature_indices
-from pipeline.stack import PerLabelXGBStacker
-from pipeline.stack_cv import fit_grid_point, make_cv_splits, xgb_params
+from pipeline.ensemble.select import feature_indices
+from pipeline.ensemble.stack import PerLabelXGBStacker
+from pipeline.ensemble.stack_cv import fit_grid_point, make_cv_splits, xgb_params
 
 log = logging.getLogger("benchmarks.bench_dask")
 
@@ -73,7 +73,7 @@ def warm_up(client) -> None:
     """
     import importlib
 
-    for module in ("xgboost", "pipeline.stack"):
+    for module in ("xgboost", "pipeline.ensemble.stack"):
         importlib.import_module(module)
         client.run(importlib.import_module, module)
 
@@ -103,7 +103,7 @@ def bench_xgb_dask(X, y, features, client, n_estimators: int, label: int = 0) ->
     import dask.array as da
     from xgboost import dask as dxgb
 
-    from pipeline.stack_cv import GridTask
+    from pipeline.ensemble.stack_cv import GridTask
 
     rows = np.flatnonzero(~np.isnan(y[:, label]))
     y_j = y[rows, label]
@@ -172,9 +172,9 @@ def bench_cnn(address: str, n_jobs: int, work: Path) -> dict:
     """N tiny train_cnn jobs: sequential fresh processes vs N concurrent cluster submissions."""
     import pandas as pd
 
-    from pipeline.config import load_config
-    from pipeline.data import read_labels
-    from pipeline.folds import make_folds
+    from pipeline.config.schema import load_config
+    from pipeline.data.contract import read_labels
+    from pipeline.data.folds import make_folds
     from stages.train_cnn import run
     from tests.conftest import tiny_config_text, write_dataset
 

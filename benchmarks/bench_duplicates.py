@@ -3,10 +3,10 @@
     python -m benchmarks.bench_duplicates --data ../shared/data/clothing-attributes \\
         --embedding build/clothing_attributes/embed/mnv2_224.npz --out build/bench/dups_ca.json
 
-Counts exact copies (same bytes) and near copies (pHash, :func:`pipeline.duplicates.near_pairs`),
+Counts exact copies (same bytes) and near copies (pHash, :func:`pipeline.data.duplicates.near_pairs`),
 then scores a cheap proxy of a member out of fold twice, with folds from plain iterative
 stratification and from the duplicate-aware one (same seed): the frozen-feature heads of
-``pipeline.frozen`` (standardised logistic regression, cosine kNN) on a frozen embedding
+``pipeline.members.frozen`` (standardised logistic regression, cosine kNN) on a frozen embedding
 file when given, else on 16 px RGB pixels. Macro F2 at each label's OOF-best threshold;
 the difference plain - grouped carries a paired bootstrap interval over images, and the
 kNN head is repeated over several fold seeds (the spread from re-drawing folds alone).
@@ -27,7 +27,7 @@ log = logging.getLogger("benchmarks.bench_duplicates")
 
 
 def _features(table, embedding: Path | None) -> tuple[np.ndarray, str]:
-    from pipeline.images import load_image
+    from pipeline.runtime.images import load_image
 
     if embedding is None:
         x = np.stack([load_image(p, 16).reshape(-1) for p in table.paths()]).astype(np.float32)
@@ -65,11 +65,11 @@ def _binary(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 def run(data: Path, embedding: Path | None, near: int, seeds: int, out: Path | None) -> dict:
     from pipeline.artifacts import write_json_atomic
-    from pipeline.data import read_labels
-    from pipeline.duplicates import copy_groups, validate_images
-    from pipeline.folds import make_folds
-    from pipeline.frozen import KNNHead, LogisticHead
+    from pipeline.data.contract import read_labels
+    from pipeline.data.duplicates import copy_groups, validate_images
+    from pipeline.data.folds import make_folds
     from pipeline.metrics import fbeta_score, paired_bootstrap
+    from pipeline.runtime.heads import KNNHead, LogisticHead
 
     t0 = time.perf_counter()
     table = read_labels(data)

@@ -23,11 +23,11 @@ from pipeline.artifacts import write_json_atomic
 def run(images: Path, n: int, size: int, backbone: str, batch: int, epochs: int) -> dict:
     import keras
 
-    from pipeline.backbones import build_model
-    from pipeline.data import read_labels
-    from pipeline.images import load_image
-    from pipeline.losses import MaskedMultiLabelLoss
-    from pipeline.train import make_feed
+    from pipeline.data.contract import read_labels
+    from pipeline.models.backbones import build_model
+    from pipeline.models.losses import MaskedMultiLabelLoss
+    from pipeline.runtime.images import load_image
+    from pipeline.train.fold import make_feed
 
     table = read_labels(images)
     paths = table.paths()[:n]

@@ -5,7 +5,7 @@ augmentation would use on the *held-out* photos that have a map (the segmenter i
 on the training split's maps only, so none of these were fitted):
 
 * ``grabcut``: the box-seeded GrabCut foreground minus YCrCb skin (no segmenter);
-* ``segmenter``: the segmenter's refined mask (:func:`pipeline.segment.refine`).
+* ``segmenter``: the segmenter's refined mask (:func:`pipeline.augment.segment.refine`).
 
 For each: ``mask_iou`` (mean IoU with the union of garment classes = every class but
 background, hair and skin), ``skin_in_mask`` (mean share of the mask's pixels that are
@@ -71,16 +71,16 @@ def _score_photo(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.config import load_config
-    from pipeline.data import image_paths, read_test_ids
-    from pipeline.images import load_image
-    from pipeline.segment import (
+    from pipeline.augment.segment import (
         GarmentSegmenter,
         class_map,
         mapped_ids,
         read_label_names,
         read_map,
     )
+    from pipeline.config.schema import load_config
+    from pipeline.data.contract import image_paths, read_test_ids
+    from pipeline.runtime.images import load_image
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", type=Path, required=True)

@@ -156,9 +156,9 @@ def timed(cmd: list[str], env: dict | None = None, log_file: Path | None = None)
 def step_main(argv: list[str]) -> int:
     """``python -m benchmarks.bench_scale step load|select CONFIG PREDS...``: time one
     in-library step in this fresh process; prints its seconds as JSON."""
-    from pipeline.config import load_config
-    from pipeline.data import read_labels
-    from pipeline.select import group_pred_files, load_base_predictions, select_columns
+    from pipeline.config.schema import load_config
+    from pipeline.data.contract import read_labels
+    from pipeline.ensemble.select import group_pred_files, load_base_predictions, select_columns
 
     what, config, *preds = argv
     cfg = load_config(config)
@@ -226,7 +226,7 @@ def run_size(
                    "--thresholds", str(thresholds), "--out", str(submission),
                    "--out-labels", str(out / "submission.labels.csv")],
         "report": [py, "-m", "stages.report", "--config", str(cfg),
-                   "--preds", *preds, "--stacked", str(stacked),
+                   "--stacked", str(stacked),
                    "--thresholds", str(thresholds), "--submission", str(submission),
                    "--out-dir", str(out / "report")],
     }  # fmt: skip

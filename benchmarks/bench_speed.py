@@ -7,10 +7,11 @@ is brought up to date before the clock starts), then a timed ``make all``. Write
 ``make_all_s`` (wall time), ``train_cnn_s`` (first fold job's start to the last one's end),
 ``stage_s`` (per stage: summed seconds of its runs and their span), ``decodes_per_image``
 (file decodes of a training image over the whole run / training images, counted by
-``pipeline.images.decode_image`` through ``FASHION_COUNT_DECODES``) and the held-out scores
-of the run (so a faster chain is seen to score the same). If ``benchmarks/bench_predict.py``
-is there, its ``measure(config, build)`` keys (predict_cold_s, serve_p50_s, serve_p95_s)
-are merged. Prints one line.
+``pipeline.runtime.images.decode_image`` through ``FASHION_COUNT_DECODES``) and the held-out scores
+of the run (so a faster chain is seen to score the same). Then ``make export``
+(off the clock, its wall time as ``export_s``) and, if ``benchmarks/bench_predict.py`` is
+there, its ``measure(config, build)`` keys (predict_cold_s, serve_p50_s, serve_p95_s) are
+merged. Prints one line.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from pipeline.artifacts import load_metrics, write_json_atomic
-from pipeline.data import read_labels
-from pipeline.images import COUNT_DECODES_ENV
+from pipeline.data.contract import read_labels
+from pipeline.runtime.images import COUNT_DECODES_ENV
 from stages.common import STAGE_TIMES_ENV
 
 
@@ -72,7 +73,7 @@ def decode_counts(path: Path, train_dir: Path, test_dir: Path, augment_dir: Path
 
 def measure(config: Path, venv: str, work: Path) -> dict:
     """Clean build, timed ``make all``; the numbers of :mod:`benchmarks.bench_speed`."""
-    from pipeline.config import load_config
+    from pipeline.config.schema import load_config
 
     cfg = load_config(config)
     build = Path("build") / config.stem
@@ -114,6 +115,15 @@ def measure(config: Path, venv: str, work: Path) -> dict:
     }
 
 
+def export_seconds(config: Path, venv: str, work: Path) -> float:
+    """``make export`` after the timed ``make all`` (what ``make predict`` reads); its wall time."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=os.environ.get("OPENBLAS_NUM_THREADS", "1"))
+    with open(work / "make.log", "a") as log:
+        t0 = time.perf_counter()
+        _make(["export", f"CONFIG={config}", f"VENV={venv}"], env, log)
+        return round(time.perf_counter() - t0, 1)
+
+
 def predict_timings(config: Path, build: Path) -> dict:
     """``benchmarks.bench_predict.measure(config, build)`` when that benchmark exists."""
     if importlib.util.find_spec("benchmarks.bench_predict") is None:
@@ -130,11 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     work = args.out.with_suffix("")  # build/bench/speed/: make log, decode + stage records
     try:
         result = measure(args.config, args.venv, work)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(args.out, result)  # the clock's numbers survive a failing export
+        result["export_s"] = export_seconds(args.config, args.venv, work)
+        result.update(predict_timings(args.config, Path("build") / args.config.stem))
     except (RuntimeError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result.update(predict_timings(args.config, Path("build") / args.config.stem))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(args.out, result)
     extra = "".join(
         f", {k} {result[k]:.2f}s" for k in ("predict_cold_s", "serve_p50_s") if k in result

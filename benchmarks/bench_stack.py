@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.artifacts import write_json_atomic
-from pipeline.config import load_config
+from pipeline.config.schema import load_config
 
 
 def run(config: Path, build: Path) -> dict:
@@ -30,17 +30,17 @@ def run(config: Path, build: Path) -> dict:
     from sklearn.multioutput import MultiOutputClassifier
     from sklearn.naive_bayes import GaussianNB
 
-    from pipeline.data import read_labels, read_test_truth
-    from pipeline.metrics import fbeta_score
-    from pipeline.select import (
+    from pipeline.data.contract import read_labels, read_test_truth
+    from pipeline.ensemble.select import (
         feature_indices,
         flatten_columns,
         group_pred_files,
         load_base_predictions,
         select_columns,
     )
-    from pipeline.submit import fold_votes, majority_vote
-    from pipeline.thresholds import ThresholdSearch
+    from pipeline.ensemble.submit import fold_votes, majority_vote
+    from pipeline.ensemble.thresholds import ThresholdSearch
+    from pipeline.metrics import fbeta_score
     from stages.stack import make_stacker
 
     cfg = load_config(config)

@@ -19,7 +19,7 @@ import numpy as np
 
 from benchmarks.reference_thresholds import naive_threshold_search
 from pipeline.artifacts import write_json_atomic
-from pipeline.thresholds import ThresholdSearch
+from pipeline.ensemble.thresholds import ThresholdSearch
 
 
 def make_scores(n: int, n_labels: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

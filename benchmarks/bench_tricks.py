@@ -4,12 +4,15 @@ An ablation on a finished build, with everything else fixed: the base run's buil
 is copied (``cp -a``: same folds, same trained members, same files), the config is copied
 with one trick switched on, and ``make all`` runs on the copy, so Make re-runs only what
 the trick touches (a seed repeat trains one more member; the other tricks refit heads or
-re-run the second level). Tricks (``pipeline.config``):
+re-run the second level). Tricks (``pipeline.config.schema``):
 
 * ``pseudo``: ``[pseudo] enabled`` (pseudo-labelled twins of the frozen members);
 * ``denoise``: ``[denoise] enabled`` (OOF-error filtering of the frozen heads' fits);
 * ``repeat``: a seed repeat of the config's first fine-tuned backbone (``arch`` + ``seed``);
-* ``rate``: the ``rate`` threshold rule added to ``stack.rules``.
+* ``rate``: the ``rate`` threshold rule added to ``stack.rules``;
+* ``guard``: ``stack.incumbent`` set (:data:`GUARD_INCUMBENT`): the second level's global
+  winner stays the plain mean of the members unless a challenger beats it on the outer CV
+  with a paired interval above 0.
 
 Both arms' submissions are scored against the held-out truth: macro F2 and F1 of the
 submitted labels (the F2-tuned vote), each with a paired bootstrap 95% interval of trick -
@@ -28,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-TRICKS = ("pseudo", "denoise", "repeat", "rate")
+TRICKS = ("pseudo", "denoise", "repeat", "rate", "guard")
 REPEAT_SEED = 1001
+#: the guard's incumbent: the simplest candidate (every member's mean, shrunk thresholds)
+GUARD_INCUMBENT = "mean_members/shrunk"
 
 
 def _toml_value(v) -> str:
@@ -51,12 +56,9 @@ def trick_config(text: str, trick: str) -> str:
         return text + "\n[denoise]\nenabled = true\n"
     if trick == "rate":
         rules = list(raw.get("stack", {}).get("rules", ["per_label", "global", "shrunk"]))
-        if "stack" not in raw:
-            return text + f"\n[stack]\nrules = {_toml_value([*rules, 'rate'])}\n"
-        if "rules" in raw["stack"]:
-            raise ValueError("the config sets stack.rules: add 'rate' to it by hand")
-        head, tail = text.split("\n[stack]\n", 1)
-        return f"{head}\n[stack]\nrules = {_toml_value([*rules, 'rate'])}\n{tail}"
+        return _set_stack(text, raw, "rules", [*rules, "rate"])
+    if trick == "guard":
+        return _set_stack(text, raw, "incumbent", GUARD_INCUMBENT)
     if trick == "repeat":
         first = dict(raw["train"]["backbones"][0])
         first["arch"] = first.get("arch", first["name"])
@@ -65,6 +67,17 @@ def trick_config(text: str, trick: str) -> str:
         body = "\n".join(f"{k} = {_toml_value(v)}" for k, v in first.items())
         return text + f"\n[[train.backbones]]\n{body}\n"
     raise ValueError(f"unknown trick {trick!r}; choose from {TRICKS}")
+
+
+def _set_stack(text: str, raw: dict, key: str, value) -> str:
+    """``text`` with ``[stack] key = value`` added (the table appended when it is absent)."""
+    line = f"{key} = {_toml_value(value)}"
+    if "stack" not in raw:
+        return text + f"\n[stack]\n{line}\n"
+    if key in raw["stack"]:
+        raise ValueError(f"the config sets stack.{key}: change it by hand")
+    head, tail = text.split("\n[stack]\n", 1)
+    return f"{head}\n[stack]\n{line}\n{tail}"
 
 
 def _submission(folder: Path, name: str) -> Path:
@@ -77,7 +90,7 @@ def _submission(folder: Path, name: str) -> Path:
 def score(cfg, base_sub: Path, trick_sub: Path, n_boot: int, seed: int) -> dict:
     """Held-out macro F2 / F1 of both submissions, with paired intervals of trick - base."""
     from pipeline.artifacts import load_submission_votes
-    from pipeline.data import read_labels, read_test_ids, read_test_truth
+    from pipeline.data.contract import read_labels, read_test_ids, read_test_truth
     from pipeline.metrics import fbeta_per_label, paired_bootstrap
 
     labels = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False).labels
@@ -98,7 +111,7 @@ def score(cfg, base_sub: Path, trick_sub: Path, n_boot: int, seed: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.artifacts import load_metrics, write_json_atomic
-    from pipeline.config import load_config
+    from pipeline.config.schema import load_config
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", type=Path, required=True)

@@ -1,4 +1,4 @@
-"""Naive reference for ``pipeline.thresholds.ThresholdSearch``: the obvious Python loops.
+"""Naive reference for ``pipeline.ensemble.thresholds.ThresholdSearch``: the obvious Python loops.
 
 It tries every candidate threshold one at a time and re-scores with ``pipeline.metrics``,
 so it is slow but easy to trust. The tests require the vectorised search to choose exactly

@@ -19,13 +19,13 @@ log = logging.getLogger("benchmarks.bench_scale")
 
 def agreement(n: int = 4000, seed: int = 0, n_jobs: int = 2, grid: dict | None = None) -> dict:
     """Halving vs the exhaustive grid on a subset where the grid is affordable."""
-    from pipeline.select import feature_indices, select_columns
-    from pipeline.stack import PerLabelXGBStacker
+    from pipeline.ensemble.select import feature_indices, select_columns
+    from pipeline.ensemble.stack import PerLabelXGBStacker
 
     with tempfile.TemporaryDirectory() as tmp:
         generate(ScaleSpec(n_train=n, seed=seed), Path(tmp))
-        from pipeline.data import read_labels, read_test_truth
-        from pipeline.select import group_pred_files, load_base_predictions
+        from pipeline.data.contract import read_labels, read_test_truth
+        from pipeline.ensemble.select import group_pred_files, load_base_predictions
 
         table = read_labels(Path(tmp) / "data" / "train", "image", check_images=False)
         base = load_base_predictions(
@@ -88,15 +88,21 @@ def agreement(n: int = 4000, seed: int = 0, n_jobs: int = 2, grid: dict | None =
 def full_grid_estimate(base: Path, n_samples: int = 8, seed: int = 0) -> dict:
     """Time ``n_samples`` exhaustive (label, grid point) CV fits on the largest size's
     features and extrapolate to every label x 180 points x (outer folds + refit)."""
-    from pipeline.config import load_config
-    from pipeline.data import read_labels
-    from pipeline.select import (
+    from pipeline.config.schema import load_config
+    from pipeline.data.contract import read_labels
+    from pipeline.ensemble.select import (
         feature_indices,
         group_pred_files,
         load_base_predictions,
         select_columns,
     )
-    from pipeline.stack_cv import GridTask, derived_seed, fit_grid_point, make_cv_splits, xgb_params
+    from pipeline.ensemble.stack_cv import (
+        GridTask,
+        derived_seed,
+        fit_grid_point,
+        make_cv_splits,
+        xgb_params,
+    )
 
     cfg = load_config(base / "config.toml")
     table = read_labels(cfg.data.train_dir, "image", check_images=False)

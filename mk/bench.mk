@@ -3,11 +3,11 @@
 # which is read first.
 
 .PHONY: bench bench-thresholds bench-feed bench-stack bench-augment bench-masks \
-        bench-augment-real bench-dask bench-speed bench-ensemble bench-predict bench-scale \
+        bench-augment-real bench-dask bench-speed bench-ensemble bench-predict bench-student bench-scale \
         bench-tricks
 
 bench: ## every benchmark, one after another (JSON under build/bench/, one line each)
-	$(MAKE) --jobs=1 bench-thresholds bench-feed bench-stack bench-augment bench-dask bench-ensemble bench-predict
+	$(MAKE) --jobs=1 bench-thresholds bench-feed bench-stack bench-augment bench-dask bench-ensemble bench-predict bench-student
 
 bench-thresholds: $(INSTALLED) ## vectorised vs naive threshold search, 50,000 x 50
 	$(PY) -m benchmarks.bench_thresholds --out build/bench/thresholds.json
@@ -37,13 +37,16 @@ bench-ensemble: $(BUILD)/report/metrics.json | $(INSTALLED) ## held-out F2/F1 of
 	$(PY) -m benchmarks.bench_ensemble --metrics $< --out build/bench/ensemble_$(NAME).json
 
 TRICK ?= pseudo
-bench-tricks: $(BUILD)/report/metrics.json $(SUBMISSION) | $(INSTALLED) ## ablation: CONFIG's build again with TRICK (pseudo, denoise, repeat, rate) on; held-out F2/F1 gains + paired CIs
+bench-tricks: $(BUILD)/report/metrics.json $(SUBMISSION) | $(INSTALLED) ## ablation: CONFIG's build again with TRICK (pseudo, denoise, repeat, rate, guard) on; held-out F2/F1 gains + paired CIs
 	$(PY) -m benchmarks.bench_tricks --config $(CONFIG) --trick $(TRICK) --build $(BUILD) --folds $(FOLDS) \
 	  --submissions $(SUBMISSIONS) --work build/bench/tricks_$(NAME)_$(TRICK) \
 	  --out build/bench/tricks_$(NAME)_$(TRICK).json
 
-bench-predict: $(BUILD)/report/index.html | $(INSTALLED) ## `make predict` of one image, cold; the page's warm per-image latency (p50/p95 of 50)
-	$(PY) -m benchmarks.bench_predict --config $(CONFIG) --build $(BUILD) --out build/bench/predict.json
+bench-predict: $(BUILD)/report/index.html $(EXPORT) | $(INSTALLED) ## `make predict` of one image, cold; the page's warm per-image latency (p50/p95 of 50); export vs Keras in process
+	$(PY) -m benchmarks.bench_predict --config $(CONFIG) --build $(BUILD) --out build/bench/predict$(if $(filter demo,$(NAME)),,_$(NAME)).json
+
+bench-student: $(BUILD)/report/metrics.json $(EXPORT) | $(INSTALLED) ## the distilled student vs the vote and the best single: held-out F2/F1 + paired CIs, per-image latency
+	$(PY) -m benchmarks.bench_student --config $(CONFIG) --build $(BUILD) --out build/bench/student_$(NAME).json
 
 SCALE_SIZES ?= 5000 20000 54908
 bench-scale: $(INSTALLED) ## the second level at JD size (5k/20k/55k x 128 columns): per-stage time + peak RSS, local and on a 2-worker cluster

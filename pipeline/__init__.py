@@ -1,7 +1,7 @@
 """Multi-label image ensemble pipeline: pure functions and sklearn-style classes.
 
 Importing this package is cheap: heavy libraries (TensorFlow/Keras, XGBoost) are imported
-inside the modules that need them, so ``pipeline.config`` runs on a bare Python.
+inside the modules that need them, so ``pipeline.config.schema`` runs on a bare Python.
 
 Conventions shared by every module:
 - label matrices ``y`` are float arrays of shape (n, L) holding 1.0, 0.0 or NaN (unknown);

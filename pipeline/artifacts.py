@@ -22,7 +22,7 @@ writer and one reader, next to each other here, so the two cannot drift apart:
   :func:`load_metrics`);
 - the **predictor manifest** (``build/<config>/stack/predict.json``): what `make predict`
   and `make serve` need that only `make stack` knows; its content is built by
-  :func:`pipeline.predict_manifest.build_manifest` (:func:`save_predict_manifest` /
+  :func:`pipeline.ensemble.predict_manifest.build_manifest` (:func:`save_predict_manifest` /
   :func:`load_predict_manifest`);
 - the **data report** (``build/<config>/data_report.json``): `make folds`' copy groups and
   train/test near copies, which the report tabulates (:func:`save_data_report` /
@@ -31,7 +31,7 @@ writer and one reader, next to each other here, so the two cannot drift apart:
   precision@k, which the report carries (:func:`save_similarity_metrics` /
   :func:`load_similarity_metrics`);
 - the **submission** (``submissions/<config>-<hash>.csv``): the voted 0/1 labels per test
-  image, wide or in a sample submission's layout (:mod:`pipeline.submit` builds and
+  image, wide or in a sample submission's layout (:mod:`pipeline.ensemble.submit` builds and
   checks the frame), which the report scores (:func:`save_submission` /
   :func:`load_submission_votes`);
 - the **external exchange file** (an ``[[external]]`` member's ``path``, ``.csv`` or
@@ -418,8 +418,8 @@ SELECTION_FILE = "selection.json"
 
 def save_selection(path: str | Path, selection: dict, second_level: dict) -> None:
     """Write the second level's column selection (atomically): ``selection`` is
-    :meth:`pipeline.select.Selection.to_dict`'s record, ``second_level`` the fitted second
-    level's report (:attr:`pipeline.second_level.SecondLevel.report`)."""
+    :meth:`pipeline.ensemble.select.Selection.to_dict`'s record, ``second_level`` the fitted second
+    level's report (:attr:`pipeline.ensemble.second_level.SecondLevel.report`)."""
     write_json_atomic(path, {**selection, "second_level": second_level})
 
 
@@ -481,6 +481,37 @@ def load_similarity_metrics(path: str | Path) -> dict[str, Any]:
     return _read_json(Path(path), SIMILARITY_KEYS, "re-run `make similar CONFIG=...`")
 
 
+# --- the members' scores ------------------------------------------------------------------
+
+#: ``stack/members.npz``: each member's epochs scored on OOF and its best epoch's
+#: predictions, computed once by `make stack` and read by the report (which then opens no
+#: fold file). Keys ``<member>/<field>`` for the fields of :data:`MEMBER_SCORE_FIELDS`.
+MEMBER_SCORES = "members.npz"
+MEMBER_SCORE_FIELDS = ("epochs", "oof_fbeta", "loss", "epoch", "thresholds", "oof", "test_prob")
+
+
+def save_member_scores(path: str | Path, records: dict[str, dict]) -> None:
+    """Write :func:`pipeline.ensemble.predict_manifest.member_records`' records (atomically)."""
+    import numpy as np
+
+    arrays = {"members": np.array(list(records), dtype=str)}
+    for name, rec in records.items():
+        arrays |= {f"{name}/{field}": np.asarray(rec[field]) for field in MEMBER_SCORE_FIELDS}
+    save_npz_atomic(path, **arrays)
+
+
+def load_member_scores(path: str | Path) -> dict[str, dict]:
+    """Read what :func:`save_member_scores` wrote: member -> its record, in stack order."""
+    z = _read_npz(Path(path), ("members",), "re-run `make stack CONFIG=...`")
+    out = {}
+    for name in z["members"].tolist():
+        missing = [f for f in MEMBER_SCORE_FIELDS if f"{name}/{f}" not in z]
+        if missing:
+            raise ValueError(f"{path}: member {name!r} lacks {missing}; re-run `make stack`")
+        out[name] = {f: z[f"{name}/{f}"] for f in MEMBER_SCORE_FIELDS}
+    return out
+
+
 # --- the predictor manifest -------------------------------------------------------------
 
 #: The manifest's file name, in the stack stage's folder (``stack/predict.json``).
@@ -489,7 +520,7 @@ PREDICT_MANIFEST_FORMAT = 1
 
 
 def save_predict_manifest(path: str | Path, manifest: dict) -> None:
-    """Write :func:`pipeline.predict_manifest.build_manifest`'s record (atomically),
+    """Write :func:`pipeline.ensemble.predict_manifest.build_manifest`'s record (atomically),
     stamped with :data:`PREDICT_MANIFEST_FORMAT`."""
     write_json_atomic(path, {"format": PREDICT_MANIFEST_FORMAT, **manifest})
 
@@ -511,7 +542,7 @@ def load_predict_manifest(path: str | Path) -> dict:
 
 
 def save_submission(path: str | Path, frame: pd.DataFrame) -> None:
-    """Write a submission frame that :mod:`pipeline.submit` built and validated (atomically;
+    """Write a submission frame that :mod:`pipeline.ensemble.submit` built and validated (atomically;
     ids and tag cells as strings, so ``001`` and an empty tag list survive)."""
     write_csv_atomic(frame, path)
 
@@ -519,8 +550,8 @@ def save_submission(path: str | Path, frame: pd.DataFrame) -> None:
 def load_submission_votes(path: str | Path, test_ids, labels, id_column: str = "image"):
     """What :func:`save_submission` wrote, as (m, L) int8 votes in ``test_ids`` order and
     ``labels`` order, whether the file is wide or follows a sample's tag layout."""
-    from pipeline.data import read_csv_strings
-    from pipeline.submit import votes_from_submission
+    from pipeline.data.contract import read_csv_strings
+    from pipeline.ensemble.submit import votes_from_submission
 
     path = Path(path)
     frame = read_csv_strings(path, "run `make submit` (the report scores the submission)")
@@ -566,7 +597,7 @@ def load_external_predictions(path: str | Path, labels: Sequence[str]) -> dict[s
     """Read an exchange file, refusing a malformed one with its file, row and fix.
 
     Checks the format only (the ids and folds are checked against the data set by
-    :mod:`pipeline.external`): the columns are ``image``, ``fold`` and exactly ``labels``
+    :mod:`pipeline.members.external`): the columns are ``image``, ``fold`` and exactly ``labels``
     (any order), every probability is a number in [0, 1], every fold a whole number
     (``-1`` or an empty CSV cell: a test row shared by every fold).
 
@@ -610,7 +641,7 @@ def load_external_predictions(path: str | Path, labels: Sequence[str]) -> dict[s
 def _read_external_csv(path: Path, labels: list[str]) -> dict[str, Any]:
     import numpy as np
 
-    from pipeline.data import read_csv_strings
+    from pipeline.data.contract import read_csv_strings
 
     df = read_csv_strings(path, "put the teammate's predictions there")
     where = {"path": path, "row_word": "row", "row_base": 2}

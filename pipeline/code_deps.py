@@ -1,7 +1,7 @@
 """Which repository files a module runs: its import closure, read from the source (ast).
 
 Make's code dependencies (``CODE_<STAGE>`` in ``vars.mk``, written by
-``stages.resolve_config``) and the training fingerprint (``pipeline.train``) both come from
+``stages.resolve_config``) and the training fingerprint (``pipeline.train.fold``) both come from
 here, so "editing a module a stage runs re-runs that stage" holds without a hand-kept list
 that goes stale. Standard library only: the Makefile runs it with the bare system Python at
 parse time.
@@ -10,7 +10,7 @@ A module's code is every repository module it imports, directly or through other
 modules, at module level or inside a function (a function-level import runs when the stage
 does), plus the package ``__init__.py`` files on the way. A ``"package.module:function"``
 string naming a repository module counts as an import too: the backbone registry names the
-converted-weight builders of ``pipeline.weights`` that way and imports them only when one is
+converted-weight builders of ``pipeline.models.weights`` that way and imports them only when one is
 built. Imports of other packages (numpy, keras, ...) are left out: the environment, not the
 repository, owns them.
 """

@@ -234,7 +234,7 @@ def _run_call_file(call: str, result: str) -> None:
 
 class _KeptProcess:
     """A job process on the worker host that runs calls one at a time and stays for the
-    next: what it built (a compiled model, ``pipeline.train_session``) serves later jobs.
+    next: what it built (a compiled model, ``pipeline.train.session``) serves later jobs.
 
     Isolated from the worker's threads as a fresh one is (:func:`_call_in_process`), and
     it dies with the worker. Requests (call and result file names, cwd) come as JSON lines
@@ -440,7 +440,7 @@ def maybe_remote(
     worker declares a ``GPU`` resource (CNN jobs), else for nothing, and runs in a fresh
     process on the worker, as ``python -m stages...`` would locally (``isolate=True``);
     with ``keep_process`` in one the worker keeps for the next such tasks (fold jobs: a
-    kept process reuses its compiled models, see ``pipeline.train_session``).
+    kept process reuses its compiled models, see ``pipeline.train.session``).
     """
     address = scheduler_address()
     if address is None:

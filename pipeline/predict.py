@@ -3,7 +3,7 @@
 The ensemble path repeats, for new images, exactly what the stages did for the test set:
 every base column the second level uses, ``(member, epoch)``, is predicted by each of the
 K fold models at that epoch (flip TTA as in training), the K feature cubes go through the
-chosen second-level combiners (``pipeline.second_level``), each fold's stacked
+chosen second-level combiners (``pipeline.ensemble.second_level``), each fold's stacked
 probabilities are thresholded and the K votes are bagged by majority (``submit.tie`` on
 ties). A single base model is its best epoch (by OOF macro F-beta), the mean of its K fold
 models, at its own OOF thresholds, as the report scores it. So a test image gets the labels
@@ -11,7 +11,7 @@ its submission row has.
 
 Nothing is recomputed here: which columns, epochs and thresholds come from the run's
 artifacts. `make stack` writes ``stack/predict.json``
-(:func:`pipeline.predict_manifest.build_manifest`: each base model's best epoch, its OOF
+(:func:`pipeline.ensemble.predict_manifest.build_manifest`: each base model's best epoch, its OOF
 thresholds and the columns the second level reads) beside ``stacked.npz``; the ensemble
 thresholds are ``thresholds.json``. Both are read through :mod:`pipeline.artifacts`.
 
@@ -29,99 +29,41 @@ members), ``stack/`` (``models/``, ``predict.json``) and ``thresholds.json``.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.artifacts import PREDICT_MANIFEST, load_predict_manifest, load_thresholds
-from pipeline.config import Config
-from pipeline.images import resize_image  # the one resize: as load_image(path, size)
-
-log = logging.getLogger(__name__)
-
-ENSEMBLE = "ensemble"
-TWOFLOW = "twoflow"
-
-Key = tuple[str, int, int]  # (member, fold, epoch): one fold model's base column
-
-
-# ---- results -------------------------------------------------------------------------------
-
-
-@dataclass
-class Prediction:
-    """One image's scores under one model.
-
-    Attributes:
-        model: ``"ensemble"`` or a base model's name.
-        detail: how the scores were made (epoch, folds).
-        labels: the L label names.
-        probabilities: (L,) the model's probability per label (ensemble: the mean of the K
-            stacked fold probabilities).
-        thresholds: (L,) the thresholds the labels were cut at.
-        predicted: (L,) 0/1 final labels.
-        votes: (L,) how many of the K folds voted yes (ensemble only, else None).
-    """
-
-    model: str
-    detail: str
-    labels: list[str]
-    probabilities: np.ndarray
-    thresholds: np.ndarray
-    predicted: np.ndarray
-    votes: np.ndarray | None = None
-
-    @property
-    def positive_labels(self) -> list[str]:
-        return [lab for lab, p in zip(self.labels, self.predicted, strict=True) if p]
-
-    def as_dict(self) -> dict:
-        return {
-            "model": self.model,
-            "detail": self.detail,
-            "labels": self.positive_labels,
-            "scores": {
-                lab: {
-                    "probability": float(self.probabilities[j]),
-                    "threshold": float(self.thresholds[j]),
-                    "predicted": int(self.predicted[j]),
-                    **({"votes": int(self.votes[j])} if self.votes is not None else {}),
-                }
-                for j, lab in enumerate(self.labels)
-            },
-        }
+from pipeline.config.schema import Config
+from pipeline.members.registry import FROZEN, PSEUDO, TWOFLOW, Registry
+from pipeline.runtime.exported import (  # noqa: F401 (Prediction, decode: re-exported)
+    ENSEMBLE,
+    Key,
+    Prediction,
+    Scorer,
+    decode,
+    ensemble_detail,
+    image_batch,
+)
 
 
-def decode(image: str | Path | np.ndarray) -> np.ndarray:
-    """An image file (or an already decoded uint8 RGB array) -> uint8 RGB (H, W, 3), once;
-    every model input is resized from it (:func:`resize_image`)."""
-    from pipeline.images import decode_image
+def backbone_model(b, n_labels: int, size: int):
+    """An untrained Keras model of backbone config ``b`` (its weights are loaded after)."""
+    from pipeline.models.backbones import build_model
 
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(
-                f"a decoded image must be uint8 (H, W, 3) RGB, got {image.dtype} {image.shape}"
-            )
-        return image
-    return decode_image(image)
-
-
-# ---- decoded images -> model inputs --------------------------------------------------------
-
-
-def image_batch(images: Sequence[np.ndarray], size: int, tta_flip: bool) -> np.ndarray:
-    """Decoded images -> one ``flip_batch`` batch (float32, ``size`` px), as
-    ``pipeline.inference.tta_inputs`` makes from files."""
-    from pipeline.inference import flip_batch
-
-    batch = np.stack([resize_image(img, size) for img in images]).astype(np.float32)
-    return flip_batch(batch, tta_flip)
+    return build_model(
+        b.architecture,
+        n_labels,
+        size,
+        "none",
+        b.head_layers,
+        b.head_units,
+        b.width,
+        bn_momentum=b.bn_momentum,
+    )
 
 
-class Predictor:
+class Predictor(Scorer):
     """Loads a finished run once; :meth:`predict` scores images.
 
     Args:
@@ -133,11 +75,14 @@ class Predictor:
     """
 
     def __init__(self, cfg: Config, build_dir: str | Path, compiled: bool = False):
-        from pipeline.second_level import SecondLevel
+        from pipeline.ensemble.second_level import SecondLevel
 
         self.cfg = cfg
         self.build = Path(build_dir)
         self.compiled = compiled
+        # Keras traces its predict function again on the second call (measured: the first
+        # request after a one-call warm-up took 24 s, the later ones 0.3 s)
+        self.warm_calls = 2 if compiled else 1
         self.tta_flip = cfg.train.tta_flip
         self.size = cfg.data.image_size
         stack = self.build / "stack"
@@ -154,6 +99,7 @@ class Predictor:
                 f"{stack / PREDICT_MANIFEST} and {stack / 'models'} disagree; re-run `make stack`"
             )
         self.used_columns = [self.columns[c] for c in self.level.used_columns]
+        self.tie = cfg.submit.tie
         self.n_folds = int(manifest["n_folds"])
         if self.n_folds != cfg.folds.n_folds:
             raise ValueError(
@@ -165,10 +111,14 @@ class Predictor:
             for name, m in manifest["members"].items()
         }
         # pseudo-labelled twins score a new image as their member, with their own heads
-        self._frozen_members = {m: f for m, (f, _) in cfg.frozen_members().items()}
+        self.registry = Registry(cfg)
         # [[external]] members were trained elsewhere: no model here to score a new image
-        own = {b.name for b in cfg.train.backbones} | set(self._frozen_members) | {TWOFLOW}
-        self.external = {e.name for e in cfg.external} | (set(self.singles) - own)
+        self.external = {m.name for m in self.registry if not m.scorable} | {
+            name for name in self.singles if name not in self.registry
+        }
+        self.ensemble_detail = ensemble_detail(
+            len(self.used_columns), self.n_folds, [c for c, _ in self.level.choice]
+        )
         self._nets: dict[tuple, object] = {}  # see _net: every model, built once
         self._bundles: dict[tuple, object] = {}  # (size, calls) -> one traced model
         # eager: backbone -> (model, {output kinds: view}, [the net its weights are of])
@@ -177,58 +127,24 @@ class Predictor:
         self._twoflow: dict[int, object] = {}
         self._heads: dict[tuple[str, int], object] = {}
 
-    @property
-    def model_names(self) -> list[str]:
-        """``"ensemble"`` first, then every base model."""
-        return [ENSEMBLE, *self.singles]
-
-    def base_columns(self, model: str = ENSEMBLE) -> list[Key]:
-        """The (member, fold, epoch) fold models ``model`` reads, in the order it reads them."""
-        if model == ENSEMBLE:
-            return [(b, k, e) for k in range(self.n_folds) for b, e in self.used_columns]
-        epoch = self.singles[model][0]
-        return [(model, k, epoch) for k in range(self.n_folds)]
-
-    def external_members(self, model: str = ENSEMBLE) -> list[str]:
-        """The ``[[external]]`` members ``model`` reads (they cannot score a new image)."""
-        return sorted({m for m, _, _ in self.base_columns(model) if m in self.external})
-
-    def check_scorable(self, model: str = ENSEMBLE) -> None:
-        """Refuse, naming the members, a model that reads ``[[external]]`` members: their
-        predictions came as a file made elsewhere, so there is no model here to run on a
-        new image, and dropping their columns would silently change the second level."""
-        ext = self.external_members(model)
-        if not ext:
-            return
-        own = [m for m in self.model_names if not self.external_members(m)]
-        what = (
-            f"the ensemble's second level reads the [[external]] member(s) {ext}"
-            if model == ENSEMBLE
-            else f"model {model!r} is an [[external]] member"
-        )
-        raise ValueError(
-            f"{what}: trained elsewhere, they have no model here to score a new image; "
-            f"choose a model of this run ({', '.join(own) or 'none'}), or remove the "
-            "[[external]] entries from the config and re-run `make stack`"
-        )
-
     # ---- networks: built once, never swapped --------------------------------------------
 
     def _twoflow_cnn(self, fold: int) -> Key:
         b = self.cfg.twoflow_backbone
         return (b, fold, self.cfg.backbone(b).epochs)  # its final epoch, as in fit
 
-    def _net_of(self, key: Key) -> tuple:
+    def net_of(self, key: Key) -> tuple:
         """The network a base column runs: ("cnn", b, k, e), ("embed", b, k, e) or
         ("frozen", backbone name)."""
         member, fold, _ = key
-        if member == TWOFLOW:
+        kind = self.registry.kind(member)
+        if kind == TWOFLOW:
             return ("embed", *self._twoflow_cnn(fold))
-        if member in self._frozen_members:
-            return ("frozen", self._frozen_members[member].name)
+        if kind in (FROZEN, PSEUDO):
+            return ("frozen", self.registry[member].frozen.name)
         return ("cnn", *key)
 
-    def _net_input(self, net: tuple) -> tuple[int, bool]:
+    def net_input(self, net: tuple) -> tuple[int, bool]:
         """(input size, flip TTA) of a network."""
         if net[0] == "frozen":
             f = next(f for f in self.cfg.frozen if f.name == net[1])
@@ -241,7 +157,7 @@ class Predictor:
         if net in self._nets:
             return self._nets[net]
         if net[0] == "frozen":
-            from pipeline.frozen import frozen_backbone
+            from pipeline.members.frozen import frozen_backbone
 
             f = next(f for f in self.cfg.frozen if f.name == net[1])
             model = frozen_backbone(f.backbone, f.weights, f.image_size)
@@ -251,34 +167,22 @@ class Predictor:
         return model
 
     def _fold_cnn(self, backbone: str, fold: int, epoch: int):
-        from pipeline.backbones import build_model
-
-        b = self.cfg.backbone(backbone)
-        model = build_model(
-            b.architecture,
-            len(self.labels),
-            self.size,
-            "none",
-            b.head_layers,
-            b.head_units,
-            b.width,
-            bn_momentum=b.bn_momentum,
-        )
+        model = backbone_model(self.cfg.backbone(backbone), len(self.labels), self.size)
         self._load_weights(backbone, model, fold, epoch)
         return model
 
     def _load_weights(self, backbone: str, model, fold: int, epoch: int) -> None:
         """Fold ``fold``'s epoch ``epoch`` weights into ``model`` (a ``backbone`` model): by
-        the backbone's learnt file layout (:class:`pipeline.weight_files.WeightFile`), in
+        the backbone's learnt file layout (:class:`pipeline.models.weight_files.WeightFile`), in
         milliseconds instead of Keras' tree walk."""
-        from pipeline.weight_files import WeightFile
+        from pipeline.models.weight_files import WeightFile
 
         if backbone not in self._weight_files:
             self._weight_files[backbone] = WeightFile(model)
         self._weight_files[backbone].load(model, self._weights_path(backbone, fold, epoch))
 
     def _weights_path(self, backbone: str, fold: int, epoch: int) -> Path:
-        from pipeline.fold_dir import epoch_weights_path, fold_work_dir
+        from pipeline.train.fold_dir import epoch_weights_path, fold_work_dir
 
         path = epoch_weights_path(fold_work_dir(self.build, backbone, fold), epoch)
         if not path.is_file():
@@ -289,7 +193,7 @@ class Predictor:
         return path
 
     @staticmethod
-    def _calls(nets: list[tuple]) -> list[tuple[tuple, tuple[tuple, ...]]]:
+    def calls(nets: list[tuple]) -> list[tuple[tuple, tuple[tuple, ...]]]:
         """Networks -> one call per model: (model's net, the nets read from its outputs).
         A fold model's "embed" net is its own pool layer: it shares the "cnn" net's call."""
         calls: dict[tuple, list[tuple]] = {}
@@ -304,10 +208,15 @@ class Predictor:
         its pooled embedding): one call gives both."""
         import keras
 
-        from pipeline.inference import embedding_output
+        from pipeline.models.inference import embedding_output
 
         outs = [embedding_output(model) if n[0] == "embed" else model.outputs[0] for n in nets]
         return keras.Model(model.inputs[0], outs if len(outs) > 1 else outs[0], name=name)
+
+    def call_model(self, base: tuple, nets: tuple[tuple, ...]):
+        """The Keras model of one call (:meth:`calls`): ``base``'s network with one output
+        per net of ``nets`` (``make export`` converts it)."""
+        return self._view(self._net(base), nets)
 
     def _eager(self, base: tuple, nets: tuple[tuple, ...]):
         """A one-off prediction's model for a call: one model per backbone, its fold x
@@ -345,15 +254,15 @@ class Predictor:
     def _run_nets(self, images: list[np.ndarray], nets: list[tuple]) -> dict[tuple, np.ndarray]:
         """Each network's (n, ...) outputs on the images (flip-TTA mean), one input batch per
         (size, TTA), one call per model (or one call for all in compiled mode)."""
-        from pipeline.inference import flip_mean
+        from pipeline.models.inference import flip_mean
 
         groups: dict[tuple[int, bool], list[tuple]] = {}
         for net in dict.fromkeys(nets):
-            groups.setdefault(self._net_input(net), []).append(net)
+            groups.setdefault(self.net_input(net), []).append(net)
         out = {}
         for (size, tta), group in groups.items():
             x = image_batch(images, size, tta)
-            calls = tuple(self._calls(group))
+            calls = tuple(self.calls(group))
             if self.compiled:
                 ys = self._bundle(size, calls).predict_on_batch(x)
                 ys = list(ys) if isinstance(ys, list | tuple) else [ys]
@@ -367,95 +276,35 @@ class Predictor:
                 out[net] = flip_mean(np.asarray(y, dtype=np.float32), tta)
         return out
 
-    def _columns(self, images: list[np.ndarray], keys: list[Key]) -> dict[Key, np.ndarray]:
-        """(n, L) probabilities of each base column's fold model."""
-        from pipeline.frozen import load_head
+    def stack(self, P: np.ndarray) -> np.ndarray:
+        return self.level.predict_proba(P)
 
-        nets = self._run_nets(images, [self._net_of(key) for key in keys])
+    def columns_of(self, images: list[np.ndarray], keys: list[Key]) -> dict[Key, np.ndarray]:
+        from pipeline.members.frozen import load_head
+
+        nets = self._run_nets(images, [self.net_of(key) for key in keys])
         pixels = None
         out = {}
         for key in keys:
             member, fold, _ = key
-            y = nets[self._net_of(key)]
-            if member == TWOFLOW:
-                from pipeline.twoflow import load_model
+            y = nets[self.net_of(key)]
+            kind = self.registry.kind(member)
+            if kind == TWOFLOW:
+                from pipeline.members.twoflow import load_model
 
                 if fold not in self._twoflow:
-                    self._twoflow[fold] = load_model(self.build / "twoflow" / f"fold{fold}.joblib")
+                    path = self.registry[member].model_path(self.build, fold)
+                    self._twoflow[fold] = load_model(path)
                 tf_model = self._twoflow[fold]
                 if pixels is None:
-                    from pipeline.inference import decoded_pixels
+                    from pipeline.models.inference import decoded_pixels
 
                     pixels = decoded_pixels(images, tf_model.pixel_size)
                 y = tf_model.predict_proba(pixels, y)
-            elif member in self._frozen_members:
+            elif kind in (FROZEN, PSEUDO):
                 if (member, fold) not in self._heads:
-                    path = self.build / "frozen" / f"{member}.fold{fold}.head.npz"
+                    path = self.registry[member].model_path(self.build, fold)
                     self._heads[(member, fold)] = load_head(path)
                 y = self._heads[(member, fold)].predict_proba(y)
             out[key] = np.asarray(y, dtype=np.float32)
         return out
-
-    # ---- public --------------------------------------------------------------------------
-
-    def warm_up(self, image: str | Path | np.ndarray, models: Sequence[str] = (ENSEMBLE,)) -> None:
-        """Build ``models``' networks and trace their call once (one image through them), so
-        the first real request is as fast as the others. By default the ensemble only: each
-        single model is traced on its first request (seconds), which keeps the start short.
-
-        Two calls: Keras' predict function is traced again on its second call (measured:
-        the first request after a one-call warm-up took 24 s, the later ones 0.3 s)."""
-        for name in models:
-            if self.external_members(name):
-                log.info("not warming up %s: it reads [[external]] members", name)
-                continue
-            for _ in range(2 if self.compiled else 1):
-                self.predict([image], name)
-
-    def predict(
-        self, images: Sequence[str | Path | np.ndarray], model: str = ENSEMBLE
-    ) -> list[Prediction]:
-        """Score images (files, or uint8 RGB arrays decoded once by the caller) with
-        ``model`` (``"ensemble"`` or a base model's name)."""
-        from pipeline.submit import fold_votes, majority_vote
-
-        if model != ENSEMBLE and model not in self.singles:
-            raise ValueError(f"unknown model {model!r}; choose one of {self.model_names}")
-        self.check_scorable(model)
-        decoded = [decode(x) for x in images]  # a bad file fails first, with its name
-        n, n_labels = len(decoded), len(self.labels)
-        cols = self._columns(decoded, self.base_columns(model))
-        if model == ENSEMBLE:
-            # the K folds' feature cubes as one (K*n, C, L) batch: one second-level call
-            # (every combiner scores rows independently); unread columns stay 0
-            x = np.zeros((self.n_folds, n, len(self.columns), n_labels), dtype=np.float32)
-            for k in range(self.n_folds):
-                for b, e in self.used_columns:
-                    x[k, :, self.columns.index((b, e))] = cols[(b, k, e)]
-            flat = x.reshape(self.n_folds * n, len(self.columns), n_labels)
-            stacked = self.level.predict_proba(flat).reshape(self.n_folds, n, n_labels)
-            votes = fold_votes(stacked, self.thresholds)
-            final = majority_vote(votes, self.cfg.submit.tie)
-            prob = stacked.mean(axis=0)
-            detail = (
-                f"{len(self.used_columns)} base columns x {self.n_folds} folds -> "
-                f"second level ({', '.join(sorted({c for c, _ in self.level.choice}))}) -> "
-                f"majority of {self.n_folds} fold votes"
-            )
-            return [
-                Prediction(
-                    ENSEMBLE,
-                    detail,
-                    self.labels,
-                    prob[i],
-                    self.thresholds,
-                    final[i],
-                    votes.sum(axis=0)[i].astype(np.int64),
-                )
-                for i in range(n)
-            ]
-        epoch, th, _ = self.singles[model]
-        prob = np.mean([cols[key] for key in self.base_columns(model)], axis=0)
-        pred = (prob >= th).astype(np.int8)
-        detail = f"epoch {epoch}, mean of {self.n_folds} fold models, OOF thresholds"
-        return [Prediction(model, detail, self.labels, prob[i], th, pred[i]) for i in range(n)]

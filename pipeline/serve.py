@@ -29,7 +29,7 @@ from typing import Annotated
 
 import numpy as np
 
-from pipeline.config import Config
+from pipeline.config.schema import Config
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 #: Most pixels an upload may have (8,000 x 8,000; a 48-MP phone photo fits), checked from
@@ -52,12 +52,12 @@ class Busy(RuntimeError):
 
 
 def check_upload(data: bytes, filename: str, max_bytes: int = MAX_UPLOAD_BYTES) -> np.ndarray:
-    """Decode an uploaded file once, as ``pipeline.images.load_image`` decodes a file (uint8
+    """Decode an uploaded file once, as ``pipeline.runtime.images.load_image`` decodes a file (uint8
     RGB, EXIF-upright), or raise :class:`BadUpload` saying what is wrong with it. Every
     model input is resized from this one array. The pixel count is checked from the header
-    first (:func:`pipeline.images.check_pixels`), so a decompression bomb is refused in
+    first (:func:`pipeline.runtime.images.check_pixels`), so a decompression bomb is refused in
     milliseconds without allocating its pixels."""
-    from pipeline.images import IMAGE_EXTENSIONS, check_pixels, load_image
+    from pipeline.runtime.images import IMAGE_EXTENSIONS, check_pixels, load_image
 
     name = filename or "the upload"
     if not data:
@@ -95,22 +95,23 @@ def check_upload(data: bytes, filename: str, max_bytes: int = MAX_UPLOAD_BYTES) 
 class Service:
     """A run's predictor, similarity index and metrics, loaded once.
 
-    Every model is built and traced at start (``Predictor(compiled=True).warm_up``), so a
+    Predictions come from the run's export (``make export``, ``pipeline.runtime.exported``: ONNX
+    Runtime networks, NumPy second level), warmed up at start, so a
     request only runs them; one lock serialises requests (two cores gain nothing from
     running two at once, and a request's answer never depends on another's).
     """
 
     def __init__(self, cfg: Config, build_dir: str | Path):
         from pipeline.artifacts import load_metrics
-        from pipeline.data import image_paths, read_labels, read_test_ids, read_test_truth
-        from pipeline.predict import Predictor
+        from pipeline.data.contract import image_paths, read_labels, read_test_ids, read_test_truth
+        from pipeline.runtime.exported import load
         from pipeline.similar import SimilarityIndex
 
         self.cfg = cfg
         self.build = Path(build_dir)
-        self.predictor = Predictor(cfg, self.build, compiled=True)
+        self.predictor = load(self.build / "export")
         self.index = SimilarityIndex.load(self.build / "similar" / "index.npz")
-        self._sim_model = None
+        self._check_export_index()
         metrics_path = self.build / "report" / "metrics.json"
         self.metrics = load_metrics(metrics_path) if metrics_path.is_file() else None
         train = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)
@@ -127,7 +128,7 @@ class Service:
         self.lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(MAX_DECODES)
         if self.train_paths:
-            from pipeline.predict import decode
+            from pipeline.runtime.exported import decode
 
             first = decode(next(iter(self.train_paths.values())))
             self.predictor.warm_up(first)
@@ -135,20 +136,14 @@ class Service:
 
     def similar(self, images: list[np.ndarray], k: int = N_SIMILAR) -> list[list[dict]]:
         """The ``k`` most similar training images of each decoded image."""
-        from pipeline.inference import decoded_pixels, embedding_model, run_batch
-        from pipeline.predict import image_batch
+        from pipeline.models.inference import decoded_pixels
         from pipeline.similar import l2_normalise
 
         idx = self.index
         if idx.kind == "pixels":
             q = decoded_pixels(images, idx.pixel_size)
         else:
-            if self._sim_model is None:
-                from pipeline.inference import load_checkpoint
-
-                self._sim_model = embedding_model(load_checkpoint(idx.model_path))
-            batch = image_batch(images, idx.image_size, idx.tta_flip)
-            q = run_batch(self._sim_model, batch, idx.tta_flip)
+            q = self.predictor.similar_embedding(images)
         rows, scores = idx.search(l2_normalise(q), k)
         return [
             [
@@ -161,6 +156,20 @@ class Service:
             ]
             for rows_i, scores_i in zip(rows, scores, strict=True)
         ]
+
+    def _check_export_index(self) -> None:
+        """The export's similarity network must be the one the index was embedded with."""
+        import hashlib
+
+        if self.index.kind != "model":
+            return
+        spec = self.predictor.manifest.get("similar") or {}
+        path = self.build / "similar" / "index.npz"
+        if spec.get("index_sha256") != hashlib.sha256(path.read_bytes()).hexdigest():
+            raise ValueError(
+                f"{self.build / 'export'} was exported before {path} was rebuilt; "
+                "run `make export CONFIG=...`"
+            )
 
     @contextlib.contextmanager
     def slot(self, wait_s: float = BUSY_WAIT_S) -> Iterator[None]:
@@ -182,7 +191,7 @@ class Service:
 
     def predict(self, image: str | Path | np.ndarray, model: str) -> dict:
         """One image (a file or a decoded array) -> its result."""
-        from pipeline.predict import decode
+        from pipeline.runtime.exported import decode
 
         return self.predict_many([decode(image)], model)[0]
 
@@ -335,7 +344,7 @@ def create_app(cfg: Config, build_dir: str | Path, max_upload_bytes: int = MAX_U
         return check_upload(image.file.read(max_upload_bytes + 1), image.filename, max_upload_bytes)
 
     def _test_image(test_id: str) -> np.ndarray:
-        from pipeline.predict import decode
+        from pipeline.runtime.exported import decode
 
         if test_id not in svc.test_paths:
             raise BadUpload(f"{test_id!r} is not a test image of this run")

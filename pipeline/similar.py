@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pipeline.artifacts import save_npz_atomic
-from pipeline.inference import downsample_pixels, embed
+from pipeline.models.inference import downsample_pixels, embed
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +187,7 @@ class SimilarityIndex:
         self, paths: Sequence[str | Path], batch: int = 64, model=None, cache=None
     ) -> np.ndarray:
         """L2-normalised embeddings of new images, made the way the index's were (images
-        read from ``cache``, a ``pipeline.image_cache.ImageCache``, when given)."""
+        read from ``cache``, a ``pipeline.data.image_cache.ImageCache``, when given)."""
         if self.kind == "pixels":
             return l2_normalise(downsample_pixels(list(paths), self.pixel_size, cache))
         return l2_normalise(
@@ -344,7 +344,7 @@ def index_training_set(cfg, embedding=None, pixel_size: int = 16, cache=None) ->
     """The training set indexed by its rows of ``embedding`` (a CNN fold's embedding file,
     `make embed-cnn`; its checkpoint embeds later queries), or by raw pixels when None."""
     from pipeline.artifacts import load_embeddings
-    from pipeline.data import read_labels
+    from pipeline.data.contract import read_labels
 
     table = read_labels(cfg.data.train_dir, cfg.data.id_column)
     emb = None if embedding is None else load_embeddings(embedding, table.ids)
@@ -381,7 +381,7 @@ def evaluate_on_test_set(
     score is still out of sample (:func:`evaluate_held_out_fold`).
     """
     from pipeline.artifacts import load_embeddings
-    from pipeline.data import image_paths, read_test_ids, read_test_truth
+    from pipeline.data.contract import image_paths, read_test_ids, read_test_truth
 
     index = SimilarityIndex.load(index_path)
     if not cfg.data.test_truth:
@@ -425,7 +425,7 @@ def evaluate_held_out_fold(
     come from that fold's checkpoint (its rows were held out of that model's training)."""
     import dataclasses
 
-    from pipeline.folds import read_folds
+    from pipeline.data.folds import read_folds
 
     fold_of = read_folds(folds, index.ids)
     query = fold_of == fold

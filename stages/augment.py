@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from pipeline.augment import AugmentConfig, preview_png, run_augmentation
-from pipeline.config import load_config
+from pipeline.config.schema import load_config
 from stages.common import cli
 
 log = logging.getLogger("stages.augment")
@@ -27,7 +27,7 @@ log = logging.getLogger("stages.augment")
 
 def load_settings(path: Path) -> tuple[Path, str, AugmentConfig]:
     """(train_dir, id_column, augment config) from the pipeline config."""
-    from pipeline.data import read_labels
+    from pipeline.data.contract import read_labels
 
     cfg = load_config(path)
     labels = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False).labels

@@ -6,12 +6,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.config import load_config
+from pipeline.config.schema import load_config
 from stages.common import add_fold_model_args, cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.baseline import run_baseline_fold
+    from pipeline.members.baseline import run_baseline_fold
 
     ap = argparse.ArgumentParser(description=__doc__)
     add_fold_model_args(ap, "are used")

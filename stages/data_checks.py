@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.artifacts import save_data_report
-from pipeline.config import Config, load_config
-from pipeline.data import read_dataset
-from pipeline.duplicates import duplicate_report, validate_images
-from pipeline.folds import read_folds
+from pipeline.config.schema import Config, load_config
+from pipeline.data.contract import read_dataset
+from pipeline.data.duplicates import duplicate_report, validate_images
+from pipeline.data.folds import read_folds
 from stages.common import cli
 
 log = logging.getLogger("stages.data_checks")

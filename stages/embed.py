@@ -7,13 +7,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import load_config
+from pipeline.config.schema import load_config
 from stages.common import CACHE_HELP, cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.frozen import run_embed
-    from pipeline.image_cache import open_cache
+    from pipeline.data.image_cache import open_cache
+    from pipeline.members.frozen import run_embed
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", type=Path, required=True)

@@ -8,13 +8,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import load_config
+from pipeline.config.schema import load_config
 from stages.common import CACHE_HELP, add_fold_args, cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.cnn_embed import embed_fold
-    from pipeline.image_cache import open_cache
+    from pipeline.data.image_cache import open_cache
+    from pipeline.models.cnn_embed import embed_fold
 
     ap = argparse.ArgumentParser(description=__doc__)
     add_fold_args(ap)

@@ -14,12 +14,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import load_config
+from pipeline.config.schema import load_config
 from stages.common import cli
 
 
 def run(config: Path, name: str, source: Path, folds: Path, outs: list[Path]) -> None:
-    from pipeline.external import run_external
+    from pipeline.members.external import run_external
 
     run_external(load_config(config), name, source, folds, outs)
 

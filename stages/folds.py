@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.artifacts import write_csv_atomic
-from pipeline.config import Config, load_config
-from pipeline.data import read_dataset
-from pipeline.duplicates import train_copy_groups, validate_images
-from pipeline.folds import make_folds
+from pipeline.config.schema import Config, load_config
+from pipeline.data.contract import read_dataset
+from pipeline.data.duplicates import train_copy_groups, validate_images
+from pipeline.data.folds import make_folds
 from stages.common import cli
 
 log = logging.getLogger("stages.folds")

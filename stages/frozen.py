@@ -9,12 +9,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import load_config
+from pipeline.config.schema import load_config
 from stages.common import add_fold_args, cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.frozen_fit import run_frozen_fold
+    from pipeline.members.frozen_fit import run_frozen_fold
 
     ap = argparse.ArgumentParser(description=__doc__)
     add_fold_args(ap)

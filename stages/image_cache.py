@@ -7,14 +7,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import Config, load_config
+from pipeline.config.schema import Config, load_config
 from stages.common import cli
 
 
 def run(cfg: Config, index: Path, sizes: list[int], augmented: Path | None = None) -> None:
     """Cache the data set's images (and the augmentation's copies, when it made any)."""
-    from pipeline.data import read_dataset
-    from pipeline.image_cache import build_image_cache
+    from pipeline.data.contract import read_dataset
+    from pipeline.data.image_cache import build_image_cache
 
     ds = read_dataset(cfg.data.train_dir, cfg.data.test_dir, cfg.data.id_column)
     paths = ds.train.paths() + ds.test_paths()

@@ -3,7 +3,7 @@
     python -m stages.import_data --format kaggle_csv --src train.csv --out data/x \\
         --id-column image_name --labels-column tags --extension .jpg
 
-Formats (see pipeline/datasets/): folder_per_class (SRC = tree root, class folder names
+Formats (see pipeline/data/datasets/): folder_per_class (SRC = tree root, class folder names
 split on --separator into labels), kaggle_csv (SRC = the CSV), imaterialist_json (SRC =
 the JSON; local images only, URLs are recorded, never downloaded), clothing_attribute_mat
 (SRC = the release root with ground_truth/*_GT.mat + images/). OUT is replaced atomically
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.datasets import FORMATS
+from pipeline.data.datasets import FORMATS
 from stages.common import cli
 
 log = logging.getLogger("stages.import_data")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from pipeline.artifacts import load_metrics, save_metrics, write_text_atomic
-from pipeline.config import Config, load_config
+from pipeline.config.schema import Config, load_config
 from stages.common import cli
 
 log = logging.getLogger("stages.report")
@@ -16,7 +16,6 @@ log = logging.getLogger("stages.report")
 
 def run(
     cfg: Config,
-    preds: list[Path],
     stacked: Path,
     thresholds: Path,
     submission: Path,
@@ -26,11 +25,11 @@ def run(
     baseline: list[Path] | None = None,
     data_report: Path | None = None,
 ) -> None:
-    """Score the run (``pipeline.report.make_report``); write metrics.json and index.html."""
-    from pipeline.report import make_report
+    """Score the run (``pipeline.report.summary.make_report``); write metrics.json and index.html."""
+    from pipeline.report.summary import make_report
 
     metrics, page = make_report(
-        cfg, preds, stacked, thresholds, submission, baseline, similar, augment_preview, data_report
+        cfg, stacked, thresholds, submission, baseline, similar, augment_preview, data_report
     )
     save_metrics(out_dir / "metrics.json", metrics)
     write_text_atomic(out_dir / "index.html", page)
@@ -62,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--summary", type=Path, help="print a metrics.json summary and exit")
     ap.add_argument("--config", type=Path)
-    ap.add_argument("--preds", type=Path, nargs="+")
     ap.add_argument("--stacked", type=Path)
     ap.add_argument("--thresholds", type=Path)
     ap.add_argument("--submission", type=Path)
@@ -74,14 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.summary:
         return cli(lambda: print_summary(args.summary))
-    need = ("config", "preds", "stacked", "thresholds", "submission", "out_dir")
+    need = ("config", "stacked", "thresholds", "submission", "out_dir")
     missing = [n for n in need if getattr(args, n) is None]
     if missing:
         ap.error("missing " + ", ".join("--" + n.replace("_", "-") for n in missing))
     return cli(
         lambda: run(
             load_config(args.config),
-            args.preds,
             args.stacked,
             args.thresholds,
             args.submission,

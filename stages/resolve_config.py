@@ -5,7 +5,7 @@ each section file is rewritten only when its content changes, so Make re-runs ju
 stages whose settings changed. ``vars.mk`` also holds each stage's code, ``CODE_<STAGE>``:
 the import closure of ``stages/<stage>.py`` inside the repository (``pipeline.code_deps``),
 so editing any module a stage runs re-runs that stage. With ``--data-dir`` it also refreshes
-the data manifest (``pipeline.data_manifest``): the digest files Make's rules name instead
+the data manifest (``pipeline.data.manifest``): the digest files Make's rules name instead
 of the user's images change exactly when the data's contents do. The digest files' own rule
 runs it again when they are missing, and with ``--touch-data`` after the demo data or a
 holdout split was written.
@@ -20,17 +20,17 @@ from pathlib import Path
 
 from pipeline.artifacts import write_text_atomic
 from pipeline.code_deps import ROOT, code_closure
-from pipeline.config import (
+from pipeline.config.schema import (
     SAMPLE_SUBMISSION_NAME,
     BackboneConfig,
     config_hash,
     load_config,
-    pseudo_twins,
     section_payloads,
     to_dict,
     weights_file,
 )
-from pipeline.data_manifest import update_manifest
+from pipeline.data.manifest import update_manifest
+from pipeline.members.registry import FROZEN, PSEUDO, Registry, make_variables
 
 
 def write_if_changed(path: Path, text: str) -> bool:
@@ -94,17 +94,19 @@ def run(config: Path, out_dir: Path, data_dir: Path | None = None, touch: bool =
         sizes.add(tf.pixel_size)
     lines.append(f"IMAGE_CACHE_SIZES := {' '.join(str(s) for s in sorted(sizes))}")
     lines += [f"WEIGHTS_{b.name} := {weights_file(b)}" for b in cfg.train.backbones]
-    members = cfg.frozen_members()
-    twins = pseudo_twins(cfg)
+    registry = Registry(cfg)
+    lines += make_variables(registry)
     lines.append(f"FROZEN := {' '.join(f.name for f in cfg.frozen)}")
-    lines.append(f"FROZEN_MEMBERS := {' '.join(m for m in members if m not in twins)}")
-    lines.append(f"PSEUDO_MEMBERS := {' '.join(twins)}")
-    lines += [f"FROZEN_EMB_{m} := {f.name}" for m, (f, _) in members.items()]
+    lines += [
+        f"FROZEN_EMB_{m.name} := {m.frozen.name}" for m in registry if m.kind in (FROZEN, PSEUDO)
+    ]
     lines += [
         f"WEIGHTS_FROZEN_{f.name} := {weights_file(BackboneConfig(f.backbone, weights=f.weights))}"
         for f in cfg.frozen
     ]
-    lines.append(f"EXTERNAL := {' '.join(e.name for e in cfg.external)}")
+    student = cfg.backbone(cfg.student_backbone)
+    lines.append(f"STUDENT_ON := {'1' if cfg.student.enabled else ''}")
+    lines.append(f"WEIGHTS_STUDENT := {weights_file(student)}")
     lines += [f"EXTERNAL_PATH_{e.name} := {e.path}" for e in cfg.external]
     seg = cfg.segmenter
     lines.append(f"SEGMENTER_MAPS := {seg.maps_dir}")

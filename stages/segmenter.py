@@ -8,12 +8,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import load_config
+from pipeline.config.schema import load_config
 from stages.common import cli
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.segment import run_segmenter
+    from pipeline.augment.segment import run_segmenter
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--config", type=Path, required=True)

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import load_config
+from pipeline.config.schema import load_config
 from stages.common import cli
 
 

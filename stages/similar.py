@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import Config, load_config
+from pipeline.config.schema import Config, load_config
 from stages.common import CACHE_HELP, cli
 
 
@@ -31,7 +31,7 @@ def build(
     image_cache: Path | None = None,
 ) -> None:
     """Index every training image by its ``embedding`` file row (raw pixels when None)."""
-    from pipeline.image_cache import open_cache
+    from pipeline.data.image_cache import open_cache
     from pipeline.similar import index_training_set
 
     index_training_set(cfg, embedding, pixel_size, open_cache(image_cache)).save(out)
@@ -66,7 +66,7 @@ def evaluate(
     (a model index: their rows of ``embedding``, the file the index was built from);
     without test labels, fold ``held_out_fold``'s training rows of ``folds``."""
     from pipeline.artifacts import save_similarity_metrics
-    from pipeline.image_cache import open_cache
+    from pipeline.data.image_cache import open_cache
     from pipeline.similar import evaluate_on_test_set
 
     cache = open_cache(image_cache)

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.datasets.split import split_holdout
+from pipeline.data.datasets.split import split_holdout
 from stages.common import cli
 
 

@@ -17,13 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.artifacts import (
+    MEMBER_SCORES,
     PREDICT_MANIFEST,
     SELECTION_FILE,
+    save_member_scores,
     save_predict_manifest,
     save_selection,
     save_stacked,
 )
-from pipeline.config import Config, load_config
+from pipeline.config.schema import Config, load_config
 from stages.common import cli
 
 log = logging.getLogger("stages.stack")
@@ -31,7 +33,7 @@ log = logging.getLogger("stages.stack")
 
 def make_stacker(cfg: Config, features=None, client=None):
     """The per-label XGBoost stacker as the config describes it."""
-    from pipeline.stack import PerLabelXGBStacker
+    from pipeline.ensemble.stack import PerLabelXGBStacker
 
     s = cfg.stack
     return PerLabelXGBStacker(
@@ -56,7 +58,7 @@ def make_stacker(cfg: Config, features=None, client=None):
 
 def make_second_level_combiners(cfg: Config, columns) -> dict:
     """The config's candidate combiners over ``columns`` (``[stack] combiners``)."""
-    from pipeline.second_level import make_combiners
+    from pipeline.ensemble.second_level import make_combiners
 
     s, t = cfg.stack, cfg.thresholds
     return make_combiners(
@@ -76,14 +78,15 @@ def make_second_level_combiners(cfg: Config, columns) -> dict:
 def run(cfg: Config, preds, out: Path, client=None) -> None:
     from threadpoolctl import threadpool_limits
 
-    from pipeline.data import read_labels
-    from pipeline.predict_manifest import build_manifest
-    from pipeline.second_level import fit_second_level
-    from pipeline.select import group_pred_files, load_base_predictions
+    from pipeline.data.contract import read_labels
+    from pipeline.ensemble.predict_manifest import build_manifest, fold_losses, member_records
+    from pipeline.ensemble.second_level import fit_second_level
+    from pipeline.ensemble.select import group_pred_files, load_base_predictions
 
     s, t = cfg.stack, cfg.thresholds
     table = read_labels(cfg.data.train_dir, cfg.data.id_column, check_images=False)
-    base = load_base_predictions(group_pred_files(preds), table.ids)
+    files = group_pred_files(preds)
+    base = load_base_predictions(files, table.ids)
     n, n_cols, n_labels = base.oof.shape
     combiners = make_second_level_combiners(cfg, base.columns)
     # one BLAS thread per process: Make runs stages side by side on few cores, and threaded
@@ -104,6 +107,7 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
             seed=s.seed,
             n_boot=s.n_boot,
             client=client,
+            incumbent=tuple(s.incumbent.split("/", 1)) if s.incumbent else None,
         )
         names = list(level.combiners)
         k = base.test.shape[0]
@@ -123,8 +127,11 @@ def run(cfg: Config, preds, out: Path, client=None) -> None:
     # every combiner refitted on all rows made this same selection (one rule, all OOF rows)
     selection = next(iter(level.combiners.values())).selection_
     save_selection(out.parent / SELECTION_FILE, selection.to_dict(base.labels), level.report)
-    manifest = build_manifest(base, table.y, level, t.beta, t.step, t.average)
-    save_predict_manifest(out.parent / PREDICT_MANIFEST, manifest)
+    records = member_records(base, table.y, t.beta, t.step, t.average, fold_losses(files))
+    save_member_scores(out.parent / MEMBER_SCORES, records)
+    save_predict_manifest(
+        out.parent / PREDICT_MANIFEST, build_manifest(base, table.y, level, records)
+    )
     save_stacked(
         out,
         labels=base.labels,

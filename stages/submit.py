@@ -13,15 +13,15 @@ import sys
 from pathlib import Path
 
 from pipeline.artifacts import load_stacked, load_thresholds, save_submission
-from pipeline.config import SAMPLE_SUBMISSION_NAME, Config, load_config
+from pipeline.config.schema import SAMPLE_SUBMISSION_NAME, Config, load_config
 from stages.common import cli
 
 log = logging.getLogger("stages.submit")
 
 
 def run(cfg: Config, stacked: Path, thresholds: Path, out: Path, out_labels: Path) -> None:
-    from pipeline.data import read_sample_submission, read_test_ids
-    from pipeline.submit import (
+    from pipeline.data.contract import read_sample_submission, read_test_ids
+    from pipeline.ensemble.submit import (
         fold_votes,
         format_like_sample,
         labels_frame,

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.artifacts import load_stacked, save_thresholds
-from pipeline.config import Config, load_config, to_dict
+from pipeline.config.schema import Config, load_config, to_dict
 from stages.common import cli
 
 log = logging.getLogger("stages.thresholds")
@@ -20,8 +20,8 @@ def stacked_thresholds(cfg: Config, z) -> tuple[np.ndarray, str]:
     """(L,) thresholds for a stacked file: each label's chosen rule, fitted on its chosen
     combiner's OOF over all labels (as the nested CV scored it); micro/samples averaging
     couples labels, so it runs the coordinate-ascent search on the stacked OOF instead."""
-    from pipeline.second_level import chosen_thresholds
-    from pipeline.thresholds import ThresholdSearch
+    from pipeline.ensemble.second_level import chosen_thresholds
+    from pipeline.ensemble.thresholds import ThresholdSearch
 
     t, s = cfg.thresholds, cfg.stack
     y, oof = z["y"], z["oof"]

@@ -1,7 +1,7 @@
 """`make train-cnn`: train one (backbone, fold) job; write its per-epoch OOF + test predictions.
 
 With ``--sibling FOLD WORK_DIR OUT`` (repeatable) the same process then trains those folds
-of the backbone too, reusing the compiled model (``pipeline.train_session``): Make passes a
+of the backbone too, reusing the compiled model (``pipeline.train.session``): Make passes a
 backbone's other folds, so ``make train-cnn`` traces each backbone once per process, while
 each fold's file stays its own target (``make <that file>`` trains that fold alone).
 """
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import Config, load_config
+from pipeline.config.schema import Config, load_config
 from stages.common import CACHE_HELP, cli, import_tensorflow_quietly
 
 
@@ -28,10 +28,10 @@ def run(
     siblings: list[tuple[int, Path, Path]] | tuple = (),
     quiet_import: bool = False,
 ):
-    from pipeline.image_cache import open_cache
-    from pipeline.train import is_trained, train_folds
-    from pipeline.train_job import build_job
-    from pipeline.train_session import shared_session
+    from pipeline.data.image_cache import open_cache
+    from pipeline.train.fold import is_trained, train_folds
+    from pipeline.train.job import build_job
+    from pipeline.train.session import shared_session
 
     runs = [
         (build_job(cfg, backbone, k, folds_csv, augmented), Path(w), Path(o))

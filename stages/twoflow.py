@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.config import load_config
+from pipeline.config.schema import load_config
 from stages.common import CACHE_HELP, add_fold_model_args, cli
 
 
@@ -30,8 +30,8 @@ def run(
     image_cache: Path | None = None,
 ) -> dict:
     """Fit one fold's Two-Flow model; unset sizes come from the config's ``[twoflow]``."""
-    from pipeline.image_cache import open_cache
-    from pipeline.twoflow import TwoFlowModel, run_twoflow_fold
+    from pipeline.data.image_cache import open_cache
+    from pipeline.members.twoflow import TwoFlowModel, run_twoflow_fold
 
     t = cfg.twoflow
     n_components = t.n_components if n_components is None else n_components

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import weights as W
 from pipeline.artifacts import write_json_atomic
+from pipeline.models import weights as W
 from stages.common import cli
 
 log = logging.getLogger("stages.weights")
@@ -87,7 +87,7 @@ def run(
         "min_agreement": min_agreement,
         "passed": agreement >= min_agreement,
         "outputs": {k: v for k, v in names.items() if k != "verify"},
-        "keras_builder": f"pipeline.weights.{arch.builder}",
+        "keras_builder": f"pipeline.models.weights.{arch.builder}",
     }
     write_json_atomic(out_dir / names["verify"], report)
     summary = (

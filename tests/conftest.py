@@ -163,13 +163,31 @@ class TinyRun:
 
 @pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory) -> TinyRun:
-    """One real ``make all`` on the tiny demo, shared by the e2e, predict and serve tests
-    (they only read it)."""
+    """One real ``make all export`` on the tiny demo, shared by the e2e, predict, export and
+    serve tests (they only read it)."""
     reuse = os.environ.get("TINY_DEMO_DIR")  # developers: reuse a finished run's folder
-    if reuse and (Path(reuse) / "build" / "report" / "metrics.json").is_file():
+    if reuse and (Path(reuse) / "build" / "export" / "manifest.json").is_file():
         return TinyRun(Path(reuse), Path(reuse) / "tiny_demo.toml")
     root = tmp_path_factory.mktemp("tiny_demo")
     cfg = tiny_demo_config(root)
-    run = make(root, cfg, "all")
+    run = make(root, cfg, "all", "export")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return TinyRun(root, cfg)
+
+
+def tiny_test_images(run: TinyRun, n: int) -> tuple[list[str], list[Path]]:
+    """The first ``n`` test images of a tiny run: ids and files."""
+    from pipeline.data.contract import image_paths
+
+    ids = pd.read_csv(run.root / "demo" / "test" / "test.csv", dtype={"image": str})
+    ids = ids["image"].tolist()[:n]
+    return ids, list(image_paths(ids, run.root / "demo" / "test" / "images"))
+
+
+@pytest.fixture(scope="session")
+def tiny_predictor(tiny_demo):
+    """The build-tree Keras predictor of the tiny run (what the export is checked against)."""
+    from pipeline.config.schema import load_config
+    from pipeline.predict import Predictor
+
+    return Predictor(load_config(tiny_demo.config), tiny_demo.build)

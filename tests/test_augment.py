@@ -17,12 +17,12 @@ import pytest
 
 from pipeline import augment as A
 from pipeline.augment import run as augment_run
-from pipeline.data import LabelTable, read_labels
+from pipeline.data.contract import LabelTable, read_labels
+from pipeline.data.folds import make_folds
 from pipeline.demo import palette
 from pipeline.demo.colours import classify_colour
 from pipeline.demo.dataset import generate
-from pipeline.folds import make_folds
-from pipeline.images import load_image
+from pipeline.runtime.images import load_image
 from stages import augment as stage
 
 N_TRAIN = 60

@@ -3,7 +3,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from pipeline.backbones import BACKBONES, build_model, get_backbone  # noqa: E402
+from pipeline.models.backbones import BACKBONES, build_model, get_backbone  # noqa: E402
 
 FAST = ["small_cnn", "mobilenet_v2_035"]  # the Keras-application one is slow-tier (45 s)
 
@@ -15,7 +15,7 @@ def test_unknown_backbone_lists_known():
 
 def test_config_knows_every_minimum_size():
     """The config checks minimum sizes without Keras; its table must match the registry."""
-    from pipeline.config import min_image_size
+    from pipeline.config.schema import min_image_size
 
     for name, spec in BACKBONES.items():
         assert min_image_size(name) == spec.min_size, name
@@ -71,7 +71,7 @@ def test_local_weights_file_roundtrip(tmp_path):
 def test_converted_imagenet_weights_missing_says_make_weights(monkeypatch, tmp_path):
     import dataclasses
 
-    from pipeline import backbones
+    from pipeline.models import backbones
 
     spec = dataclasses.replace(
         backbones.BACKBONES["mobilenet_v2_pt"], imagenet_file=str(tmp_path / "none.weights.h5")

@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 SCRIPT = """
 import sys, keras
-from pipeline.config import load_config
-from pipeline.data import read_labels
-from pipeline.folds import make_folds
+from pipeline.config.schema import load_config
+from pipeline.data.contract import read_labels
+from pipeline.data.folds import make_folds
 import pandas as pd
 from stages.train_cnn import run
 root = sys.argv[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.baseline import PerLabelLogistic, run_baseline_fold
+from pipeline.members.baseline import PerLabelLogistic, run_baseline_fold
 from tests.test_twoflow import embedding, fold_setup  # noqa: F401  (the shared fixture)
 
 

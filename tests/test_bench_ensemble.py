@@ -8,11 +8,12 @@ import pytest
 
 from benchmarks.bench_ensemble import summarise
 from pipeline.artifacts import load_metrics
-from pipeline.config import load_config
-from pipeline.data import read_labels
+from pipeline.config.schema import load_config
+from pipeline.data.contract import read_labels
+from pipeline.ensemble.predict_manifest import member_records
+from pipeline.ensemble.select import load_base_predictions
 from pipeline.metrics import paired_bootstrap
-from pipeline.report import score_backbones
-from pipeline.select import load_base_predictions
+from pipeline.report.summary import score_members
 
 pytestmark = pytest.mark.slow
 
@@ -53,9 +54,9 @@ def test_bench_json_has_gain_interval_and_every_combiner(tiny_demo):
     table = read_labels(cfg.data.train_dir, check_images=False)
     base = load_base_predictions(files, table.ids)
     assert list(base.test_ids) == sub["image"].tolist()
-    (row,), _ = score_backbones(
-        base, table.y, cfg.thresholds.beta, cfg.thresholds.step, "macro", y_test=y
-    )
+    t = cfg.thresholds
+    records = member_records(base, table.y, t.beta, t.step, "macro")
+    (row,), _ = score_members(records, table.y, t.beta, t.step, "macro", y_test=y)
     again = paired_bootstrap(y, vote, row.test_pred, 2.0, cfg.stack.n_boot, cfg.stack.seed)
     for key in ("gain", "low", "high", "p_le_0"):
         assert iv[key] == pytest.approx(again[key]), key

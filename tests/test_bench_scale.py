@@ -10,9 +10,9 @@ import pytest
 
 from benchmarks.bench_scale import growth, write_config
 from benchmarks.scale_data import JD_N_TRAIN, ScaleSpec, exact_labels, generate, jd_prevalences
-from pipeline.config import load_config
+from pipeline.config.schema import load_config
+from pipeline.ensemble.select import group_pred_files, load_base_predictions
 from pipeline.metrics import best_threshold_fbeta
-from pipeline.select import group_pred_files, load_base_predictions
 
 
 def test_prevalences_span_the_jd_table():

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 
 import pytest
 
-from benchmarks.bench_tricks import REPEAT_SEED, TRICKS, trick_config
-from pipeline.config import config_from_dict
+from benchmarks.bench_tricks import GUARD_INCUMBENT, REPEAT_SEED, TRICKS, trick_config
+from pipeline.config.schema import config_from_dict
 from tests.conftest import ROOT
 
 
@@ -22,10 +23,18 @@ def test_each_trick_switches_on_one_thing(name):
             for k in ("train", "frozen", "pseudo", "denoise", "stack", "data", "twoflow")
             if getattr(cfg, k) != getattr(base, k)
         }
-        want = {"pseudo": "pseudo", "denoise": "denoise", "rate": "stack", "repeat": "train"}
+        want = {
+            "pseudo": "pseudo",
+            "denoise": "denoise",
+            "rate": "stack",
+            "repeat": "train",
+            "guard": "stack",
+        }
         assert changed == {want[trick]}, trick
     rate = config_from_dict(tomllib.loads(trick_config(text, "rate")))
     assert rate.stack.rules == (*base.stack.rules, "rate")
+    guard = config_from_dict(tomllib.loads(trick_config(text, "guard")))
+    assert guard.stack == replace(base.stack, incumbent=GUARD_INCUMBENT)
     repeat = config_from_dict(tomllib.loads(trick_config(text, "repeat")))
     first, extra = repeat.train.backbones[0], repeat.train.backbones[-1]
     assert extra.architecture == first.architecture and extra.seed == REPEAT_SEED

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline.artifacts import load_embeddings, save_embeddings
-from pipeline.cnn_embed import fold_features
+from pipeline.models.cnn_embed import fold_features
 from tests.conftest import tiny_config_text, train_args, write_dataset
 
 FOLD = 1
@@ -18,8 +18,8 @@ FOLD = 1
 def trained_fold(tmp_path_factory):
     """Tiny data, a folds file, fold ``FOLD`` of small_cnn trained one epoch by the stage
     `make train-cnn` runs, and its embedding file written by the `make embed-cnn` stage."""
-    from pipeline.config import load_config
-    from pipeline.folds import make_folds
+    from pipeline.config.schema import load_config
+    from pipeline.data.folds import make_folds
     from stages.embed_cnn import main as embed_main
     from stages.train_cnn import main as train_main
 
@@ -45,9 +45,9 @@ def from_checkpoint(trained_fold):
     """What each consumer computed before the file existed: Two-Flow and the baseline
     embedded the fold's fit / val / test images with its last checkpoint, one predict pass
     each; similarity search embedded every training image in one pass."""
-    from pipeline.data import read_dataset
-    from pipeline.fold_dir import last_checkpoint
-    from pipeline.inference import embed, load_checkpoint
+    from pipeline.data.contract import read_dataset
+    from pipeline.models.inference import embed, load_checkpoint
+    from pipeline.train.fold_dir import last_checkpoint
 
     root, cfg, folds_csv, folds, work, _ = trained_fold
     ckpt = last_checkpoint(work)
@@ -85,9 +85,9 @@ def test_the_file_holds_the_checkpoint_embeddings_bit_for_bit(trained_fold, from
 def test_twoflow_and_baseline_predict_as_from_the_checkpoint(
     trained_fold, from_checkpoint, tmp_path
 ):
-    from pipeline.baseline import PerLabelLogistic, run_baseline_fold
-    from pipeline.inference import downsample_pixels
-    from pipeline.twoflow import TwoFlowModel, run_twoflow_fold
+    from pipeline.members.baseline import PerLabelLogistic, run_baseline_fold
+    from pipeline.members.twoflow import TwoFlowModel, run_twoflow_fold
+    from pipeline.models.inference import downsample_pixels
 
     _, cfg, folds_csv, _, _, emb = trained_fold
     _, ref = from_checkpoint

@@ -51,17 +51,24 @@ def test_closure_follows_every_kind_of_import(tmp_path):
 def test_stage_code_holds_what_the_hand_kept_lists_missed():
     code = dict(line.split(" := ") for line in code_variables())
     train = code["CODE_TRAIN_CNN"].split()
-    for module in ("augment", "folds", "distributed", "weights", "inference", "train"):
-        assert f"pipeline/{module}.py" in train or f"pipeline/{module}/__init__.py" in train
+    for module in (
+        "augment/__init__",
+        "data/folds",
+        "distributed",
+        "models/weights/__init__",
+        "models/inference",
+        "train/fold",
+    ):
+        assert f"pipeline/{module}.py" in train, module
     # a package's modules are there by name, not as the package alone
     for part in ("reader", "plans", "converters", "builders", "reference", "verification"):
-        assert f"pipeline/weights/{part}.py" in train, part
-    assert "pipeline/select.py" in code["CODE_REPORT"].split()
+        assert f"pipeline/models/weights/{part}.py" in train, part
+    assert "pipeline/ensemble/select.py" in code["CODE_REPORT"].split()
     # and nothing a stage does not run: the second level never loads a CNN
     stack = code["CODE_STACK"].split()
-    assert "pipeline/train.py" not in stack
-    assert not [f for f in stack if f.startswith("pipeline/weights/")], stack
-    assert "pipeline/twoflow.py" not in code["CODE_SIMILAR"].split()
+    assert "pipeline/train/fold.py" not in stack
+    assert not [f for f in stack if f.startswith("pipeline/models/weights/")], stack
+    assert "pipeline/members/twoflow.py" not in code["CODE_SIMILAR"].split()
 
 
 # ---- editing a deep module: Make plans the stages that run it, and only those ---------------
@@ -73,8 +80,8 @@ from pathlib import Path
 import numpy as np
 
 import pipeline
-from pipeline.config import BackboneConfig, TrainConfig
-from pipeline.train import FoldJob, _prepare_work_dir, job_fingerprint
+from pipeline.config.schema import BackboneConfig, TrainConfig
+from pipeline.train.fold import FoldJob, _prepare_work_dir, job_fingerprint
 
 assert Path(pipeline.__file__).resolve().parent == Path.cwd() / "pipeline", pipeline.__file__
 bb = BackboneConfig("small_cnn", epochs=1, batch_size=2)
@@ -156,9 +163,9 @@ def test_editing_a_deep_module_reruns_the_stages_that_import_it(tmp_path):
     (work / "ckpt_epoch001.keras").write_bytes(b"a checkpoint of the old code")
     assert copy.fingerprint(work) == before and (work / "ckpt_epoch001.keras").exists()
 
-    # pipeline/weights/ is reached only through backbones' "pipeline.weights:..." builders
+    # pipeline/models/weights/ is reached only through backbones' "pipeline.models.weights:..." builders
     copy.all_up_to_date()
-    copy.edit("pipeline/weights/plans.py")
+    copy.edit("pipeline/models/weights/plans.py")
     plan = copy.planned()
     # (augment too: its garment segmenter runs a MobileNetV2 encoder built through them)
     # (embed_cnn too: it rebuilds each fold's network to embed through its checkpoint)
@@ -174,13 +181,13 @@ def test_editing_a_deep_module_reruns_the_stages_that_import_it(tmp_path):
     copy.all_up_to_date()
     before = copy.fingerprint(work)
     (work / "ckpt_epoch001.keras").write_bytes(b"a checkpoint of the current code")
-    copy.edit("pipeline/cnn_embed.py")
+    copy.edit("pipeline/models/cnn_embed.py")
     consumers = {"embed_cnn", "twoflow", "baseline", "similar"}
     assert copy.planned() == consumers | {"stack", "thresholds", "submit", "report"}
     assert copy.fingerprint(work) == before and (work / "ckpt_epoch001.keras").exists()
 
     copy.all_up_to_date()
-    copy.edit("pipeline/thresholds.py")
+    copy.edit("pipeline/ensemble/thresholds.py")
     assert copy.planned() == {"stack", "thresholds", "submit", "report"}
 
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from pipeline.config import config_from_dict, config_hash, load_config, section_payloads
+from pipeline.config.schema import config_from_dict, config_hash, load_config, section_payloads
 from stages.resolve_config import run as resolve
 
 ROOT_CFG = "configs/demo.toml"
@@ -54,7 +54,8 @@ def _raw():
             lambda r: r.update(
                 frozen=[{"name": "f", "backbone": "mobilenet_v2", "heads": ["svm"]}]
             ),
-            r"frozen\[0\]\.heads = \['svm'\]; choose one of \('logistic', 'knn'\)",
+            r"frozen\[0\]\.heads = \['svm'\]: \['svm'\] are not head kinds; choose from "
+            r"\['logistic', 'knn'\]",
         ),
         (lambda r: r.update(stack={"max_depth": []}), "stack.max_depth must not be empty"),
         (lambda r: r.update(stack={"eta": [0.1, 2.0]}), r"stack.eta = \[0.1, 2.0\] is outside"),
@@ -101,7 +102,7 @@ def test_sections_rewritten_only_when_changed(tmp_path):
 def test_converted_weights_are_make_prerequisites(tmp_path):
     """vars.mk names the converted ImageNet file of every pretrained member (fine-tuned,
     frozen, the segmenter's), so a clean clone's `make all` converts it first."""
-    from pipeline.config import LOCAL_IMAGENET
+    from pipeline.config.schema import LOCAL_IMAGENET
 
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text(open(ROOT_CFG).read())

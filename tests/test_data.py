@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import read_dataset, read_labels, read_test_ids, read_test_truth
+from pipeline.data.contract import read_dataset, read_labels, read_test_ids, read_test_truth
 
 
 def _write(tmp_path, text, images=("a.png", "b.png", "c.png")):

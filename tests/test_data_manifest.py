@@ -1,10 +1,10 @@
-"""pipeline.data_manifest: digest files per part of the data contract, by contents."""
+"""pipeline.data.manifest: digest files per part of the data contract, by contents."""
 
 from __future__ import annotations
 
 import json
 
-from pipeline.data_manifest import MANIFEST, update_manifest
+from pipeline.data.manifest import MANIFEST, update_manifest
 
 
 def _data(root):

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import read_dataset, read_labels, read_test_ids
-from pipeline.datasets import (
+from pipeline.data.contract import read_dataset, read_labels, read_test_ids
+from pipeline.data.datasets import (
     FORMATS,
     convert_clothing_attribute_mat,
     convert_folder_per_class,

@@ -119,7 +119,7 @@ def client(cluster):
 
 @pytest.mark.parametrize("search", ["grid", "halving"])
 def test_stacker_grid_on_cluster_equals_local(client, search):
-    from pipeline.stack import PerLabelXGBStacker
+    from pipeline.ensemble.stack import PerLabelXGBStacker
 
     rng = np.random.default_rng(3)
     n = 240
@@ -397,8 +397,8 @@ def _fake_preds(root: Path, folds_csv: Path, out_dir: Path, n_folds: int = 3) ->
 def _tiny_project(tmp_path: Path, epochs: int = 1) -> tuple[Path, Path]:
     import pandas as pd
 
-    from pipeline.data import read_labels
-    from pipeline.folds import make_folds
+    from pipeline.data.contract import read_labels
+    from pipeline.data.folds import make_folds
 
     write_dataset(tmp_path, n_train=60, n_test=12, size=32)
     cfg_path = tmp_path / "tiny.toml"
@@ -414,7 +414,7 @@ def _tiny_project(tmp_path: Path, epochs: int = 1) -> tuple[Path, Path]:
 @pytest.mark.slow
 def test_train_cnn_job_on_cluster_equals_local(cluster, tmp_path, monkeypatch):
     pytest.importorskip("keras")
-    from pipeline.config import load_config
+    from pipeline.config.schema import load_config
     from stages.train_cnn import run
 
     cfg_path, folds_csv = _tiny_project(tmp_path)

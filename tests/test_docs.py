@@ -9,7 +9,7 @@ What is checked, in ``README.md`` and ``docs/*.md``:
   with one of the repository's own top-level folders (``pipeline/``, ``stages/``,
   ``tests/``, ``benchmarks/``, ``configs/``, ``docs/``, ``scripts/``, ``mk/``, ``.ci/``)
   or is one of its top-level files (``Makefile``, ``README.md``, ``setup.cfg``,
-  ``pyproject.toml``) must exist; a ``:name`` suffix (``pipeline/stack.py:search_label``)
+  ``pyproject.toml``) must exist; a ``:name`` suffix (``pipeline/ensemble/stack.py:search_label``)
   and a ``VAR=`` prefix are stripped first. Not checked: build outputs and user data
   (``build/``, ``data/``, ``submissions/``, ``folds/``, ``../shared/``, anything else not
   in the lists above) and placeholders: a word holding ``<``, ``>``, ``*``, ``{``, ``[``,
@@ -17,7 +17,7 @@ What is checked, in ``README.md`` and ``docs/*.md``:
   a placeholder.
 - **Modules.** A dotted name in code starting ``pipeline.``, ``stages.`` or
   ``benchmarks.`` names a module that exists, optionally followed by one name that its
-  source mentions (``pipeline.images.IMAGE_EXTENSIONS``).
+  source mentions (``pipeline.runtime.images.IMAGE_EXTENSIONS``).
 - **Make targets.** In code, ``make`` followed by options (``-n``) and ``VAR=value``
   words, then a target-like word: that word is a target of the Makefile or of a file it
   includes by a literal path (a rule ``name:`` or a ``.PHONY`` entry).
@@ -86,7 +86,7 @@ def _repo_path(word: str) -> str | None:
     word = word.rsplit("=", 1)[-1]
     if not word or PLACEHOLDER.search(word):
         return None
-    path = re.sub(r"(\.\w+):\w+$", r"\1", word)  # pipeline/stack.py:search_label
+    path = re.sub(r"(\.\w+):\w+$", r"\1", word)  # pipeline/ensemble/stack.py:search_label
     top = path.split("/", 1)[0]
     if (top in REPO_DIRS and "/" in path) or path in REPO_FILES:
         return path
@@ -212,7 +212,10 @@ def test_the_target_and_path_parsers_see_what_they_must():
     assert _named_targets("`make cluster-up WORKERS=2` / make <that file> / make ... X") == [
         "cluster-up"
     ]
-    assert _repo_path("`pipeline/stack.py:search_label`".strip("`")) == "pipeline/stack.py"
+    assert (
+        _repo_path("`pipeline/ensemble/stack.py:search_label`".strip("`"))
+        == "pipeline/ensemble/stack.py"
+    )
     assert _repo_path("CONFIG=configs/demo.toml") == "configs/demo.toml"
     assert _repo_path("configs/<name>.toml") is None
     assert _repo_path("build/bench/speed.json") is None
@@ -263,7 +266,7 @@ def _probs(model: int, ids, n_labels: int) -> np.ndarray:
 
 def test_the_external_pandas_example_writes_a_file_make_external_accepts(tmp_path, monkeypatch):
     from pipeline.artifacts import load_external_predictions
-    from pipeline.external import split_external
+    from pipeline.members.external import split_external
 
     labels, n_folds = ["red", "dotted", "long_sleeve"], 3
     train_ids = np.array([f"t{i:03d}" for i in range(12)])

@@ -1,4 +1,4 @@
-"""Exact and near copies (pipeline/duplicates.py): pHash + colour thumbnail, groups."""
+"""Exact and near copies (pipeline/data/duplicates.py): pHash + colour thumbnail, groups."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.duplicates import copy_groups, duplicate_groups, near_pairs, validate_images
+from pipeline.data.duplicates import copy_groups, duplicate_groups, near_pairs, validate_images
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.submit import validate_submission
+from pipeline.ensemble.submit import validate_submission
 from tests.conftest import make, tiny_demo_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.artifacts import load_external_predictions, save_external_predictions
-from pipeline.config import config_from_dict, section_payloads
-from pipeline.external import split_external
+from pipeline.config.schema import config_from_dict, section_payloads
+from pipeline.members.external import split_external
 from tests.conftest import ROOT, tiny_config_text, write_dataset
 
 LABELS = ["a", "b", "c"]

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.folds import make_folds, read_folds
+from pipeline.data.folds import make_folds, read_folds
 
 
 def test_each_label_spread_evenly():

@@ -1,4 +1,4 @@
-"""The packed forests (pipeline.forest_arrays) predict what scikit-learn predicts, bit for
+"""The packed forests (pipeline.runtime.forest_arrays) predict what scikit-learn predicts, bit for
 bit, and Two-Flow's predictions through them equal its forests' own."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.ensemble import RandomForestClassifier
 
-from pipeline.forest_arrays import ForestArrays
-from pipeline.twoflow import TwoFlowModel
+from pipeline.members.twoflow import TwoFlowModel
+from pipeline.runtime.forest_arrays import ForestArrays
 
 
 def _forests(rng, n_forests=4, n_trees=7):
@@ -66,3 +66,25 @@ def test_twoflow_predictions_equal_its_forests_and_survive_pickling():
     again = pickle.loads(pickle.dumps(model))  # the packed arrays are not saved
     assert "_packed_forests" not in again.__dict__
     np.testing.assert_array_equal(again.predict_proba(pixels[:30], deep[:30]), got)
+
+
+@pytest.mark.parametrize("projection", ["gaussian", "sparse"])
+def test_exported_twoflow_arrays_predict_as_the_model(projection, tmp_path):
+    """``make export`` saves Two-Flow as arrays (projection matrix, selection, packed
+    forests); the runtime's :class:`pipeline.runtime.exported.TwoFlow` predicts what the model
+    does, without scikit-learn."""
+    from pipeline.artifacts import save_npz_atomic
+    from pipeline.export import twoflow_arrays
+    from pipeline.runtime.exported import TwoFlow
+
+    rng = np.random.default_rng(4)
+    px = 4
+    pixels = rng.random((80, px * px * 3)).astype(np.float32)
+    deep = rng.normal(size=(80, 5)).astype(np.float32)
+    y = (rng.random((80, 3)) < [0.5, 0.3, 0.0]).astype(np.float32)  # label 2: no forest
+    model = TwoFlowModel(
+        n_components=6, pixel_size=px, n_trees=9, top_features=8, projection=projection, seed=3
+    ).fit(pixels, deep, y)
+    save_npz_atomic(tmp_path / "tf.npz", **twoflow_arrays(model))
+    got = TwoFlow(tmp_path / "tf.npz").predict_proba(pixels[:30], deep[:30])
+    np.testing.assert_allclose(got, model.predict_proba(pixels[:30], deep[:30]), atol=1e-6)

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from pipeline.artifacts import load_embeddings, save_embeddings
-from pipeline.config import config_from_dict, load_config
-from pipeline.frozen import KNNHead, LogisticHead, load_head, save_head
-from pipeline.frozen_fit import run_frozen_fold
+from pipeline.config.schema import config_from_dict, load_config
+from pipeline.ensemble.select import load_base_predictions
+from pipeline.members.frozen import load_head, save_head
+from pipeline.members.frozen_fit import run_frozen_fold
 from pipeline.metrics import fbeta_per_label
-from pipeline.select import load_base_predictions
+from pipeline.runtime.heads import KNNHead, LogisticHead, knn_normalise
 from tests.conftest import tiny_config_text, write_dataset
 
 
@@ -40,7 +41,7 @@ def test_knn_head_is_the_weighted_share_of_known_neighbours():
     y = np.array([[1.0], [np.nan], [0.0], [0.0]])
     head = KNNHead(k=2).fit(X, y)
     q = np.array([[1.0, 0.05]])
-    z = head._normalise(q, head.mean_) @ head.train_.T
+    z = knn_normalise(q, head.mean_) @ head.train_.T
     top = np.argsort(-z[0])[:2]
     w = np.maximum(z[0, top], 0) ** 3
     known = ~np.isnan(y[top, 0])
@@ -62,7 +63,7 @@ def frozen_config(root):
 def test_fold_heads_fit_only_other_folds_and_write_the_fold_format(tmp_path):
     import pandas as pd
 
-    from pipeline.data import read_labels, read_test_ids
+    from pipeline.data.contract import read_labels, read_test_ids
 
     cfg = frozen_config(tmp_path)
     table = read_labels(cfg.data.train_dir)
@@ -112,3 +113,76 @@ def test_frozen_config_is_validated(tmp_path):
         config_from_dict({**base, "stack": {"combiners": ["xgb", "ridge"]}})
     with pytest.raises(ValueError, match="stack.mode"):
         config_from_dict({**base, "stack": {"mode": "best"}})
+    guard = config_from_dict({**base, "stack": {"incumbent": "mean_members/shrunk"}})
+    assert guard.stack.incumbent == "mean_members/shrunk"
+    for bad in ("mean_members", "mean_members/rate", "ridge/shrunk"):
+        with pytest.raises(ValueError, match="stack.incumbent.*not a candidate"):
+            config_from_dict({**base, "stack": {"incumbent": bad}})
+
+
+class PriorHead:
+    """A new head kind for the test: every label's known prevalence, whatever the image."""
+
+    name = "prior"
+
+    @classmethod
+    def from_config(cls, f):
+        return cls()
+
+    def fit(self, X, y, sample_weight=None):
+        self.rate_ = np.nan_to_num(np.nanmean(np.asarray(y, dtype=np.float64), axis=0))
+        return self
+
+    @staticmethod
+    def proba(state, X):
+        return np.tile(state["rate"], (len(X), 1))
+
+    def predict_proba(self, X):
+        return self.proba(self.get_state(), X)
+
+    def get_state(self):
+        return {"rate": self.rate_}
+
+    def set_state(self, state):
+        self.rate_ = np.asarray(state["rate"], dtype=np.float64)
+        return self
+
+
+def test_a_new_head_kind_is_one_class_in_the_heads_module(tmp_path, monkeypatch):
+    """Registering a class in ``pipeline.runtime.heads`` is all a new head kind needs: the
+    config accepts it, the registry names its member, the fold fit writes its head file, and
+    the predictor's loader and the export's ``head_proba`` score it."""
+    from pipeline.members.registry import FROZEN, Registry
+    from pipeline.runtime import heads
+
+    monkeypatch.setitem(heads.HEADS, "prior", PriorHead)
+    monkeypatch.setitem(heads.HEAD_KINDS, "PriorHead", PriorHead)
+    write_dataset(tmp_path, n_train=45, n_test=9)
+    text = tiny_config_text(tmp_path) + (
+        '\n[[frozen]]\nname = "feat"\nbackbone = "small_cnn"\nweights = "none"\n'
+        'image_size = 32\nheads = ["prior"]\n'
+    )
+    (tmp_path / "c.toml").write_text(text)
+    cfg = load_config(tmp_path / "c.toml")
+    assert Registry(cfg).names(FROZEN) == ["feat_prior"]
+
+    import pandas as pd
+
+    from pipeline.data.contract import read_labels, read_test_ids
+
+    table = read_labels(cfg.data.train_dir)
+    test_ids, _ = read_test_ids(cfg.data.test_dir)
+    folds = np.arange(len(table.ids)) % 3
+    pd.DataFrame({"image": table.ids, "fold": folds}).to_csv(tmp_path / "folds.csv", index=False)
+    rng = np.random.default_rng(0)
+    emb = tmp_path / "feat.npz"
+    save_embeddings(emb, table.ids, test_ids, rng.normal(size=(45, 8)), rng.normal(size=(9, 8)),
+                    "small_cnn", 32)  # fmt: skip
+    out, head_file = tmp_path / "feat_prior.fold0.npz", tmp_path / "feat_prior0.h"
+    run_frozen_fold(cfg, "feat_prior", 0, tmp_path / "folds.csv", emb, out, head_file)
+    want = np.nanmean(table.y[folds != 0], axis=0)
+    head = load_head(head_file)
+    np.testing.assert_allclose(head.predict_proba(np.zeros((2, 8)))[1], want)
+    with np.load(head_file) as z:
+        state = {k: z[k] for k in z.files}
+    np.testing.assert_allclose(heads.head_proba(state, np.zeros((3, 8)))[2], want)

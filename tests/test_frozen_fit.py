@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from pipeline.artifacts import load_fold_predictions, save_embeddings, save_single_epoch_predictions
-from pipeline.config import config_from_dict, load_config
-from pipeline.frozen import KNNHead, LogisticHead, load_head
-from pipeline.frozen_fit import (
+from pipeline.config.schema import config_from_dict, load_config
+from pipeline.members.frozen import load_head
+from pipeline.members.frozen_fit import (
     confidence_cuts,
     denoise_weights,
     inner_oof_losses,
@@ -23,6 +23,7 @@ from pipeline.frozen_fit import (
     run_frozen_fold,
     teacher,
 )
+from pipeline.runtime.heads import KNNHead, LogisticHead
 from tests.conftest import tiny_config_text, write_dataset
 
 N_FOLDS = 3
@@ -103,7 +104,7 @@ def _setup(root, extra=""):
     )
     (root / "c.toml").write_text(text)
     cfg = load_config(root / "c.toml")
-    from pipeline.data import read_labels, read_test_ids
+    from pipeline.data.contract import read_labels, read_test_ids
 
     table = read_labels(cfg.data.train_dir)
     test_ids, _ = read_test_ids(cfg.data.test_dir)
@@ -203,7 +204,7 @@ def test_pseudo_and_seed_repeat_configs_are_checked():
         "frozen": [{"name": "f", "backbone": "small_cnn", "image_size": 32, "heads": ["knn"]}],
     }
     cfg = config_from_dict({**base, "pseudo": {"enabled": True}})
-    from pipeline.config import pseudo_members
+    from pipeline.config.schema import pseudo_members
 
     assert pseudo_members(cfg) == ["f_knn"]
     with pytest.raises(ValueError, match="not frozen members"):

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.image_cache import ImageCache, array_path, build_image_cache
-from pipeline.images import COUNT_DECODES_ENV, load_image
-from pipeline.inference import downsample_pixels
+from pipeline.data.image_cache import ImageCache, array_path, build_image_cache
+from pipeline.models.inference import downsample_pixels
+from pipeline.runtime.images import COUNT_DECODES_ENV, load_image
 
 
 def _images(tmp_path):
@@ -99,7 +99,7 @@ def test_bad_inputs_are_clear_errors(tmp_path):
 
 
 def test_training_feed_is_the_same_through_the_cache(tmp_path):
-    from pipeline.train import make_feed
+    from pipeline.train.fold import make_feed
 
     paths = _images(tmp_path)
     index = tmp_path / "images.index.json"

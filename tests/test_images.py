@@ -1,10 +1,10 @@
-"""Decoding (pipeline/images.py): formats converted to uint8 RGB, EXIF orientation honoured."""
+"""Decoding (pipeline/runtime/images.py): formats converted to uint8 RGB, EXIF orientation honoured."""
 
 import cv2
 import numpy as np
 import pytest
 
-from pipeline.images import load_image
+from pipeline.runtime.images import load_image
 
 
 def test_load_image_converts_formats(tmp_path):
@@ -62,7 +62,7 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
     assert len(path.read_bytes()) < 1_000_000
     code = (
         "import resource, time\n"
-        "from pipeline.images import decode_image\n"
+        "from pipeline.runtime.images import decode_image\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "t = time.perf_counter()\n"
         "try:\n"
@@ -84,7 +84,7 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path):
 
 
 def test_check_pixels_reads_sizes_from_headers_and_applies_the_limit():
-    from pipeline.images import MAX_PIXELS, check_pixels
+    from pipeline.runtime.images import MAX_PIXELS, check_pixels
     from tests.reliability.test_bad_input import png_bomb
 
     ok, png = cv2.imencode(".png", np.zeros((30, 20, 3), np.uint8))

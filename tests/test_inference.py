@@ -1,12 +1,11 @@
-"""Tests for pipeline.inference: the flip-TTA feed, embeddings, a fold's checkpoints."""
+"""Tests for pipeline.models.inference: the flip-TTA feed, embeddings, a fold's checkpoints."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline.fold_dir import checkpoints, last_checkpoint
-from pipeline.inference import (
+from pipeline.models.inference import (
     downsample_pixels,
     embed,
     embed_paths,
@@ -15,6 +14,7 @@ from pipeline.inference import (
     run_batch,
     tta_inputs,
 )
+from pipeline.train.fold_dir import checkpoints, last_checkpoint
 from tests.test_twoflow import fold_setup  # noqa: F401  (the shared fixture)
 
 
@@ -25,7 +25,7 @@ def mirror_sensitive(tmp_path):
     import cv2
     import keras
 
-    from pipeline.images import load_image
+    from pipeline.runtime.images import load_image
 
     rng = np.random.default_rng(0)
     paths = []
@@ -69,7 +69,7 @@ def test_downsample_pixels_scales_and_checks():
 def test_embed_is_the_pool_layer(fold_setup):  # noqa: F811
     import keras
 
-    from pipeline.images import load_image
+    from pipeline.runtime.images import load_image
 
     root, cfg, *_ = fold_setup
     paths = sorted((root / "train" / "images").iterdir())[:5]

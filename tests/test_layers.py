@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 
 from tests.conftest import ROOT
 
@@ -40,14 +41,14 @@ def test_the_walk_sees_function_level_imports(tmp_path):
 
 def test_only_inference_owns_embeddings():
     """No module imports Two-Flow to get an embedding: only the predictor (which runs the
-    Two-Flow member) and Two-Flow's own stage import it."""
+    Two-Flow member), the export (which converts it) and Two-Flow's own stage import it."""
     importers = sorted(
         str(path.relative_to(ROOT))
         for folder in ("pipeline", "stages", "benchmarks")
         for path in (ROOT / folder).rglob("*.py")
-        if any(name == "pipeline.twoflow" for _, name in _imports(path))
+        if any(name == "pipeline.members.twoflow" for _, name in _imports(path))
     )
-    assert importers == ["pipeline/predict.py", "stages/twoflow.py"]
+    assert importers == ["pipeline/export.py", "pipeline/predict.py", "stages/twoflow.py"]
 
 
 def _module_graph() -> dict[str, set[str]]:
@@ -121,3 +122,96 @@ def test_no_module_imports_a_private_name_of_another():
                         if a.name.startswith("_") and not a.name.startswith("__")
                     ]
     assert not found, "\n".join(found)
+
+
+def test_the_exported_runtime_runs_without_the_repository():
+    """``make export`` copies the package ``pipeline/runtime/`` (its
+    :data:`pipeline.export.RUNTIME_MODULES`) into the export: they
+    import each other only relatively, and of other packages only the standard library and
+    the runtime's own dependencies (no TensorFlow, Keras, scikit-learn or pandas). The one
+    exception: a head's ``fit`` may import scikit-learn inside itself (`make frozen` fits
+    heads; the export only scores them)."""
+    from pipeline.export import RUNTIME_MODULES
+
+    allowed = {"numpy", "cv2", "PIL", "onnxruntime", "xgboost"}
+    package = ROOT / "pipeline" / "runtime"
+    shipped = {p.stem for p in package.glob("*.py")} - {"__init__"}
+    assert shipped == set(RUNTIME_MODULES), "every module of pipeline/runtime/ is shipped"
+    bad = []
+    for name in RUNTIME_MODULES:
+        path = package / f"{name}.py"
+        tree = ast.parse(path.read_text(), filename=str(path))
+        in_fit = {
+            id(n)
+            for f in ast.walk(tree)
+            if isinstance(f, ast.FunctionDef) and f.name == "fit"
+            for n in ast.walk(f)
+        }
+        for node in ast.walk(tree):
+            if id(node) in in_fit and isinstance(node, ast.ImportFrom):
+                if (node.module or "").split(".")[0] == "sklearn":
+                    continue
+            if isinstance(node, ast.ImportFrom) and node.level:
+                if node.level != 1 or node.module not in RUNTIME_MODULES:
+                    bad.append(f"{name}.py:{node.lineno} imports .{node.module}")
+                continue
+            mods = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for mod in mods:
+                top = mod.split(".")[0]
+                if (
+                    top != "__future__"
+                    and top not in allowed
+                    and top not in sys.stdlib_module_names
+                ):
+                    bad.append(f"{name}.py:{node.lineno} imports {mod}")
+    assert not bad, "the exported runtime must stand alone:\n" + "\n".join(bad)
+
+
+#: the only modules that turn a config into member names (the registry, and the config's
+#: own checks of the names it is given)
+MEMBER_OWNERS = {"pipeline/members/registry.py", "pipeline/config/schema.py"}
+
+
+def test_members_come_only_through_the_registry():
+    """Member names, kinds and fold-file folders are read from
+    :mod:`pipeline.members.registry`: no other module builds them from the config
+    (``frozen_members()``, ``pseudo_twins``, ``pseudo_members``)."""
+    makers = {"frozen_members", "pseudo_twins", "pseudo_members"}
+    found = []
+    for folder in ("pipeline", "stages", "benchmarks"):
+        for path in (ROOT / folder).rglob("*.py"):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel in MEMBER_OWNERS:
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                name = (
+                    node.attr
+                    if isinstance(node, ast.Attribute)
+                    else node.id
+                    if isinstance(node, ast.Name)
+                    else None
+                )
+                if name in makers:
+                    found.append(f"{rel}:{node.lineno} {name}")
+    assert not found, "read members from pipeline.members.registry:\n" + "\n".join(found)
+
+
+def test_library_is_packages_by_concept():
+    """``pipeline/`` holds packages by concept and a few cross-cutting modules, no more."""
+    top = {p.name for p in (ROOT / "pipeline").iterdir() if p.name != "__pycache__"}
+    packages = {p for p in top if (ROOT / "pipeline" / p / "__init__.py").is_file()}
+    assert packages == {
+        "augment", "config", "data", "demo", "ensemble", "members", "models", "report",
+        "runtime", "train",
+    }  # fmt: skip
+    modules = {p.removesuffix(".py") for p in top - packages}
+    assert modules == {
+        "__init__", "artifacts", "cluster", "code_deps", "distributed", "export", "metrics",
+        "predict", "serve", "similar",
+    }  # fmt: skip

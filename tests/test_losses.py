@@ -3,7 +3,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from pipeline.losses import MaskedMultiLabelLoss, TriangularCyclicLR  # noqa: E402
+from pipeline.models.losses import MaskedMultiLabelLoss, TriangularCyclicLR  # noqa: E402
 
 Y = np.array([[1.0, 0.0, -1.0], [0.0, 1.0, 1.0]], dtype=np.float32)  # -1 = unknown
 P = np.array([[0.8, 0.3, 0.5], [0.1, 0.6, 0.9]], dtype=np.float32)

@@ -7,10 +7,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.artifacts import save_fold_predictions, save_stacked, save_thresholds
-from pipeline.config import load_config
+from pipeline.artifacts import (
+    MEMBER_SCORES,
+    save_fold_predictions,
+    save_member_scores,
+    save_stacked,
+    save_thresholds,
+)
+from pipeline.config.schema import load_config
+from pipeline.ensemble.predict_manifest import fold_losses, member_records
+from pipeline.ensemble.select import group_pred_files, load_base_predictions
 from pipeline.metrics import fbeta_per_label
-from pipeline.report import data_check_tables, make_report
+from pipeline.report.summary import data_check_tables, make_report
 from tests.conftest import tiny_config_text, write_dataset
 
 
@@ -122,7 +130,13 @@ def test_make_report_scores_a_tiny_run(tmp_path):
         submission, index=False
     )
 
-    metrics, page = make_report(cfg, preds, stacked, tmp_path / "thresholds.json", submission)
+    # what `make stack` saves beside stacked.npz: the members' scores, from their fold files
+    files = group_pred_files(preds)
+    base = load_base_predictions(files, ids)
+    t = cfg.thresholds
+    records = member_records(base, y, t.beta, t.step, t.average, fold_losses(files))
+    save_member_scores(stacked.parent / MEMBER_SCORES, records)
+    metrics, page = make_report(cfg, stacked, tmp_path / "thresholds.json", submission)
     f2 = fbeta_per_label(y_test, vote, beta=2.0)
     assert metrics["models"]["vote"]["test_fbeta_macro"] == pytest.approx(f2.mean())
     stack_test = (test.mean(axis=0) >= 0.5).astype(int)

@@ -8,24 +8,26 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 
-from pipeline.combiners import (
+from pipeline.ensemble.combiners import (
     CaruanaCombiner,
     LogisticCombiner,
     MeanCombiner,
     ensemble_selection,
     row_folds,
 )
-from pipeline.metrics import fbeta_per_label
-from pipeline.second_level import (
+from pipeline.ensemble.second_level import (
     COMBINERS,
+    OuterCV,
     SecondLevel,
     choose,
     fit_second_level,
+    global_winner,
     make_combiners,
     nested_cv,
 )
-from pipeline.stack import PerLabelXGBStacker
-from pipeline.thresholds import ThresholdSearch, rule_thresholds
+from pipeline.ensemble.stack import PerLabelXGBStacker
+from pipeline.ensemble.thresholds import ThresholdSearch, rule_thresholds
+from pipeline.metrics import fbeta_per_label
 
 COLUMNS = [(m, e) for m in ("a", "b", "c") for e in (1, 2)]
 
@@ -212,8 +214,8 @@ def test_pooled_xgb_fits_equal_one_by_one_fits():
     """The nested CV's XGBoost fits (every outer fold + the refit) run in one task pool;
     each must be exactly the model a fit of its own rows alone makes, and the outer CV
     built on them the same as one that fits in its loop."""
-    from pipeline.combiners import XGBCombiner
-    from pipeline.second_level import pooled_xgb_fits
+    from pipeline.ensemble.combiners import XGBCombiner
+    from pipeline.ensemble.second_level import pooled_xgb_fits
 
     P, y = cube(n=180)
     y[::17, 1] = np.nan  # unknown cells are dropped per label in both paths
@@ -240,3 +242,93 @@ def test_pooled_xgb_fits_equal_one_by_one_fits():
     pooled_cv = nested_cv(P, y, combiners, outer_folds=3)
     np.testing.assert_array_equal(looped.per_label, pooled_cv.per_label)
     np.testing.assert_array_equal(looped.pred, pooled_cv.pred)
+
+
+def test_the_exported_second_level_predicts_as_the_fitted_one(tmp_path):
+    """``make export`` writes the chosen combiners as JSON (XGBoost's own JSON boosters);
+    the runtime (``pipeline.runtime.exported.SecondLevel``, NumPy) predicts what they predict, for
+    every combiner kind."""
+    from pipeline.export import second_level_state
+    from pipeline.runtime.exported import SecondLevel as ExportedSecondLevel
+
+    P, y = cube(n=150, seed=5)
+    labels = ["x", "y", "z"]
+    combiners = make_combiners(COMBINERS, COLUMNS, small_stacker(), top_n=3, inner_folds=0)
+    fitted = {name: est.fit(P, y) for name, est in combiners.items()}
+    models = tmp_path / "models"
+    SecondLevel(labels, COLUMNS, fitted, [("xgb", "per_label")] * 3, {}).save(models)
+    for name in COMBINERS:
+        level = SecondLevel(labels, COLUMNS, fitted, [(name, "per_label")] * 3, {})
+        second_level_state(level, models, tmp_path / name)
+        got = ExportedSecondLevel(tmp_path / name).predict_proba(P)
+        np.testing.assert_allclose(got, level.predict_proba(P), atol=1e-7, err_msg=name)
+    mixed = SecondLevel(
+        labels, COLUMNS, fitted, [("xgb", "r"), ("caruana", "r"), ("logistic_all", "r")], {}
+    )
+    second_level_state(mixed, models, tmp_path / "mixed")
+    np.testing.assert_allclose(
+        ExportedSecondLevel(tmp_path / "mixed").predict_proba(P), mixed.predict_proba(P), atol=1e-7
+    )
+
+
+def _outer(y: np.ndarray, preds: dict[tuple[str, str], np.ndarray]) -> OuterCV:
+    pred = np.stack(list(preds.values())).astype(bool)
+    per_label = np.stack([fbeta_per_label(y, p) for p in pred])
+    return OuterCV(list(preds), per_label, pred, np.zeros(len(y), dtype=np.int64))
+
+
+def test_guard_keeps_the_incumbent_unless_beaten_with_an_interval_above_zero():
+    rng = np.random.default_rng(0)
+    y = (rng.random((300, 4)) < 0.3).astype(np.float64)
+    flip = rng.random(y.shape) < 0.3
+    incumbent = np.where(flip, 1 - y, y)
+    near = incumbent.copy()
+    near[:3] = y[:3]  # three rows fixed: a better outer-CV score, within the noise
+    far = np.where(rng.random(y.shape) < 0.05, 1 - y, y)  # far better everywhere
+    inc = ("mean_members", "shrunk")
+
+    outer = _outer(y, {("xgb", "per_label"): near, inc: incumbent})
+    assert int(np.argmax(outer.macro)) == 0
+    g, record = global_winner(outer, y, inc, n_boot=500)
+    assert g == 1 and record["kept"] and record["low"] <= 0 < record["gain"]
+    assert record["challenger"] == {"combiner": "xgb", "rule": "per_label"}
+    chosen, g2 = choose(outer, y, "global", g=g)
+    assert g2 == 1 and (chosen == 1).all()
+
+    outer = _outer(y, {("xgb", "per_label"): near, inc: incumbent, ("caruana", "global"): far})
+    g, record = global_winner(outer, y, inc, n_boot=500)
+    assert g == 2 and not record["kept"] and record["low"] > 0
+
+    assert global_winner(outer, y, None) == (2, None)  # no guard: the plain argmax
+    with pytest.raises(ValueError, match="not a candidate"):
+        global_winner(outer, y, ("logistic_all", "rate"))
+
+
+def test_fit_second_level_records_the_guard_and_the_page_shows_it():
+    from pipeline.report.page import second_level_tables
+
+    P, y = cube(n=180, seed=5)
+    combiners = make_combiners(
+        ["mean_members", "logistic_own"], COLUMNS, small_stacker(), top_n=3, inner_folds=3
+    )
+    inc = ("mean_members", "shrunk")
+    level = fit_second_level(
+        P,
+        y,
+        COLUMNS,
+        ["x", "y", "z"],
+        combiners,
+        ("per_label", "shrunk"),
+        3,
+        "global",
+        n_boot=200,
+        incumbent=inc,
+    )
+    guard = level.report["guard"]
+    assert guard["incumbent"] == {"combiner": "mean_members", "rule": "shrunk"}
+    winner = level.report["global_winner"]
+    assert (winner == guard["incumbent"]) == guard["kept"]
+    assert set(level.choice) == {(winner["combiner"], winner["rule"])}
+    tables = second_level_tables(level.report, {"combiners": {}})
+    (rows,) = [rows for title, (_, rows) in tables.items() if "guard" in title]
+    assert rows[0][0] == "mean_members/shrunk"

@@ -12,10 +12,7 @@ import pandas as pd
 import pytest
 
 from pipeline.augment import garment_mask, run_augmentation, skin_mask
-from pipeline.augment_config import AugmentConfig
-from pipeline.config import SegmenterConfig
-from pipeline.images import load_image
-from pipeline.segment import (
+from pipeline.augment.segment import (
     CLASSES,
     GarmentSegmenter,
     class_map,
@@ -24,6 +21,9 @@ from pipeline.segment import (
     read_map,
     refine,
 )
+from pipeline.config.augment import AugmentConfig
+from pipeline.config.schema import SegmenterConfig
+from pipeline.runtime.images import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 CCP = ROOT.parent / "shared" / "data" / "clothing-co-parsing"

@@ -1,4 +1,4 @@
-"""Tests for pipeline.select: loading fold prediction files and per-label column selection."""
+"""Tests for pipeline.ensemble.select: loading fold prediction files and per-label column selection."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.metrics import best_threshold_fbeta
-from pipeline.select import (
+from pipeline.ensemble.select import (
     Selection,
     column_scores,
     feature_indices,
@@ -18,6 +17,7 @@ from pipeline.select import (
     load_base_predictions,
     select_columns,
 )
+from pipeline.metrics import best_threshold_fbeta
 
 LABELS = ["red", "dress", "stripes"]
 N_TRAIN, N_TEST, K = 30, 7, 3

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import image_paths
+from pipeline.data.contract import image_paths
 from pipeline.serve import BadUpload, check_upload
 from tests.conftest import ROOT
 from tests.reliability.test_bad_input import png_bomb

@@ -96,9 +96,9 @@ def test_index_round_trip(tmp_path):
 def test_cli_build_query_evaluate(tmp_path, capsys):
     import pandas as pd
 
-    from pipeline.backbones import build_model
-    from pipeline.cnn_embed import embed_fold
-    from pipeline.config import load_config
+    from pipeline.config.schema import load_config
+    from pipeline.models.backbones import build_model
+    from pipeline.models.cnn_embed import embed_fold
     from stages.similar import main
 
     data = write_dataset(tmp_path, n_train=24, n_test=6, size=32, n_labels=3)

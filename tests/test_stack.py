@@ -1,4 +1,4 @@
-"""Tests for pipeline.stack: the per-label XGBoost stacker, its CV splits and persistence."""
+"""Tests for pipeline.ensemble.stack: the per-label XGBoost stacker, its CV splits and persistence."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import cross_val_predict
 from sklearn.utils import estimator_checks as checks
 
-from pipeline.metrics import best_threshold_fbeta
-from pipeline.stack import PerLabelXGBStacker, load_meta
-from pipeline.stack_cv import (
+from pipeline.ensemble.stack import PerLabelXGBStacker, load_meta
+from pipeline.ensemble.stack_cv import (
     GridTask,
     _rung_sample,
     early_stopping_split,
@@ -23,6 +22,7 @@ from pipeline.stack_cv import (
     make_cv_splits,
     xgb_params,
 )
+from pipeline.metrics import best_threshold_fbeta
 
 # A small grid keeps the suite fast; the default grid is exercised once.
 FAST = {"eta": (0.1, 0.3), "max_depth": (2,), "min_child_weight": (1,), "n_estimators": 60}

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 
 from pipeline.artifacts import load_submission_votes, save_submission
-from pipeline.data import read_sample_submission
-from pipeline.submit import (
+from pipeline.data.contract import read_sample_submission
+from pipeline.ensemble.submit import (
     fold_votes,
     format_like_sample,
     labels_frame,

@@ -1,4 +1,4 @@
-"""Tests for pipeline.thresholds: exact agreement with the naive loop, estimator contract."""
+"""Tests for pipeline.ensemble.thresholds: exact agreement with the naive loop, estimator contract."""
 
 import json
 import warnings
@@ -11,8 +11,8 @@ from sklearn.model_selection import KFold, cross_val_predict
 
 from benchmarks import bench_thresholds
 from benchmarks.reference_thresholds import naive_threshold_search
+from pipeline.ensemble.thresholds import ThresholdSearch
 from pipeline.metrics import best_threshold_fbeta, fbeta_score
-from pipeline.thresholds import ThresholdSearch
 
 AVERAGES = ["macro", "micro", "samples"]
 
@@ -152,7 +152,7 @@ def test_benchmark_writes_its_json(tmp_path, capsys):
 
 
 def test_rate_rule_carries_the_positive_rate_to_the_scored_rows():
-    from pipeline.thresholds import rule_thresholds
+    from pipeline.ensemble.thresholds import rule_thresholds
 
     rng = np.random.default_rng(5)
     y = (rng.random((400, 3)) < [0.1, 0.3, 0.5]).astype(float)
@@ -172,7 +172,7 @@ def test_rate_rule_carries_the_positive_rate_to_the_scored_rows():
 
 
 def test_rate_rule_is_a_nested_cv_candidate_when_asked():
-    from pipeline.second_level import make_combiners, nested_cv
+    from pipeline.ensemble.second_level import make_combiners, nested_cv
 
     rng = np.random.default_rng(6)
     y = (rng.random((150, 2)) < 0.3).astype(float)

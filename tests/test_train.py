@@ -6,9 +6,9 @@ import pytest
 
 pytest.importorskip("keras")
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.train import augment_image, train_fold  # noqa: E402
-from pipeline.train_job import build_job  # noqa: E402
+from pipeline.config.schema import load_config  # noqa: E402
+from pipeline.train.fold import augment_image, train_fold  # noqa: E402
+from pipeline.train.job import build_job  # noqa: E402
 from tests.conftest import tiny_config_text  # noqa: E402
 
 
@@ -24,8 +24,8 @@ def _job(tiny_data, tmp_path, epochs=2):
     cfg_path = tmp_path / "c.toml"
     cfg_path.write_text(tiny_config_text(tiny_data, epochs=epochs))
     cfg = load_config(cfg_path)
-    from pipeline.data import read_labels
-    from pipeline.folds import make_folds
+    from pipeline.data.contract import read_labels
+    from pipeline.data.folds import make_folds
 
     table = read_labels(cfg.data.train_dir)
     folds_csv = tmp_path / "folds.csv"
@@ -66,8 +66,8 @@ def test_train_fold_outputs_and_resume(tiny_data, tmp_path):
 def test_phases_freeze_then_unfreeze_and_resume_across_boundary(tiny_data, tmp_path):
     import keras
 
-    from pipeline.backbones import build_model, feature_layers
-    from pipeline.train_job import Phase
+    from pipeline.models.backbones import build_model, feature_layers
+    from pipeline.train.job import Phase
 
     job = _with(_job(tiny_data, tmp_path, epochs=2), phases=("head:1:1e-3:3e-3", "all:1:1e-4:1e-3"))
     assert job.phases == (Phase("head", 1, 1e-3, 3e-3), Phase("all", 1, 1e-4, 1e-3))
@@ -110,7 +110,7 @@ def test_changed_job_does_not_resume_stale_checkpoints(tiny_data, tmp_path):
 
 def test_work_dir_kept_for_the_same_job_cleared_for_a_changed_one(tiny_data, tmp_path):
     """The resume rule without training: a work dir is resumed only by its own job."""
-    from pipeline.train import _prepare_work_dir
+    from pipeline.train.fold import _prepare_work_dir
 
     job = _job(tiny_data, tmp_path, epochs=1)
     work = tmp_path / "w"

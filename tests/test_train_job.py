@@ -3,8 +3,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.config import BackboneConfig, TrainConfig
-from pipeline.train_job import FoldJob, Phase, epoch_indices, job_fingerprint, parse_phases
+from pipeline.config.schema import BackboneConfig, TrainConfig
+from pipeline.train.job import FoldJob, Phase, epoch_indices, job_fingerprint, parse_phases
 
 
 def test_epoch_indices_sampling():
@@ -122,7 +122,7 @@ def _with_train(job: FoldJob, key: str, value) -> TrainConfig:
 def test_fingerprint_follows_image_contents_and_leaves_the_test_set_to_its_own(tmp_path):
     """A picture replaced under the same name is another job; a changed test set is not
     (its images are predicted again from the saved weights: test_fingerprint)."""
-    from pipeline.train_job import test_fingerprint
+    from pipeline.train.job import test_fingerprint
 
     for name, value in (("a.png", b"one"), ("b.png", b"two"), ("t.png", b"test")):
         (tmp_path / name).write_bytes(value)

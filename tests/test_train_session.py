@@ -1,4 +1,4 @@
-"""Fold jobs sharing compiled models (pipeline.train_session) give bit for bit the outputs
+"""Fold jobs sharing compiled models (pipeline.train.session) give bit for bit the outputs
 of one fresh process per fold, also after a kill, and train_folds' sibling rules."""
 
 from __future__ import annotations
@@ -18,19 +18,19 @@ import pytest
 
 pytest.importorskip("keras")
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.fold_dir import LOCK  # noqa: E402
-from pipeline.train import is_trained, train_fold, train_folds  # noqa: E402
-from pipeline.train_job import build_job  # noqa: E402
-from pipeline.train_session import FreshModels, TrainSession  # noqa: E402
+from pipeline.config.schema import load_config  # noqa: E402
+from pipeline.train.fold import is_trained, train_fold, train_folds  # noqa: E402
+from pipeline.train.fold_dir import LOCK  # noqa: E402
+from pipeline.train.job import build_job  # noqa: E402
+from pipeline.train.session import FreshModels, TrainSession  # noqa: E402
 from tests.conftest import ROOT, tiny_config_text, train_args, write_dataset  # noqa: E402
 
 FOLDS = (0, 1, 2)  # 40 training rows, batch 16: 2, 1, 1 steps per epoch (a miss, a reuse)
 
 
 def _project(root: Path, epochs: int = 2) -> Path:
-    from pipeline.data import read_labels
-    from pipeline.folds import make_folds
+    from pipeline.data.contract import read_labels
+    from pipeline.data.folds import make_folds
 
     write_dataset(root, n_train=60, n_test=10)
     (root / "c.toml").write_text(tiny_config_text(root, epochs=epochs))
@@ -188,7 +188,7 @@ def test_make_runs_a_backbones_folds_in_one_process_but_a_named_file_alone(tmp_p
 
     copy = RepoCopy(tmp_path)
     copy.all_up_to_date()
-    copy.edit("pipeline/train_session.py")
+    copy.edit("pipeline/train/session.py")
     preds = f"{copy.tmp}/build/preds"
     dry = copy.make("-n", "train-cnn")
     assert dry.returncode == 0, dry.stderr

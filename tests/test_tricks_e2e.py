@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import load_config
+from pipeline.config.schema import load_config
 from tests.conftest import make
 
 pytestmark = pytest.mark.slow

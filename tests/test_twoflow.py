@@ -1,4 +1,4 @@
-"""Tests for pipeline.twoflow: the Two-Flow estimator and the per-fold stage."""
+"""Tests for pipeline.members.twoflow: the Two-Flow estimator and the per-fold stage."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.base import clone
 
-from pipeline.twoflow import TwoFlowModel, person_product_accuracy
+from pipeline.members.twoflow import TwoFlowModel, person_product_accuracy
 from tests.conftest import tiny_config_text, write_dataset
 
 SMALL = dict(n_components=24, pixel_size=8, n_trees=30, top_features=16, selector_trees=10)
@@ -71,10 +71,10 @@ def fold_setup(tmp_path_factory):
     its embedding file."""
     import keras
 
-    from pipeline.backbones import build_model
-    from pipeline.cnn_embed import embed_fold
-    from pipeline.config import load_config
-    from pipeline.folds import make_folds
+    from pipeline.config.schema import load_config
+    from pipeline.data.folds import make_folds
+    from pipeline.models.backbones import build_model
+    from pipeline.models.cnn_embed import embed_fold
 
     root = tmp_path_factory.mktemp("twoflow")
     data = write_dataset(root, n_train=30, n_test=6, size=32, n_labels=3)
@@ -100,8 +100,8 @@ def embedding(root, k: int):
 
 
 def test_fold_files_match_cnn_format_no_leak_and_deterministic(fold_setup, monkeypatch):
-    from pipeline.select import load_base_predictions
-    from pipeline.twoflow import run_twoflow_fold
+    from pipeline.ensemble.select import load_base_predictions
+    from pipeline.members.twoflow import run_twoflow_fold
 
     root, cfg, folds_csv, ids, folds, data = fold_setup
     seen = []
@@ -124,7 +124,7 @@ def test_fold_files_match_cnn_format_no_leak_and_deterministic(fold_setup, monke
         assert sorted(res["val_ids"]) == sorted(ids[folds == k])
         assert seen[-1][0] == seen[-1][1] == (folds != k).sum()
         twoflow_files.append(out)
-        # A CNN file for the same fold, as pipeline.train.train_fold writes it.
+        # A CNN file for the same fold, as pipeline.train.fold.train_fold writes it.
         cnn = root / "preds" / f"small_cnn.fold{k}.npz"
         n_val = (folds == k).sum()
         np.savez(

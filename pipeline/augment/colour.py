@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.augment_config import (
+from pipeline.config.augment import (
     AugmentConfig,
 )
 

@@ -12,7 +12,7 @@ import math
 import cv2
 import numpy as np
 
-from pipeline.augment_config import (
+from pipeline.config.augment import (
     AugmentConfig,
     ColourSpec,
 )
@@ -256,8 +256,8 @@ def garment_mask(
             which separates the labelled garment from hair, trousers and under-layers.
         cfg: thresholds and GrabCut settings.
         grid_prob: the segmenter's coarse class probabilities for this image
-            (:meth:`pipeline.segment.GarmentSegmenter.predict_grid`); when given, the
-            refined segmentation (:func:`pipeline.segment.refine`) replaces the box-seeded
+            (:meth:`pipeline.augment.segment.GarmentSegmenter.predict_grid`); when given, the
+            refined segmentation (:func:`pipeline.augment.segment.refine`) replaces the box-seeded
             GrabCut as the clothing foreground.
         whole: return every garment (the clothing foreground), not the one garment the
             colour label or the centre of the picture points to (``mode = "rotate"``).
@@ -280,7 +280,7 @@ def garment_mask(
             )
         spec = cfg.colours[colour]
     if grid_prob is not None:
-        from pipeline.segment import refine
+        from pipeline.augment.segment import refine
 
         cand = refine(img_rgb, grid_prob, skin)
     else:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.augment_config import (
+from pipeline.config.augment import (
     AugmentConfig,
     ColourSpec,
 )
-from pipeline.data import (
+from pipeline.data.contract import (
     LabelTable,
 )
 

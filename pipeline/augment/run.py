@@ -30,14 +30,14 @@ from pipeline.augment.colour import (
 )
 from pipeline.augment.masks import garment_mask
 from pipeline.augment.plan import AugJob, plan_with_skips
-from pipeline.augment_config import (
+from pipeline.config.augment import (
     DEFAULT_COLOUR_MAP,
     AugmentConfig,
     parse_colour_map,
 )
-from pipeline.data import image_paths, read_csv_strings, read_labels
-from pipeline.folds import read_folds
-from pipeline.images import load_image
+from pipeline.data.contract import image_paths, read_csv_strings, read_labels
+from pipeline.data.folds import read_folds
+from pipeline.runtime.images import load_image
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def _segment_sources(paths: list[Path], cfg: AugmentConfig, progress: bool) -> d
     grid per image is cheap to send."""
     if not cfg.mask_model or not paths:
         return {}
-    from pipeline.segment import GarmentSegmenter
+    from pipeline.augment.segment import GarmentSegmenter
 
     seg = GarmentSegmenter.load(cfg.mask_model)
     grids = seg.predict_grid([load_image(p) for p in paths], progress=progress)

@@ -30,7 +30,7 @@ Every image is drawn from its own random stream seeded by ``(seed, split, index)
 image does not depend on how many others are generated, and parallel generation gives the
 same bytes as serial generation.
 
-Modules (import the one you use; this file imports nothing, so :mod:`pipeline.augment_config`
+Modules (import the one you use; this file imports nothing, so :mod:`pipeline.config.augment`
 can read :mod:`pipeline.demo.palette` on a bare Python):
 
 - :mod:`~pipeline.demo.palette`: label columns, colour ranges, thresholds, skin box (stdlib);

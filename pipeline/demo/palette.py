@@ -1,7 +1,7 @@
 """The demo's label columns and colour definitions, shared by the generator,
 :func:`pipeline.demo.colours.classify_colour` and the colour-change augmentation's
-defaults (:mod:`pipeline.augment_config` derives its colour map, skin box and achromatic
-thresholds from here). Standard library only: :mod:`pipeline.config` runs on a bare Python.
+defaults (:mod:`pipeline.config.augment` derives its colour map, skin box and achromatic
+thresholds from here). Standard library only: :mod:`pipeline.config.schema` runs on a bare Python.
 """
 
 from __future__ import annotations

@@ -476,8 +476,8 @@ def test_awkward_ids_duplicates_and_default_augment_work(good, tmp_path):
     in the data report (`make data-checks`); the default [augment] on a data set without the demo's colours runs."""
     import json
 
-    from pipeline.data import read_labels
-    from pipeline.folds import read_folds
+    from pipeline.data.contract import read_labels
+    from pipeline.data.folds import read_folds
 
     root = _copy(good, tmp_path)
     lines = _labels(root)

@@ -160,7 +160,7 @@ def _swap_pixels(a: Path, b: Path) -> None:
 def test_digest_files_follow_contents_not_names_or_times(tmp_path):
     """The data manifest's digest files change when pixels change (a same-size rewrite
     with the old mtime too), not when a file is only touched; odd names are fine."""
-    from pipeline.data_manifest import update_manifest
+    from pipeline.data.manifest import update_manifest
 
     write_dataset(tmp_path, n_train=6, n_test=3, size=16)
     train = tmp_path / "train" / "images"

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 from pipeline.artifacts import load_fold_predictions, load_stacked, save_embeddings
+from pipeline.config.schema import load_config
+from pipeline.predict import Predictor
 from tests.conftest import run_stage, tiny_config_text, write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,7 +56,7 @@ def exchange_rows(files: list[Path]) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """Data, folds, a frozen member's 3 fold files (real CLI) and its exchange file."""
-    from pipeline.data import read_labels, read_test_ids
+    from pipeline.data.contract import read_labels, read_test_ids
 
     root = tmp_path_factory.mktemp("external")
     write_dataset(root, n_train=45, n_test=9)
@@ -111,21 +113,24 @@ def test_external_reproduces_the_frozen_members_stacked_columns(run, tmp_path):
     for key in ("oof", "test", "candidates_oof", "candidates_test", "choice_combiner"):
         np.testing.assert_array_equal(stacked["frozen"][key], stacked["external"][key], key)
     assert stacked["external"]["test"].shape == (K, 9, 4)
-    # `make predict` cannot score a new image with a member that has no model here: it
-    # says so, naming the member, instead of dropping its columns
+    # a new image cannot be scored with a member that has no model here: the predictor says
+    # so, naming the member, instead of dropping its columns, and `make export` (which
+    # `make predict` reads) refuses a run whose every model reads it
     build = tmp_path / "external"
     stacked_file = build / "stack" / "stacked.npz"
     thresholds = ("--stacked", stacked_file, "--out", build / "thresholds.json")
     _ok(run_stage("thresholds", "--config", run["cfg"], *thresholds))
     image = run["root"] / "test" / "images" / "test_000.png"
+    predictor = Predictor(load_config(run["cfg"]), build)
     for model in ("ensemble", "ext"):
-        r = run_stage(
-            "predict", "--config", run["cfg"], "--build", build, "--image", image, "--model", model
-        )
-        assert r.returncode == 2, r.stderr[-2000:]
-        errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and "[[external]] member" in errors[0], r.stderr[-2000:]
-        assert "'ext'" in errors[0] and "no model here" in errors[0]
+        with pytest.raises(ValueError, match="no model here") as exc:
+            predictor.predict([image], model)
+        assert "[[external]] member" in str(exc.value) and "'ext'" in str(exc.value)
+    r = run_stage("export", "--config", run["cfg"], "--build", build, "--out", build / "export")
+    assert r.returncode == 2, r.stderr[-2000:]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "[[external]]" in errors[0] and "nothing to export" in errors[0]
+    assert not (build / "export").exists()
 
 
 def _corrupt(rows: pd.DataFrame, how: str) -> pd.DataFrame:

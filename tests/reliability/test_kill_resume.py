@@ -26,8 +26,8 @@ def _cmd(root: Path, work: str, out: str) -> list[str]:
 
 @pytest.mark.slow
 def test_sigkill_mid_training_then_rerun_matches(tmp_path):
-    from pipeline.data import read_labels
-    from pipeline.folds import make_folds
+    from pipeline.data.contract import read_labels
+    from pipeline.data.folds import make_folds
 
     write_dataset(tmp_path, n_train=60, n_test=10)
     (tmp_path / "c.toml").write_text(tiny_config_text(tmp_path, epochs=3))

@@ -35,7 +35,7 @@ def demo(tmp_path_factory):
 def _fake_preds(tmp: Path, out_dir: Path) -> list[Path]:
     """Per-epoch prediction files for two fake backbones, in the CNN format."""
     from pipeline.artifacts import save_npz_atomic
-    from pipeline.data import read_labels, read_test_ids
+    from pipeline.data.contract import read_labels, read_test_ids
 
     table = read_labels(tmp / "demo" / "train")
     test_ids, _ = read_test_ids(tmp / "demo" / "test")

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.config import load_config
+from pipeline.config.schema import load_config
 from tests.conftest import run_stage, tiny_demo_config
 
 
@@ -34,7 +34,7 @@ def augmented_demo(tmp_path_factory):
 
 
 def test_fold_jobs_never_train_on_what_they_predict(augmented_demo):
-    from pipeline.train_job import build_job
+    from pipeline.train.job import build_job
 
     tmp, cfg_path = augmented_demo
     cfg = load_config(cfg_path)
@@ -69,8 +69,8 @@ def test_no_fold_job_trains_on_a_copy_of_what_it_predicts(tmp_path):
 
     import cv2
 
-    from pipeline.data import file_digests
-    from pipeline.train_job import build_job
+    from pipeline.data.contract import file_digests
+    from pipeline.train.job import build_job
     from tests.conftest import tiny_config_text, write_dataset
 
     write_dataset(tmp_path, n_train=60, n_test=8, size=32)

@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.data import IMAGE_EXTENSIONS, read_test_ids
-from pipeline.images import decode_image
+from pipeline.data.contract import IMAGE_EXTENSIONS, read_test_ids
+from pipeline.runtime.images import decode_image
 from tests.conftest import ROOT, run_stage
 from tests.reliability.test_bad_input import _copy, _img, _labels, _set_labels
 
@@ -65,7 +65,7 @@ def test_test_folder_without_csv_takes_every_extension_the_decoder_reads(good, t
 def test_every_listed_extension_decodes(tmp_path):
     """The one extension list holds only what decode_image reads (and can size from the
     header): each one, written in its format, decodes to the same picture size."""
-    from pipeline.images import image_header
+    from pipeline.runtime.images import image_header
 
     img = np.random.default_rng(0).integers(0, 255, (40, 32, 3), np.uint8)
     for ext in IMAGE_EXTENSIONS:

@@ -198,7 +198,7 @@ def test_competition_folder_without_test_csv(built, tmp_path):
         tiny_config_text(comp).replace(f'test_truth = "{comp}/test_truth.csv"\n', "")
     )
 
-    from pipeline.data import read_test_ids
+    from pipeline.data.contract import read_test_ids
 
     ids, _ = read_test_ids(comp / "test")
     assert ids.tolist() == stems

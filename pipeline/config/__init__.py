@@ -1,0 +1,1 @@
+"""Settings: one TOML file -> frozen dataclasses (schema), the field checker, the augmentation section."""
