@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 NET_TOLERANCE = 1e-4
 
 #: the modules of pipeline/runtime/ an export runs (relative imports among themselves only)
-RUNTIME_MODULES = ("exported", "ops", "heads", "images", "forest_arrays")
+RUNTIME_MODULES = ("exported", "ops", "heads", "images", "forest_arrays", "xgb_trees")
 RUNTIME_PACKAGE = "runtime"
 
 _INIT = '''"""An exported ensemble's runtime (copied by `make export`); see exported.py."""

@@ -9,11 +9,12 @@ An export (``pipeline.export.export_run``) holds everything a finished run predi
   Runtime;
 - ``heads/*.npz``, ``twoflow/*.npz``: the frozen members' heads and Two-Flow's projection
   and forests as plain arrays;
-- ``second_level/``: the chosen combiners as JSON (XGBoost's own JSON for its boosters);
+- ``second_level/``: the chosen combiners as JSON (XGBoost's own JSON for its boosters,
+  scored by :mod:`xgb_trees` without ``xgboost``);
 - ``runtime/``: this module and the NumPy modules it imports, copied from the repository.
 
 So a folder copied to another machine predicts with ``numpy``, ``opencv-python-headless``,
-``pillow`` and ``onnxruntime`` (``xgboost`` too when the second level chose it)::
+``pillow`` and ``onnxruntime`` (an XGBoost second level is scored in NumPy from its JSON)::
 
     cd <export folder> && python -m runtime photo.jpg [more.jpg ...] [--model NAME] [--json]
 
@@ -48,6 +49,7 @@ from .ops import (
     majority_vote,
     weighted_mean_proba,
 )
+from .xgb_trees import BoosterArrays
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -129,26 +131,21 @@ def image_batch(images: Sequence[np.ndarray], size: int, tta_flip: bool) -> np.n
 
 
 class _XGBoostLabels:
-    """Per label, the mean of its K XGBoost boosters on its feature columns."""
+    """Per label, the mean of its K XGBoost boosters on its feature columns, scored in NumPy
+    from the boosters' JSON (:class:`BoosterArrays`: no ``xgboost`` import)."""
 
     def __init__(self, folder: Path, state: dict):
-        import xgboost as xgb
-
         self.features = [np.asarray(f, dtype=np.int64) for f in state["features_per_label"]]
-        self.boosters = []
-        for j, n_models in enumerate(state["n_models"]):
-            boosters = []
-            for k in range(n_models):
-                b = xgb.Booster(params={"nthread": 1})
-                b.load_model(str(folder / f"label{j}.fold{k}.json"))
-                boosters.append(b)
-            self.boosters.append(boosters)
+        self.boosters = [
+            [BoosterArrays.load(folder / f"label{j}.fold{k}.json") for k in range(n_models)]
+            for j, n_models in enumerate(state["n_models"])
+        ]
 
     def __call__(self, P: np.ndarray) -> np.ndarray:
         X = P.reshape(len(P), -1).astype(np.float32)
         out = np.empty((len(P), len(self.boosters)))
         for j, (boosters, cols) in enumerate(zip(self.boosters, self.features, strict=True)):
-            out[:, j] = np.mean([b.inplace_predict(X[:, cols]) for b in boosters], axis=0)
+            out[:, j] = np.mean([b.predict(X[:, cols]) for b in boosters], axis=0)
         return out
 
 
