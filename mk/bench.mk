@@ -4,13 +4,16 @@
 
 .PHONY: bench bench-thresholds bench-feed bench-stack bench-augment bench-masks \
         bench-augment-real bench-dask bench-speed bench-ensemble bench-predict bench-student bench-scale \
-        bench-tricks
+        bench-tricks bench-xgb-trees
 
 bench: ## every benchmark, one after another (JSON under build/bench/, one line each)
-	$(MAKE) --jobs=1 bench-thresholds bench-feed bench-stack bench-augment bench-dask bench-ensemble bench-predict bench-student
+	$(MAKE) --jobs=1 bench-thresholds bench-feed bench-stack bench-augment bench-dask bench-ensemble bench-predict bench-student bench-xgb-trees
 
 bench-thresholds: $(INSTALLED) ## vectorised vs naive threshold search, 50,000 x 50
 	$(PY) -m benchmarks.bench_thresholds --out build/bench/thresholds.json
+
+bench-xgb-trees: $(INSTALLED) ## the export's XGBoost second level in NumPy vs xgboost: 1, 8, 300 rows; import time
+	$(PY) -m benchmarks.bench_xgb_trees --out build/bench/xgb_trees.json
 
 bench-feed: $(TRAIN_LABELS) | $(INSTALLED) ## training feed from files vs bare model.fit on arrays
 	$(PY) -m benchmarks.bench_feed --images $(TRAIN_DIR) --out build/bench/feed.json

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 _LOGISTIC = ("binary:logistic", "reg:logistic")
+_EPS = 1e-6  # how close to 0 or 1 XGBoost lets a logistic base score be
 
 
 class BoosterArrays:
@@ -71,9 +72,14 @@ class BoosterArrays:
         self.cond = cat(cond, np.float32)  # the split value, or the leaf's value at a leaf
         self.default_left = cat(default_left, bool)
         self.is_leaf = self.left == np.arange(offset)
+        # node i's left child at 2i, its right at 2i + 1: one gather per level
+        self.children = np.stack([self.left, self.right], axis=1).ravel()
         self.roots = np.asarray(roots, dtype=np.int64)
         base = np.float32(float(str(params["base_score"]).strip("[]")))
-        # binary:logistic keeps its base score as a probability; the margin is its logit.
+        # A logistic booster keeps its base score as a probability, which XGBoost clips to
+        # [1e-6, 1 - 1e-6] (a label with no positive in a fold stores 0); the margin is
+        # its logit.
+        base = np.clip(base, np.float32(_EPS), np.float32(1.0 - _EPS))
         self.base_margin = np.float32(-np.log(np.float32(1.0) / base - np.float32(1.0)))
 
     @classmethod
@@ -91,18 +97,19 @@ class BoosterArrays:
         if not len(self.roots):
             return out
         node = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
-        rows = np.arange(n)[:, None]
-        while True:
-            inner = ~self.is_leaf[node]
-            if not inner.any():
-                break
-            x = X[rows, self.feature[node]]
-            go_left = np.where(np.isnan(x), self.default_left[node], x < self.cond[node])
-            node = np.where(go_left, self.left[node], self.right[node])
-        leaves = self.cond[node]  # (n, trees) float32
-        for t in range(leaves.shape[1]):
-            out += leaves[:, t]
-        return out
+        flat = X.ravel()
+        row_start = (np.arange(n) * X.shape[1])[:, None]
+        while not self.is_leaf[node].all():
+            x = flat[row_start + self.feature[node]]
+            go_right = ~(x < self.cond[node])  # NaN compares False: its default side below
+            missing = np.isnan(x)
+            if missing.any():
+                go_right = np.where(missing, ~self.default_left[node], go_right)
+            node = self.children[2 * node + go_right]
+        # (n, 1 + trees) float32: the base margin, then each tree's leaf; a float32 running
+        # sum (cumsum adds one after another, as XGBoost does, not pairwise) ends in column -1
+        steps = np.concatenate([out[:, None], self.cond[node]], axis=1)
+        return np.cumsum(steps, axis=1, dtype=np.float32)[:, -1]
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """(n,) float32 probabilities: the sigmoid of :meth:`margin`."""
