@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("benchmarks.bench_predict")
 
 
-def _timed(cmd: list[str], timeout: float = 600) -> float:
+def timed_command(cmd: list[str], timeout: float = 600) -> float:
+    """Wall seconds of ``cmd`` run in the repository root; a failure raises with its stderr."""
     t0 = time.perf_counter()
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     dt = time.perf_counter() - t0
@@ -171,11 +172,12 @@ def measure(config: Path, build: Path, repeats: int = 3, requests: int = 50) -> 
     image = _test_images(config, 1)[0]
     predict = ["make", "--no-print-directory", "predict", *make_vars, f"IMAGE={image}"]
     stage = [sys.executable, "-m", "stages.predict", "--export", str(build / "export")]
-    cold = [_timed(predict) for _ in range(repeats)]
-    stage_s = [_timed([*stage, "--image", str(image)]) for _ in range(repeats)]
-    tf_s = [_timed([sys.executable, "-c", "import keras"]) for _ in range(repeats)]
+    cold = [timed_command(predict) for _ in range(repeats)]
+    stage_s = [timed_command([*stage, "--image", str(image)]) for _ in range(repeats)]
+    tf_s = [timed_command([sys.executable, "-c", "import keras"]) for _ in range(repeats)]
     runtime_s = [
-        _timed([sys.executable, "-c", "import numpy, cv2, onnxruntime"]) for _ in range(repeats)
+        timed_command([sys.executable, "-c", "import numpy, cv2, onnxruntime"])
+        for _ in range(repeats)
     ]
     out = {
         "config": str(config),

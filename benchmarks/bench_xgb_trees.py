@@ -17,39 +17,27 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.bench_predict import p50, timed_command
 from pipeline.artifacts import write_json_atomic
 from pipeline.ensemble.stack import PerLabelXGBStacker
 from pipeline.runtime.xgb_trees import BoosterArrays
 
 
-def _median_s(fn, repeats: int) -> float:
-    fn()  # warm
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def _import_s(module: str, repeats: int) -> float:
     """Median wall time of ``python -c 'import <module>'`` minus a bare interpreter's."""
 
-    def run(code: str) -> float:
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True)
-        return time.perf_counter() - t
+    def median(code: str) -> float:
+        return statistics.median(
+            timed_command([sys.executable, "-c", code]) for _ in range(repeats)
+        )
 
-    bare = statistics.median(run("pass") for _ in range(repeats))
-    return statistics.median(run(f"import {module}") for _ in range(repeats)) - bare
+    return median(f"import {module}") - median("pass")
 
 
 def run(rows: int, columns: int, labels: int, folds: int, repeats: int, seed: int) -> dict:
@@ -109,9 +97,10 @@ def run(rows: int, columns: int, labels: int, folds: int, repeats: int, seed: in
         def theirs_fn(batch=batch):
             return score(theirs, batch, lambda b, x: b.inplace_predict(x))
 
+        # the first calls warm both up and are compared
         largest = max(largest, float(np.max(np.abs(ours_fn() - theirs_fn()))))
-        result[f"numpy_{name}_rows_s"] = _median_s(ours_fn, repeats)
-        result[f"xgboost_{name}_rows_s"] = _median_s(theirs_fn, repeats)
+        result[f"numpy_{name}_rows_s"] = p50(ours_fn, repeats)
+        result[f"xgboost_{name}_rows_s"] = p50(theirs_fn, repeats)
     if largest > 1e-6:
         raise SystemExit(f"bench-xgb-trees: NumPy and xgboost differ by {largest:.3g}")
     result["largest_difference"] = largest
