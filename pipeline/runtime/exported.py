@@ -145,7 +145,8 @@ class _XGBoostLabels:
         X = P.reshape(len(P), -1).astype(np.float32)
         out = np.empty((len(P), len(self.boosters)))
         for j, (boosters, cols) in enumerate(zip(self.boosters, self.features, strict=True)):
-            out[:, j] = np.mean([b.predict(X[:, cols]) for b in boosters], axis=0)
+            rows = X[:, cols]  # sliced once: each of the K boosters reads the same columns
+            out[:, j] = np.mean([b.predict(rows) for b in boosters], axis=0)
         return out
 
 
